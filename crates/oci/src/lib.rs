@@ -6,7 +6,42 @@
 //! parsing with a walk over every referenced descriptor, the `/v2` request
 //! path grammar of the OCI distribution spec, HTTP `Range` parsing, and OCI
 //! error bodies. It does not read files, open sockets or spawn tasks.
+//!
+//! The parts:
+//! - [`digest`]: [`Digest`], `sha256:`/`sha512:` only, lowercase hex;
+//! - [`verify`]: [`Verifier`], checking streamed bytes against a digest;
+//! - [`name`]: the repository-name and tag grammar;
+//! - [`reference`]: [`Reference`], `nginx` → `docker.io/library/nginx:latest`;
+//! - [`registry`]: [`Registry`], a registry host and how it is reached;
+//! - [`path`]: [`Request`] and [`Route`], the `/v2` paths a mirror serves;
+//! - [`range`]: [`ByteRange`], one `Range` header against a size;
+//! - [`media`]: media type constants and kinds;
+//! - [`descriptor`]: [`Descriptor`] and [`Platform`];
+//! - [`manifest`]: one level of a manifest or index, [`children`];
+//! - [`walk`](mod@walk): every descriptor reachable from a root, [`walk()`];
+//! - [`error`]: [`ErrorCode`] and [`ErrorBody`], the registry error JSON.
 
+pub mod descriptor;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod media;
+pub mod name;
+pub mod path;
+pub mod range;
+pub mod reference;
 pub mod registry;
+pub mod verify;
+pub mod walk;
 
+pub use descriptor::{Descriptor, Platform};
+pub use digest::{Algorithm, Digest, DigestError};
+pub use error::{ErrorBody, ErrorCode, ErrorInfo};
+pub use manifest::{children, Kind, Manifest, ManifestError};
+pub use name::{validate_name, validate_tag, NameError, TagError};
+pub use path::{parse_path, PathError, Request, Route};
+pub use range::{unsatisfiable_content_range, ByteRange, RangeError};
+pub use reference::{Reference, ReferenceError, TagOrDigest};
 pub use registry::{Registry, RegistryError, Scheme};
+pub use verify::{Mismatch, Verifier};
+pub use walk::walk;
