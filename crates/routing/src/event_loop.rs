@@ -1,0 +1,318 @@
+//! The one task that owns the `Swarm` and all routing state.
+//!
+//! `EventLoop::run` selects over: shutdown, commands from `Router` handles,
+//! swarm events, finished DNS resolutions of bootstrap names, and a short
+//! housekeeping tick (deadlines, bootstrap schedule, readiness, sweeping).
+//! Nothing here blocks: DNS resolution runs as futures polled by the loop,
+//! and every wait has a deadline checked on the tick.
+//!
+//! The state lives in small single-purpose parts: `peers` (connections,
+//! mirror addresses, penalties), `lookups` (queries, subscribers, cache),
+//! `provides` (advertised keys, throttled announcements) and `bootstrap`
+//! (schedule and targets). Swarm events are dispatched in `swarm_events`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt as _};
+use libp2p::{
+    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition},
+    Multiaddr, PeerId, Swarm,
+};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    agent,
+    behaviour::{build_swarm, Behaviour},
+    identity,
+    keys::record_key,
+    router::Command,
+    Bootstrap, Config, Error, Provider,
+};
+
+mod bootstrap;
+mod lookups;
+mod peers;
+mod provides;
+mod swarm_events;
+
+use bootstrap::{Bootstrapper, Resolved};
+use lookups::{Lookups, Start};
+use peers::{Peers, Status};
+use provides::Provides;
+
+/// How often deadlines, the bootstrap schedule and readiness are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How often expired records, penalties and cache entries are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Owns the swarm; run it with [`EventLoop::run`] on its own task.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    config: Config,
+    local: PeerId,
+    ready: watch::Sender<bool>,
+    listen_addrs: Vec<SocketAddr>,
+    listen_waiters: Vec<oneshot::Sender<Vec<SocketAddr>>>,
+    peers: Peers,
+    lookups: Lookups,
+    provides: Provides,
+    bootstrap: Bootstrapper,
+    resolving: FuturesUnordered<BoxFuture<'static, Resolved>>,
+    next_sweep: Instant,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("local", &self.local).field("listen", &self.listen_addrs).finish()
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(config: Config, commands: mpsc::Receiver<Command>) -> Result<Self, Error> {
+        let keypair = identity::load_or_create(&config.data_dir)?;
+        let local = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair, &config)?;
+        swarm
+            .listen_on(agent::multiaddr_of(config.listen))
+            .map_err(|e| Error::Listen { addr: config.listen.to_string(), reason: e.to_string() })?;
+        let default_port = match config.listen.port() {
+            0 => crate::config::DEFAULT_PORT,
+            p => p,
+        };
+        let bootstrap = Bootstrapper::new(
+            config.bootstrap.clone(),
+            default_port,
+            config.bootstrap_interval,
+            config.bootstrap_backoff_max,
+        );
+        let (ready, _) = watch::channel(bootstrap.is_standalone());
+        Ok(Self {
+            swarm,
+            commands,
+            local,
+            ready,
+            listen_addrs: Vec::new(),
+            listen_waiters: Vec::new(),
+            peers: Peers::new(local),
+            lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl),
+            provides: Provides::new(config.max_concurrent_provides),
+            bootstrap,
+            resolving: FuturesUnordered::new(),
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            config,
+        })
+    }
+
+    pub(crate) fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    pub(crate) fn ready_receiver(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled. Dropping the swarm at the end closes every connection.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commands_open = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                cmd = self.commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone; keep serving the DHT for others until shutdown.
+                    None => commands_open = false,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(resolved) = self.resolving.next(), if !self.resolving.is_empty() => self.on_resolved(resolved),
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.provides.pump(&mut self.swarm.behaviour_mut().kad);
+            self.settle();
+        }
+        tracing::debug!(peer = %self.local, "routing event loop stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Advertise { keys, reply } => self.provides.advertise(keys, reply),
+            Command::Withdraw { keys, reply } => {
+                self.provides.withdraw(&keys, &mut self.swarm.behaviour_mut().kad);
+                let _ = reply.send(());
+            }
+            Command::Lookup { key, tx, limit } => self.start_lookup(&key, limit, tx),
+            Command::Penalize { peer, reply } => {
+                self.peers.penalize(peer, Instant::now() + self.config.penalty);
+                let _ = reply.send(());
+            }
+            Command::PeerCount { reply } => {
+                let _ = reply.send(self.routing_table_size());
+            }
+            Command::ListenAddrs { reply } => {
+                if self.listen_addrs.is_empty() {
+                    self.listen_waiters.push(reply);
+                } else {
+                    let _ = reply.send(self.listen_addrs.clone());
+                }
+            }
+        }
+    }
+
+    fn start_lookup(&mut self, key: &str, limit: usize, tx: mpsc::Sender<Provider>) {
+        let rkey = record_key(key);
+        match self.lookups.subscribe(rkey.clone(), limit, tx, Instant::now()) {
+            Start::Joined => {}
+            Start::Cached(peers) => {
+                for peer in peers {
+                    self.resolve_provider(&rkey, peer);
+                }
+            }
+            Start::Query => {
+                let query = self.swarm.behaviour_mut().kad.get_providers(rkey.clone());
+                self.lookups.set_query(&rkey, query);
+            }
+        }
+    }
+
+    /// Streams `peer` for `key` if it is usable now; otherwise dials it and waits (bounded).
+    fn resolve_provider(&mut self, key: &libp2p::kad::RecordKey, peer: PeerId) {
+        let now = Instant::now();
+        match self.peers.status(peer, now) {
+            Status::Ready(mirror) => {
+                let penalised = self.peers.is_penalised(&peer, now);
+                self.lookups.deliver(key, Provider { peer, mirror }, penalised);
+            }
+            Status::Wait { dial } => {
+                if dial && !self.peers.is_connected(&peer) {
+                    // Addresses come from the routing table and from the provider record the
+                    // running query just received (Kademlia hands those to the dial).
+                    let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "cannot dial provider");
+                        self.peers.on_dial_failed(peer, now + self.config.unreachable_backoff);
+                        return;
+                    }
+                }
+                self.peers.await_peer(peer, now + self.config.dial_timeout);
+                self.lookups.wait(key, peer);
+            }
+            Status::Skip => {}
+        }
+    }
+
+    /// A peer a lookup waited for became usable (`Some`) or will not (`None`).
+    fn peer_resolved(&mut self, peer: PeerId, mirror: Option<SocketAddr>) {
+        match mirror {
+            Some(mirror) => {
+                let penalised = self.peers.is_penalised(&peer, Instant::now());
+                for key in self.lookups.waiting_for(&peer) {
+                    self.lookups.deliver(&key, Provider { peer, mirror }, penalised);
+                }
+            }
+            None => self.lookups.give_up(&peer),
+        }
+    }
+
+    fn settle(&mut self) {
+        for query in self.lookups.settle(Instant::now()) {
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&query) {
+                q.finish();
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for peer in self.peers.expire_awaited(now, now + self.config.unreachable_backoff) {
+            tracing::debug!(%peer, "provider did not answer in time");
+            self.lookups.give_up(&peer);
+        }
+        let size = self.routing_table_size();
+        if self.bootstrap.due(now, size > 0) {
+            self.run_bootstrap(size > 0);
+        }
+        let ready = self.bootstrap.is_standalone() || size > 0;
+        if *self.ready.borrow() != ready {
+            tracing::info!(peer = %self.local, ready, peers = size, "routing readiness changed");
+            self.ready.send_replace(ready);
+            if !ready {
+                self.bootstrap.reset(now);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            let dropped = self.swarm.behaviour_mut().kad.store_mut().sweep(std::time::Instant::now());
+            self.peers.gc(now);
+            self.lookups.gc(now);
+            tracing::trace!(
+                dropped,
+                stored_keys = self.swarm.behaviour_mut().kad.store_mut().key_count(),
+                advertised = self.provides.advertised_count(),
+                connected = self.peers.connected_count(),
+                lookups = self.lookups.in_flight(),
+                "routing housekeeping"
+            );
+        }
+    }
+
+    fn run_bootstrap(&mut self, connected: bool) {
+        let targets = self.bootstrap.targets().to_vec();
+        for target in targets {
+            let peer = target.peer_id();
+            match target {
+                Bootstrap::Addr(addr) => self.dial_bootstrap(addr, peer),
+                Bootstrap::Dns { name, port } => self.resolving.push(self.bootstrap.resolve(name, port)),
+            }
+        }
+        if connected {
+            // Refresh the routing table too; harmless if Kademlia's own refresh just ran.
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    fn on_resolved(&mut self, resolved: Resolved) {
+        match resolved.addrs {
+            Ok(addrs) => {
+                for addr in self.bootstrap.pick(addrs) {
+                    self.dial_bootstrap(agent::multiaddr_of(addr), None);
+                }
+            }
+            Err(error) => tracing::warn!(name = %resolved.name, %error, "cannot resolve bootstrap name"),
+        }
+    }
+
+    fn dial_bootstrap(&mut self, addr: Multiaddr, peer: Option<PeerId>) {
+        if peer == Some(self.local) || agent::socket_of(&addr).is_some_and(|s| self.is_own_addr(s)) {
+            return;
+        }
+        let known = peer.or_else(|| self.bootstrap.peer_at(&addr));
+        if known.is_some_and(|p| p == self.local || self.peers.is_connected(&p)) {
+            return;
+        }
+        let opts = match peer {
+            Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%addr, error = %e, "bootstrap dial refused");
+        }
+    }
+
+    /// Whether `addr` is one of our own listen addresses (never dial ourselves).
+    fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        self.listen_addrs.contains(&addr)
+            || (addr.port() == self.config.listen.port()
+                && (addr.ip() == self.config.listen.ip()
+                    || (self.config.listen.ip().is_unspecified() && addr.ip().is_loopback())))
+    }
+
+    fn routing_table_size(&mut self) -> usize {
+        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+}

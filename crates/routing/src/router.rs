@@ -1,0 +1,167 @@
+//! The cloneable `Router` handle and the stream a lookup returns.
+//!
+//! The handle holds no state of its own beyond what never changes (the local
+//! peer id) and the readiness receiver: every operation is a `Command` sent
+//! over a bounded channel to the `EventLoop`, with a `oneshot` for the reply
+//! (or, for lookups, a bounded `mpsc` the loop streams providers into). Every
+//! call is bounded by a timeout, so a wedged event loop shows up as
+//! `Error::Timeout`, never as a hung caller.
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::Stream;
+use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{event_loop::EventLoop, Config, Error};
+
+/// The most providers one lookup streams; larger limits are clamped.
+pub const MAX_LOOKUP_LIMIT: usize = 64;
+
+/// How many commands may queue for the event loop before senders wait.
+const COMMAND_BUFFER: usize = 256;
+
+/// A peer that holds a key, with the address of that peer's own `/v2` mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Provider {
+    /// The peer's libp2p identity (pass it to `Router::penalize`).
+    pub peer: PeerId,
+    /// Where the peer's mirror listens, as the peer announced it.
+    pub mirror: SocketAddr,
+}
+
+/// A handle to the router; cheap to clone, usable from any task.
+#[derive(Debug, Clone)]
+pub struct Router {
+    commands: mpsc::Sender<Command>,
+    local: PeerId,
+    ready: watch::Receiver<bool>,
+    command_timeout: Duration,
+    advertise_timeout: Duration,
+}
+
+/// The providers of one key, in the order they become usable.
+///
+/// Ends when `limit` providers were yielded, when the DHT has no more, or at
+/// the lookup timeout. Dropping it early cancels the query (if no identical
+/// lookup still wants it).
+#[derive(Debug)]
+pub struct Lookup {
+    rx: mpsc::Receiver<Provider>,
+}
+
+/// What the handle asks of the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Advertise { keys: Vec<String>, reply: oneshot::Sender<Result<(), Error>> },
+    Withdraw { keys: Vec<String>, reply: oneshot::Sender<()> },
+    Lookup { key: String, tx: mpsc::Sender<Provider>, limit: usize },
+    Penalize { peer: PeerId, reply: oneshot::Sender<()> },
+    PeerCount { reply: oneshot::Sender<usize> },
+    ListenAddrs { reply: oneshot::Sender<Vec<SocketAddr>> },
+}
+
+impl Router {
+    /// Loads (or creates) the node identity, builds the swarm and starts listening.
+    ///
+    /// Must be called inside a tokio runtime. Nothing happens on the network until
+    /// `EventLoop::run` is polled; spawn it.
+    pub fn start(config: Config) -> Result<(Router, EventLoop), Error> {
+        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
+        let command_timeout = config.command_timeout;
+        let advertise_timeout = config.advertise_timeout;
+        let event_loop = EventLoop::new(config, rx)?;
+        let router = Router {
+            commands: tx,
+            local: event_loop.local_peer_id(),
+            ready: event_loop.ready_receiver(),
+            command_timeout,
+            advertise_timeout,
+        };
+        Ok((router, event_loop))
+    }
+
+    /// This node's peer id (stable across restarts with the same `data_dir`).
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// Becomes `true` once the routing table holds a peer, or at once for a node
+    /// configured without bootstrap peers. Goes back to `false` if the table empties.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
+    /// Announces this node as a provider of `keys` and keeps re-announcing them until
+    /// withdrawn. Returns once each key's first announcement finished (or failed: the
+    /// key stays advertised and is retried at the next re-provide).
+    pub async fn advertise(&self, keys: Vec<String>) -> Result<(), Error> {
+        let timeout = self.advertise_timeout;
+        self.call("advertise", timeout, |reply| Command::Advertise { keys, reply }).await?
+    }
+
+    /// Stops announcing `keys`. Other nodes stop returning us for them once their
+    /// copies of our records expire (`Config::provider_ttl`).
+    pub async fn withdraw(&self, keys: Vec<String>) -> Result<(), Error> {
+        self.call("withdraw", self.command_timeout, |reply| Command::Withdraw { keys, reply }).await
+    }
+
+    /// Finds up to `limit` (at most `MAX_LOOKUP_LIMIT`) live peers holding `key`,
+    /// streamed as they are found. Never yields this node; penalised peers come last.
+    pub async fn lookup(&self, key: &str, limit: usize) -> Result<Lookup, Error> {
+        let limit = limit.min(MAX_LOOKUP_LIMIT);
+        let (tx, rx) = mpsc::channel(limit.max(1));
+        if limit == 0 {
+            return Ok(Lookup { rx });
+        }
+        let cmd = Command::Lookup { key: key.to_owned(), tx, limit };
+        match tokio::time::timeout(self.command_timeout, self.commands.send(cmd)).await {
+            Ok(Ok(())) => Ok(Lookup { rx }),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout { op: "lookup" }),
+        }
+    }
+
+    /// Marks `peer` as having misbehaved (e.g. served bytes that failed
+    /// verification): for `Config::penalty` it is returned only after every other provider.
+    pub async fn penalize(&self, peer: PeerId) -> Result<(), Error> {
+        self.call("penalize", self.command_timeout, |reply| Command::Penalize { peer, reply }).await
+    }
+
+    /// How many peers the routing table holds.
+    pub async fn peer_count(&self) -> Result<usize, Error> {
+        self.call("peer_count", self.command_timeout, |reply| Command::PeerCount { reply }).await
+    }
+
+    /// The addresses libp2p actually listens on (waits for the listener to come up).
+    pub async fn listen_addrs(&self) -> Result<Vec<SocketAddr>, Error> {
+        self.call("listen_addrs", self.command_timeout, |reply| Command::ListenAddrs { reply }).await
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, rx) = oneshot::channel();
+        let round_trip = async {
+            self.commands.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+            rx.await.map_err(|_| Error::Stopped)
+        };
+        tokio::time::timeout(timeout, round_trip).await.map_err(|_| Error::Timeout { op })?
+    }
+}
+
+impl Stream for Lookup {
+    type Item = Provider;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Provider>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,198 @@
+//! Black-box tests: several routers in one process on loopback.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{collections::HashSet, time::Duration};
+
+use support::{cluster, eventually, free_port_on, NodeBuilder};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_returns_each_providers_own_mirror_and_never_self() {
+    let nodes = cluster(3).await;
+    let (a, b, c) = (&nodes[1], &nodes[2], &nodes[3]);
+    a.router.advertise(vec!["sha256:aaa".into(), "docker.io/library/nginx:latest".into()]).await.unwrap();
+    b.router.advertise(vec!["sha256:aaa".into()]).await.unwrap();
+    c.router.advertise(vec!["sha256:aaa".into()]).await.unwrap();
+
+    let found = c.lookup("sha256:aaa", 10).await;
+    let got: HashSet<_> = found.iter().map(|p| (p.peer, p.mirror)).collect();
+    let want: HashSet<_> = [(a.router.local_peer_id(), a.mirror), (b.router.local_peer_id(), b.mirror)].into();
+    assert_eq!(got, want, "c finds a and b, each with its own mirror, and never itself");
+    assert_ne!(a.mirror, b.mirror);
+
+    let tag = nodes[0].lookup("docker.io/library/nginx:latest", 10).await;
+    assert_eq!(tag.len(), 1);
+    assert_eq!((tag[0].peer, tag[0].mirror), (a.router.local_peer_id(), a.mirror));
+
+    assert!(b.lookup("sha256:nobody-has-this", 10).await.is_empty());
+    assert_eq!(c.lookup("sha256:aaa", 1).await.len(), 1, "the stream stops at the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_lookups_all_get_answers() {
+    let nodes = cluster(2).await;
+    nodes[1].router.advertise(vec!["sha256:burst".into()]).await.unwrap();
+    let lookups = (0..20).map(|_| nodes[2].lookup("sha256:burst", 4));
+    for found in futures::future::join_all(lookups).await {
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].mirror, nodes[1].mirror);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_port_on_distinct_loopback_ips() {
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let port = free_port_on(&ips);
+    let seed = NodeBuilder::new(&format!("127.0.0.2:{port}")).mirror("127.0.0.2:5000").start().await;
+    // This one binds its mirror to 0.0.0.0: peers must fill in the IP they reach it at.
+    let b = NodeBuilder::new(&format!("127.0.0.3:{port}"))
+        .mirror("0.0.0.0:5000")
+        .bootstrap(&format!("127.0.0.2:{port}"))
+        .start()
+        .await;
+    let c = NodeBuilder::new(&format!("127.0.0.4:{port}"))
+        .mirror("127.0.0.4:5000")
+        .bootstrap(&format!("127.0.0.2:{port}"))
+        .start()
+        .await;
+    b.wait_ready().await;
+    c.wait_ready().await;
+    seed.router.advertise(vec!["sha256:one".into()]).await.unwrap();
+    b.router.advertise(vec!["sha256:one".into()]).await.unwrap();
+
+    let found = c.lookup("sha256:one", 10).await;
+    let got: HashSet<_> = found.iter().map(|p| (p.peer, p.mirror.to_string())).collect();
+    let want: HashSet<_> = [
+        (seed.router.local_peer_id(), "127.0.0.2:5000".to_owned()),
+        (b.router.local_peer_id(), "127.0.0.3:5000".to_owned()),
+    ]
+    .into();
+    assert_eq!(got, want);
+    let from_seed = seed.lookup("sha256:one", 10).await;
+    assert_eq!(from_seed.len(), 1);
+    assert_eq!(from_seed[0].mirror.to_string(), "127.0.0.3:5000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_reprovided_and_withdrawn_keys_expire() {
+    let ttl = Duration::from_secs(3);
+    let short = |c: &mut peerpull_routing::Config| {
+        c.provider_ttl = ttl;
+        c.reprovide_interval = Duration::from_secs(1);
+    };
+    let seed = NodeBuilder::new("127.0.0.1:0").config(short).start().await;
+    let a = NodeBuilder::new("127.0.0.1:0").config(short).bootstrap_to(&seed).start().await;
+    let b = NodeBuilder::new("127.0.0.1:0").config(short).bootstrap_to(&seed).start().await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    a.router.advertise(vec!["sha256:kept".into(), "sha256:gone".into()]).await.unwrap();
+    assert_eq!(b.lookup("sha256:gone", 5).await.len(), 1);
+
+    // Longer than the TTL: only re-providing keeps the records alive.
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(b.lookup("sha256:kept", 5).await.len(), 1, "re-provided before expiry");
+
+    a.router.withdraw(vec!["sha256:gone".into()]).await.unwrap();
+    let started = tokio::time::Instant::now();
+    eventually(ttl * 3, "withdrawn key no longer returned", || async {
+        b.lookup("sha256:gone", 5).await.is_empty().then_some(())
+    })
+    .await;
+    println!("withdrawn key disappeared after {:?} (ttl {ttl:?})", started.elapsed());
+    assert_eq!(b.lookup("sha256:kept", 5).await.len(), 1, "other keys stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_stops_being_returned_within_the_bound() {
+    let mut nodes = cluster(3).await;
+    for n in &nodes[1..3] {
+        n.router.advertise(vec!["sha256:shared".into()]).await.unwrap();
+    }
+    assert_eq!(nodes[3].lookup("sha256:shared", 10).await.len(), 2);
+    let dead = nodes.remove(2);
+    let dead_id = dead.router.local_peer_id();
+    dead.kill().await;
+    let killed_at = tokio::time::Instant::now();
+    // Bound for a process that exits: its connections close at once, and a fresh dial
+    // fails within dial_timeout (2 s here).
+    let bound = Duration::from_secs(3);
+    let survivors = eventually(bound, "dead provider dropped", || async {
+        let found = nodes[2].lookup("sha256:shared", 10).await;
+        (!found.iter().any(|p| p.peer == dead_id)).then_some(found)
+    })
+    .await;
+    println!("dead peer dropped after {:?}", killed_at.elapsed());
+    assert_eq!(survivors.len(), 1);
+    assert_eq!(survivors[0].peer, nodes[1].router.local_peer_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penalised_peers_come_last() {
+    let nodes = cluster(3).await;
+    let (a, b, c) = (&nodes[1], &nodes[2], &nodes[3]);
+    for n in [a, b] {
+        n.router.advertise(vec!["sha256:p".into()]).await.unwrap();
+    }
+    assert_eq!(c.lookup("sha256:p", 10).await.len(), 2);
+    c.router.penalize(a.router.local_peer_id()).await.unwrap();
+    for _ in 0..3 {
+        let found = c.lookup("sha256:p", 10).await;
+        let order: Vec<_> = found.iter().map(|p| p.peer).collect();
+        assert_eq!(order, vec![b.router.local_peer_id(), a.router.local_peer_id()]);
+        let first = c.lookup("sha256:p", 1).await;
+        assert_eq!(first[0].peer, b.router.local_peer_id());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_the_peer_id_and_is_found_again() {
+    let seed = NodeBuilder::new("127.0.0.1:0").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = NodeBuilder::new("127.0.0.1:0").data_dir(dir.path().to_owned()).bootstrap_to(&seed).start().await;
+    let id = a.router.local_peer_id();
+    a.kill().await;
+    let a = NodeBuilder::new("127.0.0.1:0").data_dir(dir.path().to_owned()).bootstrap_to(&seed).start().await;
+    assert_eq!(a.router.local_peer_id(), id);
+    a.wait_ready().await;
+    a.router.advertise(vec!["sha256:again".into()]).await.unwrap();
+    let found = seed.lookup("sha256:again", 5).await;
+    assert_eq!(found.iter().map(|p| p.peer).collect::<Vec<_>>(), vec![id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_through_dns_and_readiness() {
+    let port = free_port_on(&["127.0.0.1"]);
+    let dns = format!("dns:localhost:{port}");
+    // The seed resolves the name to itself and must skip that.
+    let seed = NodeBuilder::new(&format!("127.0.0.1:{port}")).bootstrap(&dns).start().await;
+    assert!(!*seed.router.ready().borrow(), "not ready: it has bootstrap peers but no peer yet");
+    let a = NodeBuilder::new("127.0.0.1:0").bootstrap(&dns).start().await;
+    let b = NodeBuilder::new("127.0.0.1:0").bootstrap(&dns).start().await;
+    for n in [&seed, &a, &b] {
+        n.wait_ready().await;
+        assert!(n.router.peer_count().await.unwrap() >= 1);
+    }
+    b.router.advertise(vec!["sha256:dns".into()]).await.unwrap();
+    let found = a.lookup("sha256:dns", 5).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].mirror, b.mirror);
+
+    // A node with nothing to bootstrap from stands alone and is ready at once.
+    let alone = NodeBuilder::new("127.0.0.1:0").start().await;
+    assert!(*alone.router.ready().borrow());
+    assert_eq!(alone.router.peer_count().await.unwrap(), 0);
+    assert!(alone.lookup("sha256:dns", 5).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_its_seed_joins_when_the_seed_comes_up() {
+    let port = free_port_on(&["127.0.0.1"]);
+    let a = NodeBuilder::new("127.0.0.1:0").bootstrap(&format!("127.0.0.1:{port}")).start().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!*a.router.ready().borrow());
+    let seed = NodeBuilder::new(&format!("127.0.0.1:{port}")).start().await;
+    a.wait_ready().await;
+    seed.router.advertise(vec!["sha256:late".into()]).await.unwrap();
+    assert_eq!(a.lookup("sha256:late", 5).await.len(), 1);
+}
