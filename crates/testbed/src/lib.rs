@@ -1,8 +1,62 @@
 //! Test support for peerpull: real services in temporary directories.
 //!
-//! Starts real containerd instances (one per test node) and a real upstream
-//! registry, generates deterministic OCI images and pushes them with
-//! `skopeo`, pulls into a node like kubelet does (CRI `PullImage`), and
-//! inspects what a node holds. Every service is stopped and every temporary
-//! directory removed when its handle is dropped, also when a test panics.
-//! Nothing outside tests and benchmarks depends on this crate.
+//! Starts real containerd instances (one per test node, see [`containerd`])
+//! and a real upstream registry ([`registry`]), generates deterministic OCI
+//! images and pushes them with `skopeo` ([`image`]), pulls into a node like
+//! kubelet does through CRI `PullImage` ([`cri`]), and inspects what a node
+//! holds. Every service is stopped and every temporary directory removed when
+//! its handle is dropped, also when a test panics. Nothing outside tests and
+//! benchmarks depends on this crate.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), peerpull_testbed::Error> {
+//! use peerpull_testbed::{Containerd, ImageBuilder, Upstream};
+//! let upstream = Upstream::start().await?;
+//! let image = ImageBuilder::new("demo").layers(&[1 << 20, 4096]).build()?;
+//! let reference = image.push(&upstream, "demo/app:v1").await?;
+//! let node = Containerd::start().await?;
+//! node.trust_registry(&upstream)?;
+//! let pulled = node.cri_pull(&reference).await?;
+//! assert_eq!(pulled.manifest_digest(), Some(image.digest()));
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+pub mod containerd;
+pub mod cri;
+mod error;
+pub mod image;
+mod inspect;
+mod net;
+mod process;
+pub mod registry;
+
+pub use containerd::{Containerd, ContainerdOptions, NAMESPACE};
+pub use cri::PulledImage;
+pub use error::Error;
+pub use image::{Blob, Image, ImageBuilder, Platform, PlatformImage};
+pub use inspect::ImageRecord;
+pub use net::free_port;
+pub use registry::{AccessEntry, Upstream};
+
+/// Polls `check` every 50 ms until it yields `Some`, or fails after `timeout`.
+///
+/// This is how tests wait for a condition; they never sleep for a guessed time.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout { what: what.to_owned(), after: timeout });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,28 @@
+# The commands developers and CI run. `make demo` is the main job, `make test`
+# runs every check; both install what they need first.
+
+CARGO ?= cargo
+KEEP ?=
+
+.PHONY: all setup build demo test fmt-check clippy unit
+
+all: build
+
+setup:
+	@bash scripts/setup
+
+build: setup
+	$(CARGO) build --workspace --all-targets
+
+demo: setup
+	$(CARGO) build --release -p peerpull
+	./target/release/peerpull --help
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy: setup
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: setup fmt-check clippy
+	$(CARGO) test --workspace
