@@ -66,7 +66,11 @@ impl Containerd {
             verbose: false,
         };
         let reply = client.image_status(request).await.map_err(Error::grpc(format!("CRI ImageStatus {image}")))?;
-        Ok(reply.into_inner().image.map(|i| PulledImage { id: i.id, repo_tags: i.repo_tags, repo_digests: i.repo_digests }))
+        Ok(reply.into_inner().image.map(|i| PulledImage {
+            id: i.id,
+            repo_tags: i.repo_tags,
+            repo_digests: i.repo_digests,
+        }))
     }
 
     /// Removes an image through CRI, as kubelet's image GC does.

@@ -56,7 +56,8 @@ impl Containerd {
     /// Deletes the image record `name` (its content is garbage-collected).
     pub async fn delete_image(&self, name: &str) -> Result<(), Error> {
         let mut client = ImagesClient::new(self.channel().await?);
-        let request = with_namespace!(DeleteImageRequest { name: name.to_owned(), sync: true, target: None }, NAMESPACE);
+        let request =
+            with_namespace!(DeleteImageRequest { name: name.to_owned(), sync: true, target: None }, NAMESPACE);
         client.delete(request).await.map_err(Error::grpc(format!("deleting image {name}")))?;
         Ok(())
     }

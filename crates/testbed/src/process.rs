@@ -30,7 +30,11 @@ pub(crate) struct Service {
 impl Service {
     /// Starts `command`, appending its stdout and stderr to `log`.
     pub(crate) fn spawn(name: &str, command: &mut Command, log: &Path) -> Result<Self, Error> {
-        let out = OpenOptions::new().create(true).append(true).open(log).map_err(Error::io(format!("opening {}", log.display())))?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(Error::io(format!("opening {}", log.display())))?;
         let err = out.try_clone().map_err(Error::io("duplicating a log handle"))?;
         let child = command
             .stdin(Stdio::null())
@@ -44,7 +48,10 @@ impl Service {
     /// Fails if the process has exited, with the tail of its log.
     pub(crate) fn check_running(&mut self) -> Result<(), Error> {
         let Some(child) = self.child.as_mut() else {
-            return Err(Error::Io { what: format!("{} is stopped", self.name), source: std::io::ErrorKind::NotFound.into() });
+            return Err(Error::Io {
+                what: format!("{} is stopped", self.name),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
         };
         match child.try_wait() {
             Ok(None) => Ok(()),

@@ -178,7 +178,12 @@ mod tests {
         let line = r#"127.0.0.1 - - [26/Nov/2026:02:40:43 +0000] "GET /v2/a/b/blobs/sha256:ab?x=1 HTTP/1.1" 200 1234 "" "containerd/1.6""#;
         assert_eq!(
             parse_access_line(line),
-            Some(AccessEntry { method: "GET".into(), path: "/v2/a/b/blobs/sha256:ab".into(), status: 200, bytes: 1234 })
+            Some(AccessEntry {
+                method: "GET".into(),
+                path: "/v2/a/b/blobs/sha256:ab".into(),
+                status: 200,
+                bytes: 1234
+            })
         );
         assert_eq!(parse_access_line(r#"time="x" level=info msg="response completed""#), None);
     }
