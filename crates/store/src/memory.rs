@@ -1,0 +1,169 @@
+//! An in-memory [`Store`] for unit tests of the crates above this one.
+//!
+//! Cloning a [`Memory`] shares its contents; tests insert blobs and tags,
+//! remove them, and make the store unavailable to exercise error paths.
+//! Watchers receive every change made through the handle.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use peerpull_oci::{ByteRange, Descriptor, Digest, Reference};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ByteStream, Change, Entry, Key, Store, StoreError};
+
+/// Chunk size of the streams [`Memory::open`] returns unless set otherwise.
+const DEFAULT_CHUNK: usize = 64 * 1024;
+
+/// A store held in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    blobs: HashMap<Digest, (String, Bytes)>,
+    tags: HashMap<String, Digest>,
+    registries: BTreeSet<String>,
+    watchers: Vec<(mpsc::Sender<Change>, CancellationToken)>,
+    chunk: Option<usize>,
+    unavailable: bool,
+}
+
+impl Memory {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a blob (or manifest) and returns its descriptor.
+    pub fn insert(&self, media_type: &str, bytes: impl Into<Bytes>) -> Descriptor {
+        let bytes = bytes.into();
+        let digest = Digest::sha256_of(&bytes);
+        let descriptor = Descriptor::new(digest.clone(), bytes.len() as u64, media_type);
+        let mut state = self.state();
+        state.blobs.insert(digest.clone(), (media_type.to_owned(), bytes));
+        let entry = Entry::new(Key::Digest(digest), state.registries.clone());
+        state.notify(Change { added: vec![entry], removed: vec![] });
+        descriptor
+    }
+
+    /// Points the tag `reference` (`registry/repo:tag`) at `digest`.
+    pub fn tag(&self, reference: &Reference, digest: &Digest) {
+        let Some(key) = Key::tag(reference) else { return };
+        let Key::Tag(name) = &key else { return };
+        let mut state = self.state();
+        state.tags.insert(name.clone(), digest.clone());
+        state.registries.insert(reference.registry().to_owned());
+        let entry = Entry::new(key, [reference.registry().to_owned()]);
+        state.notify(Change { added: vec![entry], removed: vec![] });
+    }
+
+    /// Removes a blob and every tag pointing at it.
+    pub fn remove(&self, digest: &Digest) {
+        let mut state = self.state();
+        state.blobs.remove(digest);
+        let tags: Vec<String> = state.tags.iter().filter(|(_, d)| *d == digest).map(|(t, _)| t.clone()).collect();
+        let mut removed = vec![Key::Digest(digest.clone())];
+        for tag in tags {
+            state.tags.remove(&tag);
+            removed.push(Key::Tag(tag));
+        }
+        state.notify(Change { added: vec![], removed });
+    }
+
+    /// Sets the chunk size of opened streams.
+    pub fn set_chunk_size(&self, bytes: usize) {
+        self.state().chunk = Some(bytes.max(1));
+    }
+
+    /// Makes every call fail as if containerd were down (or up again).
+    pub fn set_available(&self, available: bool) {
+        self.state().unavailable = !available;
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.state().unavailable {
+            return Err(StoreError::Unreachable { socket: "memory".into(), reason: "made unavailable".into() });
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn notify(&mut self, change: Change) {
+        self.watchers.retain(|(tx, stop)| !stop.is_cancelled() && tx.try_send(change.clone()).is_ok());
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Memory {
+    async fn resolve(&self, reference: &Reference) -> Result<Descriptor, StoreError> {
+        self.check()?;
+        let key = Key::tag(reference).ok_or_else(|| StoreError::NotFound(reference.to_string()))?;
+        let digest = self.state().tags.get(&key.to_string()).cloned();
+        let digest = digest.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        self.describe(&digest).await
+    }
+
+    async fn describe(&self, digest: &Digest) -> Result<Descriptor, StoreError> {
+        self.check()?;
+        let state = self.state();
+        let (media_type, bytes) = state.blobs.get(digest).ok_or_else(|| StoreError::NotFound(digest.to_string()))?;
+        Ok(Descriptor::new(digest.clone(), bytes.len() as u64, media_type.clone()))
+    }
+
+    async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<ByteStream, StoreError> {
+        self.check()?;
+        let state = self.state();
+        let (_, bytes) = state.blobs.get(digest).ok_or_else(|| StoreError::NotFound(digest.to_string()))?;
+        let size = bytes.len() as u64;
+        let (start, end) = match range {
+            Some(r) if r.end_inclusive < size => (r.start, r.end_inclusive + 1),
+            Some(r) => {
+                return Err(StoreError::InvalidRange {
+                    digest: digest.clone(),
+                    start: r.start,
+                    end: r.end_inclusive,
+                    size,
+                })
+            }
+            None => (0, size),
+        };
+        let body = bytes.slice(start as usize..end as usize);
+        let chunk = state.chunk.unwrap_or(DEFAULT_CHUNK);
+        let chunks: Vec<Result<Bytes, StoreError>> =
+            (0..body.len()).step_by(chunk).map(|at| Ok(body.slice(at..(at + chunk).min(body.len())))).collect();
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn list(&self) -> Result<Vec<Entry>, StoreError> {
+        self.check()?;
+        let state = self.state();
+        let mut entries: Vec<Entry> =
+            state.blobs.keys().map(|d| Entry::new(Key::Digest(d.clone()), state.registries.clone())).collect();
+        for name in state.tags.keys() {
+            let registry = name.split('/').next().unwrap_or_default().to_owned();
+            entries.push(Entry::new(Key::Tag(name.clone()), [registry]));
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    fn watch(&self, shutdown: CancellationToken) -> mpsc::Receiver<Change> {
+        let (tx, rx) = mpsc::channel(1024);
+        self.state().watchers.push((tx, shutdown));
+        rx
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()
+    }
+}
