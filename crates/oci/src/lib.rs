@@ -11,7 +11,7 @@
 //! - [`digest`]: [`Digest`], `sha256:`/`sha512:` only, lowercase hex;
 //! - [`verify`]: [`Verifier`], checking streamed bytes against a digest;
 //! - [`name`]: the repository-name and tag grammar;
-//! - [`reference`]: [`Reference`], `nginx` → `docker.io/library/nginx:latest`;
+//! - [`reference`](mod@reference): [`Reference`], `nginx` → `docker.io/library/nginx:latest`;
 //! - [`registry`]: [`Registry`], a registry host and how it is reached;
 //! - [`path`]: [`Request`] and [`Route`], the `/v2` paths a mirror serves;
 //! - [`range`]: [`ByteRange`], one `Range` header against a size;

@@ -8,7 +8,9 @@
 //! nor digest means `:latest`. The canonical [`Display`](std::fmt::Display)
 //! form, e.g. `docker.io/library/nginx:latest`, parses back to the same value.
 //!
-//! Implementation notes: the 255-character limit applies to the repository
+//! Implementation notes: a registry must still look like one once
+//! canonicalised (lower case), so `A/b` is refused rather than read back as
+//! the Docker Hub repository `a/b`. The 255-character limit applies to the repository
 //! (what the `/v2` path carries), not to registry plus repository as Docker
 //! counts it; a mirror cares about the former.
 
@@ -76,6 +78,11 @@ impl Reference {
             .map_err(|_| ReferenceError::Registry { input: input(), host: registry.to_owned() })?
             .host()
             .to_owned();
+        // A host that would not read back as a registry (a single label other than
+        // `localhost`, e.g. `A` folded to `a`) would turn into a Docker Hub namespace.
+        if !is_registry(&host) {
+            return Err(ReferenceError::Registry { input: input(), host: registry.to_owned() });
+        }
         let repository = if host == DOCKER_HUB && !repository.contains('/') {
             format!("library/{repository}")
         } else {
@@ -239,6 +246,7 @@ mod tests {
             ("127.0.0.1:5000/a:t", "127.0.0.1:5000/a:t"),
             ("[::1]:5000/a:t", "[::1]:5000/a:t"),
             ("Example.COM/a", "example.com/a:latest"),
+            ("LOCALHOST/b", "localhost/b:latest"),
             ("localhost:5000", "docker.io/library/localhost:5000"),
             ("a/b/c/d", "docker.io/a/b/c/d:latest"),
         ];
@@ -297,6 +305,7 @@ mod tests {
             ("nginx@", |e| matches!(e, ReferenceError::Digest { .. })),
             ("bad_host.io:x/a", |e| matches!(e, ReferenceError::Registry { .. })),
             ("host:99999/a", |e| matches!(e, ReferenceError::Registry { .. })),
+            ("A/b", |e| matches!(e, ReferenceError::Registry { .. })),
             (&hex, |e| matches!(e, ReferenceError::HexName { .. })),
             (" nginx", |e| matches!(e, ReferenceError::Name { .. })),
         ];
@@ -304,6 +313,14 @@ mod tests {
             let err = input.parse::<Reference>().unwrap_err();
             assert!(expected(&err), "{input:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn new_normalises_and_validates_like_parse() {
+        let r = Reference::new("index.docker.io", "nginx", Some("1"), None).unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/nginx:1");
+        assert!(matches!(Reference::new("registry", "x", None, None), Err(ReferenceError::Registry { .. })));
+        assert!(matches!(Reference::new("ghcr.io", "X", None, None), Err(ReferenceError::Name { .. })));
     }
 
     #[test]
