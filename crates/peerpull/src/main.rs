@@ -2,15 +2,35 @@
 //!
 //! All behaviour lives in the library crates; this crate parses the command
 //! line, sets up logging, starts the subsystems and turns errors into exit
-//! codes.
+//! codes. Each subcommand has its own module with a `run(args)` entry point;
+//! their flags are declared in [`cli`].
+//!
+//! Exit codes: 0 on success (and for `--help`/`--version`), 64 (`EX_USAGE`)
+//! for bad usage or configuration, with a one-line message on stderr, 1 for
+//! a failure while working.
+
+mod cleanup;
+mod cli;
+mod configure;
+mod exit;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Peer-to-peer container image distribution for Kubernetes nodes.
-#[derive(Debug, Parser)]
-#[command(name = "peerpull", version, about)]
-struct Cli {}
+use crate::cli::{Cli, Command};
 
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(e),
+    };
+    let result = match cli.command {
+        Command::Configure(args) => configure::run(args),
+        Command::Cleanup(args) => cleanup::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
 }

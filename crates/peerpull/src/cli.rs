@@ -1,0 +1,108 @@
+//! The command line: every subcommand's flags, each with its environment
+//! variable `PEERPULL_<FLAG_IN_CAPS>` (repeatable flags take a comma-separated
+//! list there).
+//!
+//! Flags two subcommands share (`--config-path`, `--registries-yaml`,
+//! `--resolve-tags`) are small `Args` structs to flatten into each; `run` and
+//! `doctor` are meant to reuse them the same way.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use peerpull_hosts::{DialTimeout, Mirror, CONTAINERD_CONFIG_PATH};
+use peerpull_oci::Registry;
+
+/// Peer-to-peer container image distribution for Kubernetes nodes.
+#[derive(Debug, Parser)]
+#[command(name = "peerpull", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Point containerd at the mirrors: write hosts.toml files, backing up what was there.
+    Configure(ConfigureArgs),
+    /// Undo `configure`: put the backed-up files back and remove what it wrote.
+    Cleanup(CleanupArgs),
+}
+
+/// containerd's registry `config_path`.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigPathArg {
+    /// containerd's registry config_path (on k3s: /var/lib/rancher/k3s/agent/etc/containerd/certs.d).
+    #[arg(long = "config-path", env = "PEERPULL_CONFIG_PATH", value_name = "DIR", default_value = CONTAINERD_CONFIG_PATH)]
+    pub(crate) config_path: PathBuf,
+}
+
+/// A k3s `registries.yaml` to take the mirrored registries (and upstream settings) from.
+#[derive(Debug, Args)]
+pub(crate) struct RegistriesYamlArg {
+    /// k3s registries.yaml: mirror the registries under `mirrors:` ("*" means all).
+    #[arg(long = "registries-yaml", env = "PEERPULL_REGISTRIES_YAML", value_name = "FILE")]
+    pub(crate) registries_yaml: Option<PathBuf>,
+}
+
+/// Whether mirrors resolve tags.
+#[derive(Debug, Args)]
+pub(crate) struct ResolveTagsArg {
+    /// Let containerd resolve tags through the mirrors, not only pull by digest.
+    #[arg(
+        long = "resolve-tags",
+        env = "PEERPULL_RESOLVE_TAGS",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = ArgAction::Set
+    )]
+    pub(crate) resolve_tags: bool,
+}
+
+/// `peerpull configure`.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigureArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigPathArg,
+    /// A mirror containerd tries before the upstream, e.g. http://10.0.0.7:5000 (repeatable, in order).
+    #[arg(long = "mirror", env = "PEERPULL_MIRROR", value_name = "URL", value_delimiter = ',', required = true)]
+    pub(crate) mirrors: Vec<Mirror>,
+    /// A registry to mirror: docker.io, ghcr.io, http://127.0.0.1:5000 (repeatable; none = all).
+    #[arg(
+        long = "registry",
+        env = "PEERPULL_REGISTRY",
+        value_name = "URL",
+        value_delimiter = ',',
+        conflicts_with = "registries_yaml"
+    )]
+    pub(crate) registries: Vec<Registry>,
+    #[command(flatten)]
+    pub(crate) yaml: RegistriesYamlArg,
+    #[command(flatten)]
+    pub(crate) tags: ResolveTagsArg,
+    /// Keep the hosts of existing hosts.toml files (and files beside them) after ours.
+    #[arg(long = "prepend-existing", env = "PEERPULL_PREPEND_EXISTING")]
+    pub(crate) prepend_existing: bool,
+    /// How long containerd waits to connect to a mirror (Go syntax; 0 writes none).
+    #[arg(long = "dial-timeout", env = "PEERPULL_DIAL_TIMEOUT", value_name = "DURATION", default_value = "200ms")]
+    pub(crate) dial_timeout: DialTimeout,
+}
+
+/// `peerpull cleanup`.
+#[derive(Debug, Args)]
+pub(crate) struct CleanupArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigPathArg,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

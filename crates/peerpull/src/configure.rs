@@ -1,0 +1,36 @@
+//! `peerpull configure`: write containerd's `hosts.toml` files for the mirrors.
+//!
+//! Gathers the registries (from `--registry` or `--registries-yaml`),
+//! hands everything to [`peerpull_hosts::configure`], and prints one line
+//! per file it wrote, backed up or left alone.
+
+use peerpull_hosts::{Config, HostsOptions, RegistriesYaml, Target};
+
+use crate::cli::ConfigureArgs;
+use crate::exit::Failure;
+
+/// Runs `configure`.
+pub(crate) fn run(args: ConfigureArgs) -> Result<(), Failure> {
+    let targets = match &args.yaml.registries_yaml {
+        Some(path) => {
+            let yaml = RegistriesYaml::from_path(path).map_err(Failure::usage)?;
+            yaml.targets().map_err(Failure::usage)?
+        }
+        None => Target::from_registries(args.registries),
+    };
+    let config = Config {
+        config_path: args.config.config_path,
+        targets,
+        hosts: HostsOptions {
+            mirrors: args.mirrors,
+            resolve_tags: args.tags.resolve_tags,
+            dial_timeout: args.dial_timeout,
+        },
+        prepend_existing: args.prepend_existing,
+    };
+    let report = peerpull_hosts::configure(&config)?;
+    for change in &report.changes {
+        println!("{change}");
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! Black-box tests of the built `peerpull` binary: `configure`, `cleanup`,
+//! environment variables, and one line plus exit code 64 for each bad input
+//! with nothing written.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DOCKER_HUB: &str = "server = 'https://registry-1.docker.io'
+
+[host.'http://10.0.0.7:5000']
+capabilities = ['pull', 'resolve']
+dial_timeout = '200ms'";
+
+fn peerpull(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerpull"));
+    cmd.env_clear().args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Every file under `root` with its bytes.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.insert(path.clone(), Vec::new());
+                stack.push(path);
+            } else {
+                out.insert(path.clone(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Asserts exit code 64, exactly one line on stderr containing `needle`, and nothing changed under `dir`.
+#[track_caller]
+fn assert_bad_input(dir: &Path, args: &[&str], env: &[(&str, &str)], needle: &str) {
+    let before = snapshot(dir);
+    let out = peerpull(args, env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err:?}");
+    assert!(err.starts_with("peerpull: error: "), "{err}");
+    assert!(err.contains(needle), "{args:?}: {err:?} does not mention {needle:?}");
+    assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(snapshot(dir), before, "{args:?} changed the config path");
+}
+
+fn operator_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("docker.io")).unwrap();
+    fs::write(dir.path().join("docker.io/hosts.toml"), "server = \"https://registry-1.docker.io\"\n").unwrap();
+    fs::write(dir.path().join("docker.io/ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    dir
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    for args in [&["--help"][..], &["--version"], &["configure", "--help"], &["cleanup", "--help"]] {
+        let out = peerpull(args, &[]);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+    let out = peerpull(&["configure", "--help"], &[]);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--config-path", "--mirror", "--registry", "--registries-yaml", "--resolve-tags", "--prepend-existing"]
+    {
+        assert!(help.contains(flag), "{flag} missing from help");
+    }
+    assert!(help.contains("PEERPULL_CONFIG_PATH") && help.contains("PEERPULL_DIAL_TIMEOUT"));
+}
+
+#[test]
+fn configure_twice_then_cleanup_restores_byte_for_byte() {
+    let dir = operator_dir();
+    let path = dir.path().to_str().unwrap();
+    let before = snapshot(dir.path());
+    let args = ["configure", "--config-path", path, "--mirror", "http://10.0.0.7:5000", "--registry", "docker.io"];
+
+    let out = peerpull(&args, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(dir.path().join("docker.io/hosts.toml")).unwrap(), DOCKER_HUB);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("backed up") && stdout.contains("wrote"), "{stdout}");
+
+    let configured = snapshot(dir.path());
+    let out = peerpull(&args, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(snapshot(dir.path()), configured, "second configure changed files");
+
+    let out = peerpull(&["cleanup", "--config-path", path], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(snapshot(dir.path()), before);
+    let out = peerpull(&["cleanup", "--config-path", path], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("nothing to clean up"));
+}
+
+#[test]
+fn every_flag_reads_its_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = peerpull(
+        &["configure"],
+        &[
+            ("PEERPULL_CONFIG_PATH", path),
+            ("PEERPULL_MIRROR", "http://10.0.0.7:5000,http://10.0.0.8:5000"),
+            ("PEERPULL_REGISTRY", "ghcr.io,http://127.0.0.1:5000"),
+            ("PEERPULL_RESOLVE_TAGS", "false"),
+            ("PEERPULL_DIAL_TIMEOUT", "1s"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ghcr = fs::read_to_string(dir.path().join("ghcr.io/hosts.toml")).unwrap();
+    assert_eq!(
+        ghcr,
+        "server = 'https://ghcr.io'\n\n\
+         [host.'http://10.0.0.7:5000']\ncapabilities = ['pull']\ndial_timeout = '1s'\n\n\
+         [host.'http://10.0.0.8:5000']\ncapabilities = ['pull']\ndial_timeout = '1s'"
+    );
+    let local = fs::read_to_string(dir.path().join("127.0.0.1:5000/hosts.toml")).unwrap();
+    assert!(local.starts_with("server = 'http://127.0.0.1:5000'\n"));
+
+    let out = peerpull(&["cleanup"], &[("PEERPULL_CONFIG_PATH", path)]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(snapshot(dir.path()).is_empty());
+}
+
+#[test]
+fn registries_yaml_and_prepend_existing() {
+    let dir = operator_dir();
+    let yaml = tempfile::NamedTempFile::new().unwrap();
+    fs::write(yaml.path(), "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.corp\"]\n  \"*\":\n").unwrap();
+    let out = peerpull(
+        &["configure", "--mirror", "http://10.0.0.7:5000", "--registries-yaml", yaml.path().to_str().unwrap()],
+        &[("PEERPULL_CONFIG_PATH", dir.path().to_str().unwrap()), ("PEERPULL_PREPEND_EXISTING", "true")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(dir.path().join("docker.io/hosts.toml")).unwrap(), DOCKER_HUB);
+    assert!(dir.path().join("docker.io/ca.crt").exists(), "prepend keeps the files beside hosts.toml");
+    assert!(dir.path().join("_default/hosts.toml").exists());
+}
+
+#[test]
+fn bad_input_is_one_line_exit_64_and_writes_nothing() {
+    let dir = operator_dir();
+    let path = dir.path().to_str().unwrap();
+    let mirror = ["--mirror", "http://10.0.0.7:5000"];
+    let configure = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = ["configure", "--config-path", path].iter().map(|s| s.to_string()).collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let check = |args: Vec<String>, needle: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_bad_input(dir.path(), &args, &[], needle);
+    };
+
+    check(configure(&["--mirror", "10.0.0.7:5000"]), "must be a URL starting with http:// or https://");
+    check(configure(&["--mirror", "http://10.0.0.7:5000/v2"]), "10.0.0.7:5000/v2");
+    check(configure(&["--mirror", "http://10.0.0.7:5000", "--dial-timeout", "200"]), "invalid duration \"200\"");
+    check(configure(&["--mirror", "http://10.0.0.7:5000", "--dial-timeout", "soon"]), "soon");
+    check(configure(&["--mirror", "http://10.0.0.7:5000", "--registry", "ftp://x.io"]), "ftp");
+    check(configure(&["--mirror", "http://10.0.0.7:5000", "--resolve-tags", "maybe"]), "maybe");
+    check(configure(&[]), "--mirror");
+    check(configure(&["--mirror", "http://10.0.0.7:5000", "--bogus"]), "--bogus");
+    check(
+        configure(&["--mirror", "http://10.0.0.7:5000", "--registry", "docker.io", "--registries-yaml", "/x"]),
+        "cannot be used with",
+    );
+
+    let mut missing = vec!["configure", "--config-path", "/nonexistent/certs.d"];
+    missing.extend(mirror);
+    assert_bad_input(dir.path(), &missing, &[], "config path /nonexistent/certs.d does not exist");
+    assert_bad_input(dir.path(), &["cleanup", "--config-path", "/nonexistent/certs.d"], &[], "does not exist");
+    assert!(!Path::new("/nonexistent").exists());
+
+    let file = dir.path().join("docker.io/ca.crt");
+    let not_dir = ["configure", "--config-path", file.to_str().unwrap(), mirror[0], mirror[1]];
+    assert_bad_input(dir.path(), &not_dir, &[], "is not a directory");
+
+    let yaml = dir.path().join("docker.io/registries.yaml");
+    fs::write(&yaml, "mirrors: [docker.io]\n").unwrap();
+    let bad_yaml =
+        ["configure", "--config-path", path, mirror[0], mirror[1], "--registries-yaml", yaml.to_str().unwrap()];
+    assert_bad_input(dir.path(), &bad_yaml, &[], "registries.yaml: mirrors: invalid type");
+    let no_yaml = ["configure", "--config-path", path, mirror[0], mirror[1], "--registries-yaml", "/nonexistent.yaml"];
+    assert_bad_input(dir.path(), &no_yaml, &[], "cannot read /nonexistent.yaml");
+
+    let env_bad = [("PEERPULL_CONFIG_PATH", path), ("PEERPULL_MIRROR", "http://ok:5000,nope")];
+    assert_bad_input(dir.path(), &["configure"], &env_bad, "nope");
+
+    // An existing hosts.toml that is not TOML is refused before anything is written.
+    fs::write(dir.path().join("docker.io/hosts.toml"), "server = [").unwrap();
+    let prepend =
+        ["configure", "--config-path", path, mirror[0], mirror[1], "--registry", "docker.io", "--prepend-existing"];
+    assert_bad_input(dir.path(), &prepend, &[], "is not valid TOML");
+}
+
+#[test]
+fn unwritable_config_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+    // Root ignores permission bits; sysfs refuses new files even to root.
+    let target = if fs::write(locked.join("probe"), "").is_ok() { PathBuf::from("/sys") } else { locked.clone() };
+    let out =
+        peerpull(&["configure", "--config-path", target.to_str().unwrap(), "--mirror", "http://10.0.0.7:5000"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not writable"), "{err}");
+}
