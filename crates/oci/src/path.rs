@@ -27,7 +27,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use crate::digest::{Digest, DigestError};
 use crate::error::{ErrorBody, ErrorCode};
 use crate::name::{validate_name, validate_tag, NameError, TagError};
-use crate::reference::TagOrDigest;
+use crate::reference::{Reference, ReferenceError, TagOrDigest};
 use crate::registry::{Registry, Scheme};
 
 /// A parsed `/v2` request target.
@@ -89,6 +89,17 @@ impl Request {
             None => None,
         };
         Ok(Self { route, ns })
+    }
+
+    /// The image a manifest request is for: `ns` (or `default_registry` without one),
+    /// the name, and the tag or digest. `None` for other routes.
+    pub fn image(&self, default_registry: &str) -> Option<Result<Reference, ReferenceError>> {
+        let Route::Manifest { name, reference } = &self.route else { return None };
+        let registry = self.ns.as_deref().unwrap_or(default_registry);
+        Some(match reference {
+            TagOrDigest::Tag(tag) => Reference::new(registry, name, Some(tag), None),
+            TagOrDigest::Digest(digest) => Reference::new(registry, name, None, Some(digest.clone())),
+        })
     }
 
     /// The path and query this request is written as; parses back to the same value.
@@ -325,6 +336,17 @@ mod tests {
     fn error_bodies_name_the_code() {
         let body = err("/v2/A/manifests/x").body();
         assert_eq!(body.code(), Some(ErrorCode::NameInvalid));
+    }
+
+    #[test]
+    fn manifest_requests_name_an_image() {
+        let image = |p: &str| Request::parse(p).unwrap().image("docker.io").map(|r| r.unwrap().to_string());
+        assert_eq!(image("/v2/library/nginx/manifests/1?ns=docker.io").as_deref(), Some("docker.io/library/nginx:1"));
+        assert_eq!(image("/v2/a/b/manifests/v1?ns=localhost%3A5000").as_deref(), Some("localhost:5000/a/b:v1"));
+        assert_eq!(image("/v2/nginx/manifests/latest").as_deref(), Some("docker.io/library/nginx:latest"));
+        assert_eq!(image(&format!("/v2/a/manifests/{D}?ns=ghcr.io")), Some(format!("ghcr.io/a@{D}")));
+        assert_eq!(image(&format!("/v2/a/blobs/{D}")), None);
+        assert_eq!(image("/v2/"), None);
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl FromStr for Reference {
             Some((first, path)) if is_registry(first) => (first, path),
             _ => (DOCKER_HUB, name),
         };
-        if repository.len() == 64 && repository.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if input.len() == 64 && input.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(ReferenceError::HexName { input: err_input() });
         }
         Self::new(registry, repository, tag, digest).map_err(|e| match e {
