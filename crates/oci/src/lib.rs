@@ -20,6 +20,28 @@
 //! - [`manifest`]: one level of a manifest or index, [`children`];
 //! - [`walk`](mod@walk): every descriptor reachable from a root, [`walk()`];
 //! - [`error`]: [`ErrorCode`] and [`ErrorBody`], the registry error JSON.
+//!
+//! ```
+//! use peerpull_oci::{ByteRange, Digest, Reference, Request, Route, TagOrDigest};
+//!
+//! let image: Reference = "nginx".parse()?;
+//! assert_eq!(image.to_string(), "docker.io/library/nginx:latest");
+//! assert_eq!(image.upstream_host(), "registry-1.docker.io");
+//!
+//! let request = Request::parse("/v2/library/nginx/manifests/latest?ns=docker.io")?;
+//! assert_eq!(request.route, Route::Manifest { name: "library/nginx".into(), reference: TagOrDigest::Tag("latest".into()) });
+//! assert_eq!(request.ns.as_deref(), Some("docker.io"));
+//!
+//! let range = ByteRange::parse("bytes=-10", 100)?;
+//! assert_eq!(range.content_range(100), "bytes 90-99/100");
+//!
+//! let digest = Digest::sha256_of(b"hello");
+//! let mut verifier = digest.verifier();
+//! verifier.update(b"hel");
+//! verifier.update(b"lo");
+//! assert!(verifier.finish());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod descriptor;
 pub mod digest;
