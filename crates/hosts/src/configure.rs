@@ -59,7 +59,15 @@ pub fn configure(config: &Config) -> Result<Report, Error> {
         planned.push(plan_entry(config, &backup, previous.as_deref(), target)?);
     }
     let names: Vec<String> = planned.iter().map(|e| e.name.clone()).collect();
-    let stale: Vec<String> = previous.unwrap_or_default().into_iter().filter(|p| !names.contains(p)).collect();
+    // Folders written before for registries no longer mirrored, and originals
+    // in a Spegel `_backup` for registries we do not mirror, go back to how they were.
+    let mut stale = previous.unwrap_or_default();
+    if backup.exists() {
+        stale.extend(backup.originals()?);
+    }
+    stale.retain(|p| !names.contains(p));
+    stale.sort();
+    stale.dedup();
 
     let mut report = Report::default();
     if !backup.exists() {

@@ -194,6 +194,24 @@ fn cleanup_undoes_a_spegel_backup() {
 }
 
 #[test]
+fn configure_takes_over_a_spegel_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "_backup/docker.io/hosts.toml", K3S_DOCKER);
+    write(dir.path(), "_backup/corp.example:5000/hosts.toml", "server = \"https://corp.example:5000\"\n");
+    write(dir.path(), "docker.io/hosts.toml", "server = 'https://registry-1.docker.io'");
+    write(dir.path(), "ghcr.io/hosts.toml", "server = 'https://ghcr.io'");
+    configure(&config(dir.path(), &["docker.io"], true)).unwrap();
+    // Ours on top of the original docker.io, Spegel's ghcr.io gone, the private registry back in force.
+    assert!(read(dir.path(), "docker.io/hosts.toml").ends_with("[host.\"https://mirror.corp\"]\n  ca = \"ca.crt\""));
+    assert!(!dir.path().join("ghcr.io").exists());
+    assert_eq!(read(dir.path(), "corp.example:5000/hosts.toml"), "server = \"https://corp.example:5000\"\n");
+    cleanup(dir.path()).unwrap();
+    let files: Vec<String> = snapshot(dir.path()).into_keys().collect();
+    assert_eq!(files, ["corp.example:5000/", "corp.example:5000/hosts.toml", "docker.io/", "docker.io/hosts.toml"]);
+    assert_eq!(read(dir.path(), "docker.io/hosts.toml"), K3S_DOCKER);
+}
+
+#[test]
 fn bad_input_writes_nothing() {
     let dir = populated();
     write(dir.path(), "ghcr.io/hosts.toml", "server = [unclosed");

@@ -83,6 +83,11 @@ fn help_and_version_exit_zero() {
         assert!(help.contains(flag), "{flag} missing from help");
     }
     assert!(help.contains("PEERPULL_CONFIG_PATH") && help.contains("PEERPULL_DIAL_TIMEOUT"));
+
+    // No subcommand is bad usage: help on stderr, 64.
+    let out = peerpull(&[], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("Usage:"));
 }
 
 #[test]
