@@ -64,11 +64,11 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     } else {
         fs::copy(src, dst)?;
     }
-    fs::set_permissions(dst, meta.permissions())?;
-    if let Ok(modified) = meta.modified() {
-        fs::File::open(dst)?.set_modified(modified)?;
+    // Times are best effort: a file its owner cannot read still gets copied.
+    if let (Ok(modified), Ok(file)) = (meta.modified(), fs::File::open(dst)) {
+        let _ = file.set_modified(modified);
     }
-    Ok(())
+    fs::set_permissions(dst, meta.permissions())
 }
 
 /// Makes `path` hold exactly `node`, touching only what differs. Files in a

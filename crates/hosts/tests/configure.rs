@@ -110,7 +110,11 @@ fn no_registry_means_default() {
 fn backs_up_replaces_and_restores_byte_for_byte() {
     let dir = populated();
     let before = snapshot(dir.path());
+    let mtime = |rel: &str| fs::metadata(dir.path().join(rel)).unwrap().modified().unwrap();
+    let ca_time = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    fs::File::options().write(true).open(dir.path().join("docker.io/ca.crt")).unwrap().set_modified(ca_time).unwrap();
     configure(&config(dir.path(), &["docker.io"], false)).unwrap();
+    assert_eq!(mtime("_backup/docker.io/ca.crt"), ca_time, "the backup keeps modification times");
 
     // Ours replaced docker.io's folder (mode of the old hosts.toml kept, CA gone from the live folder)...
     let live = snapshot(dir.path());
@@ -126,6 +130,7 @@ fn backs_up_replaces_and_restores_byte_for_byte() {
     let report = cleanup(dir.path()).unwrap();
     assert_eq!(report.changes, [Change::Restored(dir.path().join("docker.io"))]);
     assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(mtime("docker.io/ca.crt"), ca_time);
 }
 
 #[test]
