@@ -1,0 +1,55 @@
+//! Response bodies and the small helpers that build responses.
+
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
+use peerpull_oci::{ErrorBody, ErrorCode};
+
+/// The error a body stream fails with; failing aborts the response.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body the mirror sends.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body of known bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body streamed from chunks; an `Err` aborts the response.
+pub fn stream<S, E>(chunks: S) -> Body
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Into<BodyError> + 'static,
+{
+    StreamBody::new(chunks.map_ok(Frame::data).map_err(Into::into)).boxed_unsync()
+}
+
+/// An OCI error response.
+pub fn error(code: ErrorCode, message: impl Into<String>) -> Response<Body> {
+    error_with_status(code, code.status(), message)
+}
+
+/// An OCI error response with an explicit status.
+pub fn error_with_status(code: ErrorCode, status: u16, message: impl Into<String>) -> Response<Body> {
+    let json = ErrorBody::new(code, message, None).to_json();
+    let mut response = Response::new(full(json));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

@@ -1,0 +1,80 @@
+//! The mirror's view of the router: who holds a key, and who misbehaved.
+//!
+//! [`Peers`] is what the mirror needs from routing. [`peerpull_routing::Router`]
+//! implements it; unit tests use a fixed list.
+
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use peerpull_routing::{PeerId, Provider, Router};
+
+/// Finds providers of keys and takes reports of bad ones.
+#[async_trait::async_trait]
+pub trait Peers: Send + Sync + std::fmt::Debug + 'static {
+    /// Up to `limit` providers of `key`, streamed as they are found.
+    async fn lookup(&self, key: &str, limit: usize) -> BoxStream<'static, Provider>;
+
+    /// Reports that `peer` served bad content or failed a transfer.
+    async fn penalize(&self, peer: PeerId);
+}
+
+#[async_trait::async_trait]
+impl Peers for Router {
+    async fn lookup(&self, key: &str, limit: usize) -> BoxStream<'static, Provider> {
+        match Router::lookup(self, key, limit).await {
+            Ok(lookup) => lookup.boxed(),
+            Err(error) => {
+                tracing::warn!(%key, %error, "provider lookup failed");
+                stream::empty().boxed()
+            }
+        }
+    }
+
+    async fn penalize(&self, peer: PeerId) {
+        if let Err(error) = Router::penalize(self, peer).await {
+            tracing::warn!(%peer, %error, "penalising a peer failed");
+        }
+    }
+}
+
+/// A fixed set of providers, for tests and for a node that stands alone.
+#[derive(Debug, Clone, Default)]
+pub struct Static {
+    /// Returned for every key, in this order.
+    pub providers: Vec<Provider>,
+    /// Delay before each provider is yielded.
+    pub delay: Duration,
+    penalized: std::sync::Arc<std::sync::Mutex<Vec<PeerId>>>,
+}
+
+impl Static {
+    /// Providers returned for every key.
+    pub fn new(providers: Vec<Provider>) -> Self {
+        Self { providers, ..Self::default() }
+    }
+
+    /// The peers penalised so far.
+    pub fn penalized(&self) -> Vec<PeerId> {
+        self.penalized.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl Peers for Static {
+    async fn lookup(&self, _key: &str, limit: usize) -> BoxStream<'static, Provider> {
+        let delay = self.delay;
+        let providers: Vec<Provider> = self.providers.iter().take(limit).copied().collect();
+        stream::iter(providers)
+            .then(move |p| async move {
+                tokio::time::sleep(delay).await;
+                p
+            })
+            .boxed()
+    }
+
+    async fn penalize(&self, peer: PeerId) {
+        if let Ok(mut penalized) = self.penalized.lock() {
+            penalized.push(peer);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The mirror fetching from peers: served bytes, the loop guard, hedging
+//! past a dead peer, resuming a broken transfer from another holder, and
+//! refusing a corrupt one.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use peerpull_mirror::Static;
+use peerpull_oci::{media, ErrorBody, ErrorCode, Reference};
+use peerpull_store::Memory;
+use support::{bytes, fake_peer, get, header, request, Misbehaviour, Node};
+
+const NS: &str = "?ns=registry.example:5000";
+
+/// A node holding one blob and a tagged manifest.
+async fn holder(blob: &[u8]) -> (Node, String, String) {
+    let store = Memory::new();
+    let digest = store.insert(media::OCI_LAYER_GZIP, blob.to_vec()).digest.to_string();
+    let manifest = format!(r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#, media::OCI_MANIFEST);
+    let manifest_digest = store.insert(media::OCI_MANIFEST, manifest.into_bytes()).digest;
+    store.tag(&"registry.example:5000/team/app:v1".parse::<Reference>().unwrap(), &manifest_digest);
+    (Node::start(store, Static::default(), support::config()).await, digest, manifest_digest.to_string())
+}
+
+#[tokio::test]
+async fn serves_a_peers_blob_and_manifest_with_exact_bytes() {
+    let blob = bytes(3 << 20, 1);
+    let (a, digest, manifest_digest) = holder(&blob).await;
+    let b = Node::start(Memory::new(), Static::new(vec![a.provider()]), support::config()).await;
+
+    let (response, body) = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-length"), blob.len().to_string());
+    assert_eq!(body.as_ref(), blob.as_slice());
+
+    let (response, body) = get(&b.url(&format!("/v2/team/app/manifests/v1{NS}")), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "docker-content-digest"), manifest_digest);
+    assert_eq!(header(&response, "content-type"), media::OCI_MANIFEST);
+    assert_eq!(peerpull_oci::Digest::sha256_of(&body).to_string(), manifest_digest);
+
+    let (response, body) =
+        get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[("range", "bytes=10-19")]).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(body.as_ref(), &blob[10..20]);
+
+    let (response, body) = request("HEAD", &b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), body.len()), (200, 0));
+    assert_eq!(header(&response, "content-length"), blob.len().to_string());
+
+    let metrics = b.metrics().await;
+    assert!(metrics.contains(r#"cache="hit",source="peer"} 4"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn loop_guard_answers_from_the_local_store_only() {
+    let (a, digest, _) = holder(&bytes(1000, 2)).await;
+    let b = Node::start(Memory::new(), Static::new(vec![a.provider()]), support::config()).await;
+    let path = format!("/v2/team/app/blobs/{digest}{NS}");
+    let (response, body) = get(&b.url(&path), &[(peerpull_mirror::LOOP_GUARD, "1")]).await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::BlobUnknown));
+    assert_eq!(get(&a.url(&path), &[(peerpull_mirror::LOOP_GUARD, "1")]).await.unwrap().0.status(), 200);
+}
+
+#[tokio::test]
+async fn a_miss_with_no_provider_is_a_404() {
+    let b = Node::start(Memory::new(), Static::default(), support::config()).await;
+    let path = format!("/v2/team/app/blobs/sha256:{}{NS}", "c".repeat(64));
+    let (response, body) = get(&b.url(&path), &[]).await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::BlobUnknown));
+}
+
+#[tokio::test]
+async fn hedges_past_a_silent_peer() {
+    let blob = bytes(500_000, 3);
+    let (a, digest, _) = holder(&blob).await;
+    let silent = fake_peer(blob.clone(), Misbehaviour::Silent).await;
+    let b = Node::start(Memory::new(), Static::new(vec![silent, a.provider()]), support::config()).await;
+    let (response, body) = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(body.as_ref(), blob.as_slice());
+}
+
+#[tokio::test]
+async fn resumes_from_another_holder_when_a_peer_dies_mid_blob() {
+    let blob = bytes(2 << 20, 4);
+    let (a, digest, _) = holder(&blob).await;
+    for how in [Misbehaviour::Truncate(700_001), Misbehaviour::Stall(123_457)] {
+        let broken = fake_peer(blob.clone(), how).await;
+        let b = Node::start(Memory::new(), Static::new(vec![broken, a.provider()]), support::config()).await;
+        let (response, body) = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(body.len(), blob.len());
+        assert!(body.as_ref() == blob.as_slice(), "resumed bytes differ");
+        let metrics = b.metrics().await;
+        assert!(metrics.contains("peerpull_peer_fetch_failures_total"), "{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_peer_never_completes_a_response_and_is_penalised() {
+    let blob = bytes(1 << 20, 5);
+    let (_a, digest, _) = holder(&blob).await;
+    let corrupt = fake_peer(blob.clone(), Misbehaviour::Corrupt).await;
+    let peers = Static::new(vec![corrupt]);
+    let b = Node::start(Memory::new(), peers.clone(), support::config()).await;
+    let result = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await;
+    assert!(result.is_err(), "a corrupt transfer completed: {:?}", result.map(|(r, b)| (r.status(), b.len())));
+    assert_eq!(peers.penalized(), vec![corrupt.peer]);
+    let metrics = b.metrics().await;
+    assert!(metrics.contains(r#"peerpull_peer_fetch_failures_total{reason="digest_mismatch"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_peer_that_dies_with_no_other_holder_aborts_the_response() {
+    let blob = bytes(1 << 20, 6);
+    let (_a, digest, _) = holder(&blob).await;
+    let broken = fake_peer(blob.clone(), Misbehaviour::Truncate(1000)).await;
+    let b = Node::start(Memory::new(), Static::new(vec![broken]), support::config()).await;
+    let result = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await;
+    assert!(result.is_err(), "a truncated transfer completed");
+}

@@ -1,0 +1,153 @@
+//! The mirror serving from its own store: status codes, headers, ranges,
+//! OCI error bodies, registry filtering and health endpoints.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use peerpull_mirror::{Config, Static};
+use peerpull_oci::{media, ErrorBody, ErrorCode, Reference, Registry};
+use peerpull_store::Memory;
+use support::{bytes, get, header, request, Node};
+
+const NS: &str = "?ns=registry.example:5000";
+
+async fn node_with_image(config: Config) -> (Node, Vec<u8>, String, Vec<u8>, String) {
+    let store = Memory::new();
+    let blob = bytes(200_000, 7);
+    let blob_digest = store.insert(media::OCI_LAYER_GZIP, blob.clone()).digest.to_string();
+    let manifest = format!(r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#, media::OCI_MANIFEST).into_bytes();
+    let manifest_digest = store.insert(media::OCI_MANIFEST, manifest.clone()).digest;
+    let reference: Reference = "registry.example:5000/team/app:v1".parse().unwrap();
+    store.tag(&reference, &manifest_digest);
+    let node = Node::start(store, Static::default(), config).await;
+    (node, blob, blob_digest, manifest, manifest_digest.to_string())
+}
+
+fn code(body: &[u8]) -> Option<ErrorCode> {
+    ErrorBody::from_json(body).ok().and_then(|b| b.code())
+}
+
+#[tokio::test]
+async fn base_and_health_endpoints() {
+    let (node, ..) = node_with_image(support::config()).await;
+    let (response, body) = get(&node.url("/v2/"), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(&body[..], b"{}");
+    assert_eq!(header(&response, "docker-distribution-api-version"), "registry/2.0");
+    assert_eq!(get(&node.url("/readyz"), &[]).await.unwrap().0.status(), 200);
+    assert_eq!(get(&node.url("/livez"), &[]).await.unwrap().0.status(), 200);
+    node.store.set_available(false);
+    let (response, body) = get(&node.url("/readyz"), &[]).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(&body[..], b"containerd does not answer\n");
+}
+
+#[tokio::test]
+async fn manifest_by_tag_and_by_digest() {
+    let (node, _, _, manifest, manifest_digest) = node_with_image(support::config()).await;
+    for path in [format!("/v2/team/app/manifests/v1{NS}"), format!("/v2/team/app/manifests/{manifest_digest}{NS}")] {
+        let (response, body) = get(&node.url(&path), &[]).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(header(&response, "content-type"), media::OCI_MANIFEST);
+        assert_eq!(header(&response, "docker-content-digest"), manifest_digest);
+        assert_eq!(header(&response, "content-length"), manifest.len().to_string());
+        assert_eq!(body.as_ref(), manifest.as_slice());
+    }
+    // HEAD: the same headers, no body.
+    let (response, body) = request("HEAD", &node.url(&format!("/v2/team/app/manifests/v1{NS}")), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-length"), manifest.len().to_string());
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
+async fn blobs_whole_and_ranged() {
+    let (node, blob, digest, ..) = node_with_image(support::config()).await;
+    let url = node.url(&format!("/v2/team/app/blobs/{digest}{NS}"));
+    let (response, body) = get(&url, &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "accept-ranges"), "bytes");
+    assert_eq!(header(&response, "docker-content-digest"), digest);
+    assert_eq!(body.as_ref(), blob.as_slice());
+
+    let (response, body) = get(&url, &[("range", "bytes=1000-1999")]).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(header(&response, "content-range"), "bytes 1000-1999/200000");
+    assert_eq!(body.as_ref(), &blob[1000..2000]);
+
+    let (response, body) = get(&url, &[("range", "bytes=-10")]).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(body.as_ref(), &blob[blob.len() - 10..]);
+
+    let (response, body) = get(&url, &[("range", "bytes=199990-")]).await.unwrap();
+    assert_eq!((response.status().as_u16(), body.len()), (206, 10));
+
+    let (response, body) = get(&url, &[("range", "bytes=200000-")]).await.unwrap();
+    assert_eq!(response.status(), 416);
+    assert_eq!(header(&response, "content-range"), "bytes */200000");
+    assert!(code(&body).is_some(), "416 carries an OCI error body");
+
+    let (response, _) = get(&url, &[("range", "bytes=0-1,5-6")]).await.unwrap();
+    assert_eq!(response.status(), 416, "multiple ranges are refused");
+}
+
+#[tokio::test]
+async fn bad_requests_get_oci_errors() {
+    let (node, ..) = node_with_image(support::config()).await;
+    let cases = [
+        ("/v2/team/app/blobs/sha256:abc", 400, ErrorCode::DigestInvalid),
+        ("/v2/Team/app/manifests/v1", 400, ErrorCode::NameInvalid),
+        ("/v2/team/../app/blobs/sha256:abc", 400, ErrorCode::NameInvalid),
+        ("/v2/team%2Fapp/manifests/v1", 400, ErrorCode::NameInvalid),
+        ("/v2/team/app/manifests/v1", 404, ErrorCode::ManifestUnknown),
+    ];
+    for (path, status, expected) in cases {
+        let (response, body) = get(&node.url(path), &[]).await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(code(&body), Some(expected), "{path}");
+        assert_eq!(header(&response, "content-type"), "application/json");
+    }
+    let (response, body) = request("POST", &node.url("/v2/team/app/blobs/uploads/"), &[]).await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(code(&body), Some(ErrorCode::Unsupported));
+    let missing = format!("/v2/team/app/blobs/sha256:{}{NS}", "a".repeat(64));
+    let (response, body) = get(&node.url(&missing), &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
+}
+
+#[tokio::test]
+async fn unmirrored_registries_and_tags_off() {
+    let config = Config { mirrored: vec![Registry::docker_hub()], ..support::config() };
+    let (node, _, digest, ..) = node_with_image(config).await;
+    let (response, body) = get(&node.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
+
+    let config = Config { resolve_tags: false, ..support::config() };
+    let (node, _, digest, _, manifest_digest) = node_with_image(config).await;
+    let (response, _) = get(&node.url(&format!("/v2/team/app/manifests/v1{NS}")), &[]).await.unwrap();
+    assert_eq!(response.status(), 404, "tags are not resolved");
+    let by_digest = format!("/v2/team/app/manifests/{manifest_digest}{NS}");
+    assert_eq!(get(&node.url(&by_digest), &[]).await.unwrap().0.status(), 200);
+    let blob = format!("/v2/team/app/blobs/{digest}{NS}");
+    assert_eq!(get(&node.url(&blob), &[]).await.unwrap().0.status(), 200);
+}
+
+#[tokio::test]
+async fn metrics_count_hits_and_misses() {
+    let (node, blob, digest, ..) = node_with_image(support::config()).await;
+    get(&node.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    get(&node.url(&format!("/v2/team/app/blobs/sha256:{}{NS}", "b".repeat(64))), &[]).await.unwrap();
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"peerpull_mirror_requests_total{registry="registry.example:5000",cache="hit",source="local"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"cache="miss",source=""} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(&format!(r#"peerpull_mirror_bytes_served_total{{source="local"}} {}"#, blob.len())),
+        "{metrics}"
+    );
+}
