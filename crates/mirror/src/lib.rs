@@ -7,6 +7,7 @@
 //! health endpoints. It owns no containerd or DHT state of its own.
 //!
 //! The parts:
+//! - [`advertise`]: [`Advertiser`], keeping the DHT in step with the store;
 //! - [`server`]: [`Server`], the accept loop with connection limits and
 //!   graceful shutdown;
 //! - `handler`: one request, routed to the store, peers or a 404;
@@ -16,6 +17,7 @@
 //! - [`health`]: [`Health`], what `/readyz` checks;
 //! - [`body`]: response bodies and OCI error responses.
 
+pub mod advertise;
 pub mod body;
 mod config;
 mod fetch;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod peers;
 pub mod server;
 
+pub use advertise::Advertiser;
 pub use config::Config;
 pub use fetch::TransferError;
 pub use health::Health;

@@ -6,11 +6,13 @@
 //! `--resolve-tags`) are small `Args` structs to flatten into each; `run` and
 //! `doctor` are meant to reuse them the same way.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use peerpull_hosts::{DialTimeout, Mirror, CONTAINERD_CONFIG_PATH};
 use peerpull_oci::Registry;
+use peerpull_routing::Bootstrap;
 
 /// Peer-to-peer container image distribution for Kubernetes nodes.
 #[derive(Debug, Parser)]
@@ -23,6 +25,8 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the node daemon: advertise what containerd holds and serve the /v2 mirror.
+    Run(Box<RunArgs>),
     /// Point containerd at the mirrors: write hosts.toml files, backing up what was there.
     Configure(ConfigureArgs),
     /// Undo `configure`: put the backed-up files back and remove what it wrote.
@@ -86,6 +90,90 @@ pub(crate) struct ConfigureArgs {
     /// How long containerd waits to connect to a mirror (Go syntax; 0 writes none).
     #[arg(long = "dial-timeout", env = "PEERPULL_DIAL_TIMEOUT", value_name = "DURATION", default_value = "200ms")]
     pub(crate) dial_timeout: DialTimeout,
+}
+
+/// How to reach containerd; shared by `run` and `doctor`.
+#[derive(Debug, Args)]
+pub(crate) struct ContainerdArgs {
+    /// containerd's gRPC socket.
+    #[arg(
+        long = "containerd-socket",
+        env = "PEERPULL_CONTAINERD_SOCKET",
+        value_name = "PATH",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub(crate) containerd_socket: PathBuf,
+    /// The containerd namespace whose images are served.
+    #[arg(
+        long = "containerd-namespace",
+        env = "PEERPULL_CONTAINERD_NAMESPACE",
+        value_name = "NS",
+        default_value = "k8s.io"
+    )]
+    pub(crate) containerd_namespace: String,
+    /// containerd's content directory (…/io.containerd.content.v1.content), read directly when given.
+    #[arg(long = "containerd-content-path", env = "PEERPULL_CONTAINERD_CONTENT_PATH", value_name = "PATH")]
+    pub(crate) containerd_content_path: Option<PathBuf>,
+}
+
+/// `peerpull run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) containerd: ContainerdArgs,
+    /// Where the /v2 mirror listens (also /readyz and /livez).
+    #[arg(long = "registry-addr", env = "PEERPULL_REGISTRY_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5000")]
+    pub(crate) registry_addr: SocketAddr,
+    /// Where libp2p listens (TCP).
+    #[arg(long = "router-addr", env = "PEERPULL_ROUTER_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5001")]
+    pub(crate) router_addr: SocketAddr,
+    /// Where /metrics, /readyz and /livez are served.
+    #[arg(long = "metrics-addr", env = "PEERPULL_METRICS_ADDR", value_name = "ADDR", default_value = "0.0.0.0:9090")]
+    pub(crate) metrics_addr: SocketAddr,
+    /// A peer to join through: a multiaddr, HOST:PORT, or dns:NAME[:PORT] (repeatable; none = stand alone).
+    #[arg(
+        long = "bootstrap",
+        env = "PEERPULL_BOOTSTRAP",
+        value_name = "PEER",
+        value_delimiter = ',',
+        value_parser = parse_bootstrap
+    )]
+    pub(crate) bootstrap: Vec<Bootstrap>,
+    /// A registry to mirror: docker.io, ghcr.io, http://127.0.0.1:5000 (repeatable; none = all).
+    #[arg(
+        long = "mirrored-registry",
+        env = "PEERPULL_MIRRORED_REGISTRY",
+        value_name = "URL",
+        value_delimiter = ',',
+        conflicts_with = "registries_yaml"
+    )]
+    pub(crate) mirrored_registries: Vec<Registry>,
+    #[command(flatten)]
+    pub(crate) yaml: RegistriesYamlArg,
+    /// Where the node identity and state are kept.
+    #[arg(long = "data-dir", env = "PEERPULL_DATA_DIR", value_name = "DIR", default_value = "/var/lib/peerpull")]
+    pub(crate) data_dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) tags: ResolveTagsArg,
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as peerpull_mirror=debug).
+    #[arg(long = "log-level", env = "PEERPULL_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
+    pub(crate) log_level: String,
+    /// Log format.
+    #[arg(long = "log-format", env = "PEERPULL_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_bootstrap(value: &str) -> Result<Bootstrap, String> {
+    Bootstrap::parse(value).map_err(|e| e.to_string())
 }
 
 /// `peerpull cleanup`.

@@ -13,6 +13,8 @@ mod cleanup;
 mod cli;
 mod configure;
 mod exit;
+mod logging;
+mod run;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Err(e) => return exit::clap_error(e),
     };
     let result = match cli.command {
+        Command::Run(args) => run::run(*args),
         Command::Configure(args) => configure::run(args),
         Command::Cleanup(args) => cleanup::run(args),
     };
