@@ -3,8 +3,8 @@
 //! Starts real containerd instances (one per test node, see [`containerd`])
 //! and a real upstream registry ([`registry`]), generates deterministic OCI
 //! images and pushes them with `skopeo` ([`image`]), pulls into a node like
-//! kubelet does through CRI `PullImage` ([`cri`]), and inspects what a node
-//! holds. Every service is stopped and every temporary directory removed when
+//! kubelet does through CRI `PullImage` ([`cri`]), inspects what a node
+//! holds, and runs `peerpull` itself next to each node ([`peerpull`]). Every service is stopped and every temporary directory removed when
 //! its handle is dropped, also when a test panics. Nothing outside tests and
 //! benchmarks depends on this crate.
 //!
@@ -27,9 +27,11 @@ use std::time::Duration;
 pub mod containerd;
 pub mod cri;
 mod error;
+pub mod http;
 pub mod image;
 mod inspect;
 mod net;
+pub mod peerpull;
 mod process;
 pub mod registry;
 
@@ -38,7 +40,8 @@ pub use cri::PulledImage;
 pub use error::Error;
 pub use image::{Blob, Image, ImageBuilder, Platform, PlatformImage};
 pub use inspect::ImageRecord;
-pub use net::free_port;
+pub use net::{free_port, loopback_subnet, LoopbackSubnet};
+pub use peerpull::{Peerpull, PeerpullOptions};
 pub use registry::{AccessEntry, Upstream};
 
 /// Polls `check` every 50 ms until it yields `Some`, or fails after `timeout`.

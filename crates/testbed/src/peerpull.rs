@@ -1,0 +1,235 @@
+//! `peerpull` processes for test nodes.
+//!
+//! [`Peerpull`] runs the real `peerpull run` binary next to a testbed
+//! [`Containerd`], with its own data directory and log, on a loopback
+//! address of the test's choosing. [`configure`] runs `peerpull configure`
+//! on a node's `config_path` as a cluster's init container does. The binary
+//! is `$PEERPULL_BIN`, or `peerpull` in the cargo target directory the test
+//! runs from (`cargo build -p peerpull` puts it there).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::containerd::Containerd;
+use crate::process::{tail, Service};
+use crate::{http, Error};
+
+/// How long a node may take to answer `/livez` after starting.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a peerpull node is started.
+#[derive(Debug, Clone)]
+pub struct PeerpullOptions {
+    /// The node's address; the registry, router and metrics ports are on it.
+    pub ip: IpAddr,
+    /// `--registry-addr` port.
+    pub registry_port: u16,
+    /// `--router-addr` port.
+    pub router_port: u16,
+    /// `--metrics-addr` port.
+    pub metrics_port: u16,
+    /// `--bootstrap` values.
+    pub bootstrap: Vec<String>,
+    /// `--mirrored-registry` values.
+    pub mirrored: Vec<String>,
+    /// Read content directly from containerd's content directory.
+    pub direct_read: bool,
+    /// More arguments for `peerpull run`.
+    pub extra: Vec<String>,
+}
+
+impl PeerpullOptions {
+    /// A node on `ip` with the cluster's usual ports (5000, 5001, 9090).
+    pub fn on(ip: IpAddr) -> Self {
+        Self {
+            ip,
+            registry_port: 5000,
+            router_port: 5001,
+            metrics_port: 9090,
+            bootstrap: Vec::new(),
+            mirrored: Vec::new(),
+            direct_read: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Where the node's router listens, as another node bootstraps to it.
+    pub fn router_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.router_port)
+    }
+
+    /// The node's mirror URL.
+    pub fn mirror_url(&self) -> String {
+        format!("http://{}", SocketAddr::new(self.ip, self.registry_port))
+    }
+}
+
+/// A running (or stopped) `peerpull run`.
+#[derive(Debug)]
+pub struct Peerpull {
+    service: Option<Service>,
+    options: PeerpullOptions,
+    socket: PathBuf,
+    content_path: PathBuf,
+    log: PathBuf,
+    data: TempDir,
+}
+
+/// The `peerpull` binary tests run.
+pub fn binary() -> Result<PathBuf, Error> {
+    if let Some(path) = std::env::var_os("PEERPULL_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(Error::io("locating the test binary"))?;
+    // target/<profile>/deps/<test> → target/<profile>/peerpull
+    let candidate = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("peerpull"));
+    match candidate {
+        Some(path) if path.exists() => Ok(path),
+        _ => Err(Error::Io {
+            what: "finding the peerpull binary (run `cargo build -p peerpull` or set PEERPULL_BIN)".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }),
+    }
+}
+
+/// Runs `peerpull configure` on `node`'s `config_path`: containerd then
+/// tries `mirror` before each of `registries` (their base URLs).
+pub async fn configure(node: &Containerd, mirror: &str, registries: &[String]) -> Result<(), Error> {
+    let mut command = tokio::process::Command::new(binary()?);
+    command.arg("configure").arg("--config-path").arg(node.config_path()).args(["--mirror", mirror]);
+    for registry in registries {
+        command.args(["--registry", registry]);
+    }
+    crate::cri::run(command).await
+}
+
+impl Peerpull {
+    /// Starts `peerpull run` for `node` and waits until it answers `/livez`.
+    pub async fn start(node: &Containerd, options: PeerpullOptions) -> Result<Self, Error> {
+        let data = tempfile::Builder::new().prefix("pp-node-").tempdir().map_err(Error::io("creating a temp dir"))?;
+        let log = data.path().join("peerpull.log");
+        let mut peerpull = Self {
+            service: None,
+            options,
+            socket: node.socket().to_owned(),
+            content_path: node.content_path(),
+            log,
+            data,
+        };
+        peerpull.launch().await?;
+        Ok(peerpull)
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &PeerpullOptions {
+        &self.options
+    }
+
+    /// Its mirror URL, e.g. `http://127.20.1.11:5000`.
+    pub fn mirror_url(&self) -> String {
+        self.options.mirror_url()
+    }
+
+    /// Its metrics URL base.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}", SocketAddr::new(self.options.ip, self.options.metrics_port))
+    }
+
+    /// Whether it runs.
+    pub fn is_running(&self) -> bool {
+        self.service.is_some()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        tail(&self.log, 1 << 20)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let url = format!("{}/readyz", self.metrics_url());
+        crate::eventually(&format!("{url} to be ready"), timeout, || async {
+            http::get(&url).await.ok().filter(|r| r.status == 200).map(|_| ())
+        })
+        .await
+    }
+
+    /// The value of the metric line starting with `prefix` (e.g.
+    /// `peerpull_mirror_requests_total{registry="…",cache="hit",source="peer"}`), 0 if absent.
+    pub async fn metric(&self, prefix: &str) -> Result<f64, Error> {
+        let reply = http::get(&format!("{}/metrics", self.metrics_url())).await?;
+        let text = String::from_utf8_lossy(&reply.body);
+        Ok(text
+            .lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Stops it with SIGTERM (graceful).
+    pub fn stop(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            service.stop();
+        }
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            service.kill();
+        }
+    }
+
+    /// Starts it again with the same identity and options.
+    pub async fn restart(&mut self) -> Result<(), Error> {
+        self.stop();
+        self.launch().await
+    }
+
+    async fn launch(&mut self) -> Result<(), Error> {
+        let o = &self.options;
+        let mut command = Command::new(binary()?);
+        command
+            .arg("run")
+            .arg("--containerd-socket")
+            .arg(&self.socket)
+            .arg("--registry-addr")
+            .arg(SocketAddr::new(o.ip, o.registry_port).to_string())
+            .arg("--router-addr")
+            .arg(o.router_addr().to_string())
+            .arg("--metrics-addr")
+            .arg(SocketAddr::new(o.ip, o.metrics_port).to_string())
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .args(["--log-level", "info,peerpull_mirror=debug,peerpull_store=debug"]);
+        if o.direct_read {
+            command.arg("--containerd-content-path").arg(&self.content_path);
+        }
+        for peer in &o.bootstrap {
+            command.args(["--bootstrap", peer]);
+        }
+        for registry in &o.mirrored {
+            command.args(["--mirrored-registry", registry]);
+        }
+        command.args(&o.extra);
+        let mut service = Service::spawn("peerpull", &mut command, &self.log)?;
+        let url = format!("{}/livez", self.metrics_url());
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            service.check_running()?;
+            if http::get(&url).await.map(|r| r.status == 200).unwrap_or(false) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout { what: format!("peerpull on {url}"), after: START_TIMEOUT });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.service = Some(service);
+        Ok(())
+    }
+}
