@@ -22,10 +22,12 @@ use peerpull_oci::{ByteRange, Descriptor, Digest, Reference};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub mod containerd;
 pub mod error;
 pub mod key;
 pub mod memory;
 
+pub use containerd::Containerd;
 pub use error::StoreError;
 pub use key::{Change, Entry, Key};
 pub use memory::Memory;

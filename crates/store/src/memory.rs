@@ -167,3 +167,65 @@ impl Store for Memory {
         self.check()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    async fn read(store: &Memory, digest: &Digest, range: Option<ByteRange>) -> Vec<Bytes> {
+        store.open(digest, range).await.unwrap().map(|c| c.unwrap()).collect().await
+    }
+
+    #[tokio::test]
+    async fn stores_resolves_and_reads_in_chunks() {
+        let store = Memory::new();
+        store.set_chunk_size(4);
+        let blob = store.insert("application/vnd.oci.image.manifest.v1+json", &b"0123456789"[..]);
+        let reference: Reference = "127.0.0.1:5000/app:v1".parse().unwrap();
+        store.tag(&reference, &blob.digest);
+
+        assert_eq!(store.resolve(&reference).await.unwrap(), blob);
+        assert_eq!(store.describe(&blob.digest).await.unwrap(), blob);
+        assert_eq!(read(&store, &blob.digest, None).await, vec!["0123", "4567", "89"]);
+        assert_eq!(read(&store, &blob.digest, ByteRange::new(3, 8)).await, vec!["3456", "78"]);
+        let past = store.open(&blob.digest, ByteRange::new(5, 10)).await.err().unwrap();
+        assert!(matches!(past, StoreError::InvalidRange { start: 5, end: 10, size: 10, .. }));
+        let registries = ["127.0.0.1:5000".to_owned()];
+        assert_eq!(
+            store.list().await.unwrap(),
+            vec![
+                Entry::new(Key::Digest(blob.digest.clone()), registries.clone()),
+                Entry::new(Key::Tag("127.0.0.1:5000/app:v1".into()), registries),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn watchers_see_changes_and_unavailability_fails_calls() {
+        let store = Memory::new();
+        let stop = CancellationToken::new();
+        let mut rx = store.watch(stop.clone());
+        let blob = store.insert("application/octet-stream", &b"x"[..]);
+        let added = rx.recv().await.unwrap();
+        assert_eq!(added.added, vec![Entry::new(Key::Digest(blob.digest.clone()), [])]);
+        let reference: Reference = "docker.io/library/nginx:1".parse().unwrap();
+        store.tag(&reference, &blob.digest);
+        assert_eq!(rx.recv().await.unwrap().added[0].key, Key::Tag("docker.io/library/nginx:1".into()));
+
+        store.remove(&blob.digest);
+        let removed = rx.recv().await.unwrap().removed;
+        assert_eq!(removed, vec![Key::Digest(blob.digest.clone()), Key::Tag("docker.io/library/nginx:1".into())]);
+        assert!(matches!(store.describe(&blob.digest).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.resolve(&reference).await, Err(StoreError::NotFound(_))));
+
+        store.set_available(false);
+        assert!(matches!(store.ping().await, Err(StoreError::Unreachable { .. })));
+        assert!(matches!(store.list().await, Err(StoreError::Unreachable { .. })));
+        store.set_available(true);
+        store.ping().await.unwrap();
+        assert_eq!(store.list().await.unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,138 @@
+//! Watching: pulls, a re-pointed tag, deletions, discarded layers and restarts.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use peerpull_store::containerd::Timing;
+use peerpull_store::{Change, Entry, Key, Store, StoreError};
+use peerpull_testbed::{ContainerdOptions, ImageBuilder};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{digest, host_blobs, keys, list_becomes, Bed, WATCH_TIMEOUT};
+
+/// What a watcher has been told, applied change by change.
+#[derive(Default)]
+struct Seen {
+    keys: BTreeMap<Key, BTreeSet<String>>,
+    changes: Vec<Change>,
+}
+
+impl Seen {
+    /// Applies changes until the view equals `expected`; fails after a deadline.
+    async fn until(&mut self, rx: &mut mpsc::Receiver<Change>, expected: &[Entry]) {
+        let want: BTreeMap<Key, BTreeSet<String>> =
+            expected.iter().map(|e| (e.key.clone(), e.registries.clone())).collect();
+        let deadline = tokio::time::Instant::now() + WATCH_TIMEOUT;
+        while self.keys != want {
+            let change = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("watch view {:?}\nnever became {:?}", self.keys.keys(), want.keys()))
+                .expect("watch ended");
+            for key in &change.removed {
+                assert!(self.keys.remove(key).is_some(), "{key} removed but never added");
+            }
+            for entry in &change.added {
+                self.keys.insert(entry.key.clone(), entry.registries.clone());
+            }
+            self.changes.push(change);
+        }
+    }
+
+    /// Whether any change since `from` re-announced `key`.
+    fn added_since(&self, from: usize, key: &Key) -> bool {
+        self.changes[from..].iter().any(|c| c.added.iter().any(|e| &e.key == key))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_pulls_retags_and_deletions() {
+    let bed = Bed::start().await;
+    let store = bed.store().await;
+    let stop = CancellationToken::new();
+    let mut rx = store.watch(stop.clone());
+    let mut seen = Seen::default();
+    let host = bed.upstream.host();
+
+    let v1 = ImageBuilder::new("store-watch-1").layers(&[200_000, 100]).build().unwrap();
+    let tag = bed.push_and_pull(&v1, "store/w:latest").await;
+    seen.until(&mut rx, &keys(&host, &[&tag], &host_blobs(&v1))).await;
+
+    // Re-point the tag: v2's blobs come, and the tag is announced again; v1 stays
+    // (CRI keeps its digest and id records).
+    let v2 = ImageBuilder::new("store-watch-2").layers(&[150_000]).build().unwrap();
+    let before = seen.changes.len();
+    bed.push_and_pull(&v2, "store/w:latest").await;
+    let mut both = keys(&host, &[&tag], &host_blobs(&v1));
+    both.extend(keys(&host, &[], &host_blobs(&v2)));
+    both.sort();
+    seen.until(&mut rx, &both).await;
+    assert!(seen.added_since(before, &Key::Tag(tag.clone())), "re-pointed tag not re-announced");
+    assert_eq!(store.resolve(&tag.parse().unwrap()).await.unwrap().digest, digest(v2.top()));
+
+    // Delete the tagged image: the tag and v2's blobs go.
+    bed.node.cri_remove(&tag).await.unwrap();
+    seen.until(&mut rx, &keys(&host, &[], &host_blobs(&v1))).await;
+
+    // Delete one blob of v1 by hand: only it goes.
+    let layer = &v1.platforms()[0].layers[0];
+    bed.node.delete_content(&layer.digest).await.unwrap();
+    let rest: Vec<_> = host_blobs(&v1).into_iter().filter(|b| b.digest != layer.digest).collect();
+    seen.until(&mut rx, &keys(&host, &[], &rest)).await;
+    assert_eq!(store.list().await.unwrap(), keys(&host, &[], &rest));
+
+    stop.cancel();
+    let end = tokio::time::timeout(WATCH_TIMEOUT, async { while rx.recv().await.is_some() {} }).await;
+    assert!(end.is_ok(), "watch did not end after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_while_the_watch_is_disconnected_are_reported() {
+    let mut bed = Bed::start().await;
+    // A long first backoff keeps the watch away while containerd restarts and changes.
+    let timing = Timing { backoff_min: Duration::from_secs(3), ..Timing::default() };
+    let store = bed.store().await.with_timing(timing);
+    let stop = CancellationToken::new();
+    let mut rx = store.watch(stop.clone());
+    let mut seen = Seen::default();
+    let host = bed.upstream.host();
+
+    let gone = ImageBuilder::new("store-gap-1").layers(&[50_000]).build().unwrap();
+    let gone_tag = bed.push_and_pull(&gone, "store/gap:one").await;
+    seen.until(&mut rx, &keys(&host, &[&gone_tag], &host_blobs(&gone))).await;
+
+    bed.node.crash();
+    assert!(matches!(store.ping().await, Err(StoreError::Unreachable { .. })));
+    bed.node.restart().await.unwrap();
+    bed.node.cri_remove(&gone_tag).await.unwrap();
+    let came = ImageBuilder::new("store-gap-2").layers(&[60_000]).build().unwrap();
+    let came_tag = bed.push_and_pull(&came, "store/gap:two").await;
+    seen.until(&mut rx, &keys(&host, &[&came_tag], &host_blobs(&came))).await;
+
+    // And it follows events again afterwards.
+    bed.node.cri_remove(&came_tag).await.unwrap();
+    seen.until(&mut rx, &[]).await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discarded_layers_are_never_listed() {
+    let bed = Bed::start_with(ContainerdOptions { discard_unpacked_layers: true, set_config_path: true }).await;
+    let store = bed.store().await;
+    let stop = CancellationToken::new();
+    let mut rx = store.watch(stop.clone());
+    let image = ImageBuilder::new("store-discard").layers(&[100_000, 20]).build().unwrap();
+    let tag = bed.push_and_pull(&image, "store/discard:v1").await;
+
+    let platform = &image.platforms()[0];
+    let kept = keys(&bed.upstream.host(), &[&tag], &[&platform.manifest, &platform.config]);
+    list_becomes(&store, &kept).await;
+    // The watch ends up with the same view, even though garbage collection publishes no event.
+    Seen::default().until(&mut rx, &kept).await;
+    for layer in &platform.layers {
+        assert!(!bed.node.has_content(&layer.digest).await.unwrap());
+        assert!(matches!(store.open(&digest(layer), None).await, Err(StoreError::NotFound(_))));
+    }
+    stop.cancel();
+}
