@@ -2,4 +2,71 @@
 //!
 //! Several nodes, each its own containerd and `peerpull run` process, a real
 //! upstream registry, and faults injected between them. The scenarios live in
-//! this package's `tests/` folder; this library holds what they share.
+//! this package's `tests/` folder; this library holds what they share: a
+//! [`Cluster`] of nodes on distinct loopback addresses with the same ports,
+//! each set up by `peerpull configure` as a cluster's init container does.
+
+use std::time::Duration;
+
+use peerpull_testbed::peerpull::configure;
+use peerpull_testbed::{http, loopback_subnet, Containerd, Error, Peerpull, PeerpullOptions, Upstream};
+
+/// How long nodes may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One node: a containerd and the peerpull beside it.
+#[derive(Debug)]
+pub struct Node {
+    /// The node's containerd.
+    pub containerd: Containerd,
+    /// The node's peerpull.
+    pub peerpull: Peerpull,
+}
+
+/// Nodes that know each other, and the upstream registry they mirror.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The upstream registry.
+    pub upstream: Upstream,
+    /// The nodes, in order.
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts an upstream and `size` nodes, each configured to try its own
+    /// mirror first and bootstrapping from the others, and waits until every
+    /// node is ready.
+    pub async fn start(size: usize) -> Result<Self, Error> {
+        let upstream = Upstream::start().await?;
+        let subnet = loopback_subnet();
+        let options: Vec<PeerpullOptions> = (0..size).map(|i| PeerpullOptions::on(subnet.node(i as u8))).collect();
+        let routers: Vec<String> = options.iter().map(|o| o.router_addr().to_string()).collect();
+        let mut nodes = Vec::new();
+        for mut node_options in options {
+            let own = node_options.router_addr().to_string();
+            node_options.bootstrap = routers.iter().filter(|r| **r != own).cloned().collect();
+            let containerd = Containerd::start().await?;
+            configure(&containerd, &node_options.mirror_url(), &[upstream.url()]).await?;
+            let peerpull = Peerpull::start(&containerd, node_options).await?;
+            nodes.push(Node { containerd, peerpull });
+        }
+        for node in &nodes {
+            node.peerpull.wait_ready(READY_TIMEOUT).await?;
+        }
+        Ok(Self { upstream, nodes })
+    }
+
+    /// `/v2/<repo>/<kind>/<reference>?ns=<upstream>` on node `n`'s mirror.
+    pub fn mirror_url(&self, n: usize, repo: &str, kind: &str, reference: &str) -> String {
+        format!("{}/v2/{repo}/{kind}/{reference}?ns={}", self.nodes[n].peerpull.mirror_url(), self.upstream.host())
+    }
+
+    /// Waits until node `n`'s mirror answers `HEAD` of `url` with `status`.
+    pub async fn wait_status(&self, url: &str, status: u16, timeout: Duration) -> Result<(), Error> {
+        peerpull_testbed::eventually(&format!("HEAD {url} to answer {status}"), timeout, || async {
+            let reply = http::request("HEAD", url, &[]).await.ok()?;
+            (reply.status == status).then_some(())
+        })
+        .await
+    }
+}

@@ -64,14 +64,22 @@ impl Providers {
 
     /// The next provider not yet handed out, waiting at most the lookup wait.
     pub(crate) async fn next(&mut self) -> Option<Provider> {
+        self.next_within(self.wait).await
+    }
+
+    /// The next provider not yet handed out, waiting at most `wait`. A lookup
+    /// that is slow to find more stays open for later calls.
+    pub(crate) async fn next_within(&mut self, wait: Duration) -> Option<Provider> {
         if let Some(provider) = self.queue.pop_front() {
             return Some(provider);
         }
+        let deadline = Instant::now() + wait;
         while !self.exhausted {
-            match tokio::time::timeout(self.wait, self.lookup.next()).await {
+            match tokio::time::timeout_at(deadline, self.lookup.next()).await {
                 Ok(Some(provider)) if self.seen.insert(provider.peer) => return Some(provider),
                 Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => self.exhausted = true,
+                Ok(None) => self.exhausted = true,
+                Err(_) => return None,
             }
         }
         None
@@ -341,7 +349,8 @@ impl Transfer {
         self.body = None;
         let exhausted = TransferError::Exhausted { offset: self.offset, size: self.size };
         while self.resumes < self.fetcher.config.max_peer_attempts {
-            let Some(provider) = self.providers.next().await else { return Err(exhausted) };
+            let wait = self.fetcher.config.peer_timeout;
+            let Some(provider) = self.providers.next_within(wait).await else { return Err(exhausted) };
             self.resumes += 1;
             let from = Some((self.offset, self.size - 1));
             match self.fetcher.send(provider, self.ask.clone(), from).await {

@@ -59,3 +59,17 @@ pub async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Resul
 pub async fn get(url: &str) -> Result<Reply, Error> {
     request("GET", url, &[]).await
 }
+
+/// GETs `url` and hands back the status and the body unread, for tests that
+/// read a transfer at their own pace.
+pub async fn open(url: &str) -> Result<(u16, hyper::body::Incoming), Error> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = hyper::Request::get(url)
+        .body(Empty::new())
+        .map_err(|e| Error::io(format!("building GET {url}"))(std::io::Error::other(e)))?;
+    let response = tokio::time::timeout(TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| Error::Timeout { what: format!("GET {url}"), after: TIMEOUT })?
+        .map_err(|e| Error::io(format!("GET {url}"))(std::io::Error::other(e)))?;
+    Ok((response.status().as_u16(), response.into_body()))
+}

@@ -1,0 +1,111 @@
+//! `peerpull run` processes over real containerd nodes: one node's mirror
+//! serves what another node holds, byte for byte; a miss is a quick 404; a
+//! peer killed mid-blob does not break the transfer.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use peerpull_e2e::Cluster;
+use peerpull_testbed::{http, ImageBuilder};
+use sha2::{Digest as _, Sha256};
+
+const SEEN: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serves_manifests_by_tag_and_digest_and_every_blob() {
+    let cluster = Cluster::start(2).await.unwrap();
+    let image = ImageBuilder::new("e2e-mirror").layers(&[1 << 20, 70_000, 1]).build().unwrap();
+    let reference = image.push(&cluster.upstream, "e2e/mirror:v1").await.unwrap();
+    cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
+
+    let by_tag = cluster.mirror_url(1, "e2e/mirror", "manifests", "v1");
+    cluster.wait_status(&by_tag, 200, SEEN).await.unwrap();
+    let manifest = &image.platforms()[0].manifest;
+    for url in [by_tag, cluster.mirror_url(1, "e2e/mirror", "manifests", &manifest.digest)] {
+        let reply = http::get(&url).await.unwrap();
+        assert_eq!(reply.status, 200, "{url}");
+        assert_eq!(reply.header("docker-content-digest"), manifest.digest);
+        assert_eq!(reply.header("content-type"), manifest.media_type);
+        assert_eq!(reply.body.as_ref(), std::fs::read(&manifest.path).unwrap().as_slice());
+    }
+    for blob in image.blobs() {
+        let url = cluster.mirror_url(1, "e2e/mirror", "blobs", &blob.digest);
+        cluster.wait_status(&url, 200, SEEN).await.unwrap();
+        let reply = http::get(&url).await.unwrap();
+        assert_eq!(reply.status, 200, "{}", blob.digest);
+        assert_eq!(reply.header("content-length"), blob.size.to_string());
+        assert!(reply.body.as_ref() == std::fs::read(&blob.path).unwrap().as_slice(), "{} bytes differ", blob.digest);
+    }
+    let peer_hits = cluster.nodes[1]
+        .peerpull
+        .metric(&format!(
+            r#"peerpull_mirror_requests_total{{registry="{}",cache="hit",source="peer"}}"#,
+            cluster.upstream.host()
+        ))
+        .await
+        .unwrap();
+    assert!(peer_hits >= image.blobs().len() as f64 + 2.0, "peer hits: {peer_hits}");
+
+    // A miss: nobody holds it. The answer is a 404 with an OCI error body.
+    let missing = cluster.mirror_url(1, "e2e/mirror", "blobs", &format!("sha256:{}", "e".repeat(64)));
+    let started = Instant::now();
+    let reply = http::get(&missing).await.unwrap();
+    println!("miss answered in {:?}", started.elapsed());
+    assert_eq!(reply.status, 404);
+    assert!(String::from_utf8_lossy(&reply.body).contains("BLOB_UNKNOWN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder() {
+    let mut cluster = Cluster::start(3).await.unwrap();
+    let image = ImageBuilder::new("e2e-resume").layers(&[48 << 20]).build().unwrap();
+    let reference = image.push(&cluster.upstream, "e2e/resume:v1").await.unwrap();
+    cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
+    cluster.nodes[2].containerd.cri_pull(&reference).await.unwrap();
+    let layer = &image.platforms()[0].layers[0];
+    // Both holders have announced the image before node 1 looks it up.
+    for n in [0, 2] {
+        let peerpull = &cluster.nodes[n].peerpull;
+        peerpull_testbed::eventually("the holder to advertise the image", SEEN, || async {
+            let keys = peerpull.metric(r#"peerpull_advertised_keys{kind="digest"}"#).await.ok()?;
+            (keys >= image.blobs().len() as f64).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let url = cluster.mirror_url(1, "e2e/resume", "blobs", &layer.digest);
+
+    let (status, mut body) = http::open(&url).await.unwrap();
+    assert_eq!(status, 200);
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let mut killed = None;
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => frame.into_data().unwrap_or_default(),
+            Err(e) => panic!("the transfer broke: {e}\n{}", cluster.nodes[1].peerpull.log()),
+        };
+        received += data.len() as u64;
+        hasher.update(&data);
+        if killed.is_none() && received >= 1 << 20 {
+            // Kill whichever holder is serving this transfer.
+            let served = "peerpull_mirror_bytes_served_total{source=\"local\"}";
+            let mut serving = None;
+            for n in [0, 2] {
+                if cluster.nodes[n].peerpull.metric(served).await.unwrap() > 0.0 {
+                    serving = Some(n);
+                }
+            }
+            let n = serving.expect("one holder is serving");
+            cluster.nodes[n].peerpull.kill();
+            killed = Some(n);
+        }
+    }
+    assert!(killed.is_some());
+    assert_eq!(received, layer.size);
+    assert_eq!(format!("sha256:{}", hex::encode(hasher.finalize())), layer.digest);
+    let failures = cluster.nodes[1].peerpull.metric("peerpull_peer_fetch_failures_total").await.unwrap();
+    assert!(failures >= 1.0, "the broken transfer was not noticed:\n{}", cluster.nodes[1].peerpull.log());
+}
