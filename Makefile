@@ -4,7 +4,7 @@
 CARGO ?= cargo
 KEEP ?=
 
-.PHONY: all setup build demo test fmt-check clippy unit
+.PHONY: all setup build demo test fmt-check clippy
 
 all: build
 
@@ -15,8 +15,8 @@ build: setup
 	$(CARGO) build --workspace --all-targets
 
 demo: setup
-	$(CARGO) build --release -p peerpull
-	./target/release/peerpull --help
+	$(CARGO) build -p peerpull -p peerpull-e2e --bins
+	KEEP=$(KEEP) ./target/debug/peerpull-demo
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -25,4 +25,5 @@ clippy: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: setup fmt-check clippy
+	$(CARGO) build -p peerpull
 	$(CARGO) test --workspace

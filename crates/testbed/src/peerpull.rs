@@ -85,11 +85,13 @@ pub fn binary() -> Result<PathBuf, Error> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().map_err(Error::io("locating the test binary"))?;
-    // target/<profile>/deps/<test> → target/<profile>/peerpull
-    let candidate = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("peerpull"));
-    match candidate {
-        Some(path) if path.exists() => Ok(path),
-        _ => Err(Error::Io {
+    // A binary in target/<profile>/ has it beside itself; a test in
+    // target/<profile>/deps/ one folder up.
+    let beside = exe.parent().map(|dir| dir.join("peerpull"));
+    let above = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("peerpull"));
+    match [beside, above].into_iter().flatten().find(|path| path.is_file()) {
+        Some(path) => Ok(path),
+        None => Err(Error::Io {
             what: "finding the peerpull binary (run `cargo build -p peerpull` or set PEERPULL_BIN)".into(),
             source: std::io::ErrorKind::NotFound.into(),
         }),
@@ -139,6 +141,16 @@ impl Peerpull {
         format!("http://{}", SocketAddr::new(self.options.ip, self.options.metrics_port))
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.service.as_ref().and_then(Service::pid)
+    }
+
+    /// Its data directory (node identity).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
     /// Whether it runs.
     pub fn is_running(&self) -> bool {
         self.service.is_some()
@@ -167,7 +179,7 @@ impl Peerpull {
             .lines()
             .filter(|line| line.starts_with(prefix))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+            .fold(0.0, |sum, value| sum + value))
     }
 
     /// Stops it with SIGTERM (graceful).

@@ -81,6 +81,16 @@ impl Upstream {
         format!("http://{}", self.addr)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.service.as_ref().and_then(Service::pid)
+    }
+
+    /// The temporary directory holding its storage, config and log.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Whether it is running.
     pub fn is_running(&self) -> bool {
         self.service.is_some()
