@@ -20,20 +20,41 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{Info, InfoRequest, ListNamespacesRequest};
+use hyper_util::rt::TokioIo;
 use peerpull_oci::Digest;
+use tokio::net::UnixStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::StoreError;
 
 /// How long connecting to the socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 flow-control windows: the defaults (64 KiB) cap a content read at
+/// about a fifth of what these allow, and they bound what one read buffers.
+const STREAM_WINDOW: u32 = 4 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
 /// How long one unary call may take.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The header containerd reads the namespace from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
+
+/// A channel over the unix socket at `path`, like `containerd_client::connect`
+/// but with larger flow-control windows.
+async fn connect(path: PathBuf) -> Result<Channel, tonic::transport::Error> {
+    // The URI is not used: the connector dials the socket.
+    let endpoint = Endpoint::from_static("http://[::]")
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+}
 
 /// A connection to one containerd namespace.
 #[derive(Debug)]
@@ -73,7 +94,7 @@ impl Client {
         if let Some(channel) = self.slot().clone() {
             return Ok(channel);
         }
-        let channel = match tokio::time::timeout(CONNECT_TIMEOUT, containerd_client::connect(&self.socket)).await {
+        let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect(self.socket.clone())).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(self.unreachable(format!("connect: {e}"))),
             Err(_) => return Err(self.unreachable(format!("connect: no answer within {CONNECT_TIMEOUT:?}"))),

@@ -74,11 +74,10 @@ async fn a_grpc_read_cut_by_a_crash_fails_instead_of_ending_short() {
     let first = futures::StreamExt::next(&mut stream).await.unwrap().unwrap();
     assert!(!first.is_empty());
     bed.node.crash();
+    // HTTP/2 flow control keeps at most a few MiB in flight, so the rest never comes.
     match read_all(stream).await {
         Err(StoreError::ReadFailed { digest: d, .. }) => assert_eq!(d.as_str(), layer.digest),
-        Err(other) => panic!("unexpected error {other}"),
-        // Whatever had been sent before the crash may still complete the blob, but never short.
-        Ok(rest) => assert_eq!(first.len() + rest.len(), layer.size as usize),
+        other => panic!("expected a failed read, got {:?}", other.map(|rest| first.len() + rest.len())),
     }
     assert!(matches!(store.ping().await, Err(StoreError::Unreachable { .. })));
 }
