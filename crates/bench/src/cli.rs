@@ -1,0 +1,113 @@
+//! The command line: which scenarios run, how often, and at what sizes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Measures peerpull against the alternatives on the same work, on real
+/// containerd nodes and real registries on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "peerpull-bench")]
+pub(crate) struct Args {
+    /// Scenarios to run, in this order.
+    #[arg(long, value_delimiter = ',', default_values_t = Scenario::all())]
+    pub(crate) scenarios: Vec<Scenario>,
+    /// Repeats of every scenario; the median and the spread are reported.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) repeats: usize,
+    /// Where the report and charts go (default: `target/bench` of the build).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+
+    /// serve: size of the blob read through the mirror, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) serve_blob_mib: u64,
+    /// serve: manifest HEAD/GET requests per repeat.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) manifest_requests: usize,
+    /// serve: manifest requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) manifest_concurrency: usize,
+
+    /// peer: layer sizes of the image node B pulls from node A, MiB.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 64, 64, 64])]
+    pub(crate) peer_layers_mib: Vec<u64>,
+
+    /// rollout: nodes that pull the new image.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rollout_nodes: usize,
+    /// rollout: image sizes, MiB (e.g. 10,100,1024).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10, 100])]
+    pub(crate) rollout_sizes_mib: Vec<u64>,
+    /// rollout: layers of each image size, in the same order (the size is split evenly).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4])]
+    pub(crate) rollout_layers: Vec<usize>,
+    /// rollout: the upstream registry's bandwidth, MB/s (10^6 bytes).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) rollout_rate_mbps: u64,
+    /// rollout: patterns to run.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![Pattern::Rolling, Pattern::AllAtOnce])]
+    pub(crate) rollout_patterns: Vec<Pattern>,
+    /// rollout: share of the nodes pulling at once in the rolling pattern, percent.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) rollout_batch_percent: usize,
+
+    /// miss: size of the one layer of the image nobody holds, KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) miss_layer_kib: u64,
+
+    /// memory: keys advertised through an in-process router (about 5 per image).
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) memory_keys: usize,
+
+    /// dht: routers in one process.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) dht_routers: usize,
+    /// dht: provider lookups per repeat.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) dht_lookups: usize,
+}
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// Blob throughput and manifest latency of one node's mirror.
+    Serve,
+    /// Node B pulls an image node A holds.
+    Peer,
+    /// N nodes pull a new image through a shaped upstream.
+    Rollout,
+    /// Time a mirror that has nothing adds to a pull.
+    Miss,
+    /// Router memory with many keys advertised (plus peerpull RSS from rollout).
+    Memory,
+    /// Provider lookup latency among many routers.
+    Dht,
+}
+
+/// How a rollout's nodes pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Pattern {
+    /// A batch of nodes at a time, the next when it is done.
+    Rolling,
+    /// Every node at once.
+    AllAtOnce,
+}
+
+impl Scenario {
+    fn all() -> Vec<Self> {
+        vec![Self::Memory, Self::Dht, Self::Serve, Self::Peer, Self::Miss, Self::Rollout]
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.to_possible_value().as_ref().map_or("?", |v| v.get_name()))
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.to_possible_value().as_ref().map_or("?", |v| v.get_name()))
+    }
+}

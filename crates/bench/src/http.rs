@@ -1,0 +1,75 @@
+//! A pooled HTTP/1 client for measurements: stream a blob and count its
+//! bytes without holding it, or time one small request.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as Hyper;
+use hyper_util::rt::TokioExecutor;
+
+/// The manifest types a pull asks for.
+pub(crate) const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// How long any one request may take.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A client that keeps connections open between requests.
+#[derive(Debug, Clone)]
+pub(crate) struct Client(Hyper<HttpConnector, Empty<Bytes>>);
+
+impl Client {
+    /// A new client with its own connection pool.
+    pub(crate) fn new() -> Self {
+        Self(Hyper::builder(TokioExecutor::new()).build_http())
+    }
+
+    /// GETs `url`, reading the body as it comes; returns the bytes read.
+    /// Anything but 200 is an error.
+    pub(crate) async fn stream(&self, url: &str) -> anyhow::Result<u64> {
+        let exchange = async {
+            let (status, mut body) = self.send("GET", url).await?;
+            if status != 200 {
+                bail!("GET {url} answered {status}");
+            }
+            let mut total = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.with_context(|| format!("reading GET {url}"))?;
+                if let Some(data) = frame.data_ref() {
+                    total += data.len() as u64;
+                }
+            }
+            Ok(total)
+        };
+        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| anyhow!("GET {url} took over {TIMEOUT:?}"))?
+    }
+
+    /// Sends `method` to `url` and reads the whole answer; returns the status
+    /// and the time from sending to the last byte.
+    pub(crate) async fn timed(&self, method: &str, url: &str) -> anyhow::Result<(u16, Duration)> {
+        let start = Instant::now();
+        let exchange = async {
+            let (status, body) = self.send(method, url).await?;
+            body.collect().await.with_context(|| format!("reading {method} {url}"))?;
+            Ok::<_, anyhow::Error>(status)
+        };
+        let status = tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow!("{method} {url} took over {TIMEOUT:?}"))??;
+        Ok((status, start.elapsed()))
+    }
+
+    async fn send(&self, method: &str, url: &str) -> anyhow::Result<(u16, hyper::body::Incoming)> {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("accept", ACCEPT)
+            .body(Empty::new())
+            .with_context(|| format!("building {method} {url}"))?;
+        let response = self.0.request(request).await.with_context(|| format!("{method} {url}"))?;
+        Ok((response.status().as_u16(), response.into_body()))
+    }
+}

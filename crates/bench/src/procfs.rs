@@ -1,0 +1,48 @@
+//! Memory figures from `/proc`: a process's resident set now (`VmRSS`) and
+//! at its peak (`VmHWM`), and finding a `peerpull run` by its command line.
+
+use anyhow::{anyhow, Context as _};
+
+/// `VmRSS` and `VmHWM` of `pid`, in bytes.
+pub(crate) fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).ok_or_else(|| anyhow!("no {name} in {path}"))?;
+        let kib: u64 =
+            line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("bad {line}"))?;
+        Ok(kib * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// This process's `VmRSS`, in bytes.
+pub(crate) fn own_rss() -> anyhow::Result<u64> {
+    Ok(memory(std::process::id())?.0)
+}
+
+/// The pid of the `peerpull run` whose `--registry-addr` is `addr`.
+pub(crate) fn find_peerpull(addr: &str) -> anyhow::Result<u32> {
+    for entry in std::fs::read_dir("/proc").context("listing /proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_run = args.get(1) == Some(&&b"run"[..]);
+        let ours = args.windows(2).any(|w| w[0] == b"--registry-addr" && w[1] == addr.as_bytes());
+        if is_run && ours {
+            return Ok(pid);
+        }
+    }
+    Err(anyhow!("no `peerpull run --registry-addr {addr}` process found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory() {
+        let (rss, hwm) = memory(std::process::id()).unwrap_or_default();
+        assert!(rss > 0 && hwm >= rss);
+    }
+}

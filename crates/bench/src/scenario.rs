@@ -1,0 +1,20 @@
+//! The scenarios. Each takes the flags and a progress printer, runs its
+//! repeats on real services it starts and stops itself, and returns the
+//! report sections it measured.
+
+pub(crate) mod dht;
+pub(crate) mod memory;
+pub(crate) mod miss;
+pub(crate) mod peer;
+pub(crate) mod rollout;
+pub(crate) mod serve;
+
+mod routers;
+
+/// Bytes in a MiB.
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
+
+/// Seconds of a duration.
+pub(crate) fn secs(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
