@@ -53,6 +53,8 @@ pub struct Metrics {
     pub bytes_served: Family<SourceLabels, Counter>,
     /// Failed peer fetches, by reason.
     pub peer_fetch_failures: Family<ReasonLabels, Counter>,
+    /// Peers in the routing table.
+    pub routing_peers: Gauge,
 }
 
 impl Metrics {
@@ -64,6 +66,7 @@ impl Metrics {
             advertised_keys: Family::default(),
             bytes_served: Family::default(),
             peer_fetch_failures: Family::default(),
+            routing_peers: Gauge::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
         peerpull.register(
@@ -87,6 +90,7 @@ impl Metrics {
             "Failed fetches from peers, by reason",
             metrics.peer_fetch_failures.clone(),
         );
+        peerpull.register("routing_peers", "Peers in the routing table", metrics.routing_peers.clone());
         metrics
     }
 

@@ -31,6 +31,8 @@ pub(crate) enum Command {
     Configure(ConfigureArgs),
     /// Undo `configure`: put the backed-up files back and remove what it wrote.
     Cleanup(CleanupArgs),
+    /// Check this node's set-up and say how to fix what is wrong.
+    Doctor(Box<DoctorArgs>),
 }
 
 /// containerd's registry `config_path`.
@@ -174,6 +176,36 @@ pub(crate) enum LogFormat {
 
 fn parse_bootstrap(value: &str) -> Result<Bootstrap, String> {
     Bootstrap::parse(value).map_err(|e| e.to_string())
+}
+
+/// `peerpull doctor`.
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    pub(crate) containerd: ContainerdArgs,
+    /// containerd's configuration file, read for settings the running containerd does not report.
+    #[arg(
+        long = "containerd-config",
+        env = "PEERPULL_CONTAINERD_CONFIG",
+        value_name = "FILE",
+        default_value = "/etc/containerd/config.toml"
+    )]
+    pub(crate) containerd_config: PathBuf,
+    /// Where hosts.toml files are expected when containerd does not say.
+    #[arg(long = "config-path", env = "PEERPULL_CONFIG_PATH", value_name = "DIR", default_value = CONTAINERD_CONFIG_PATH)]
+    pub(crate) config_path: PathBuf,
+    /// The mirror address `peerpull run` uses.
+    #[arg(long = "registry-addr", env = "PEERPULL_REGISTRY_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5000")]
+    pub(crate) registry_addr: SocketAddr,
+    /// The router address `peerpull run` uses.
+    #[arg(long = "router-addr", env = "PEERPULL_ROUTER_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5001")]
+    pub(crate) router_addr: SocketAddr,
+    /// The metrics address `peerpull run` uses.
+    #[arg(long = "metrics-addr", env = "PEERPULL_METRICS_ADDR", value_name = "ADDR", default_value = "0.0.0.0:9090")]
+    pub(crate) metrics_addr: SocketAddr,
+    /// A mirrored registry whose hosts.toml and upstream are checked (repeatable; none = `_default`).
+    #[arg(long = "mirrored-registry", env = "PEERPULL_MIRRORED_REGISTRY", value_name = "URL", value_delimiter = ',')]
+    pub(crate) mirrored_registries: Vec<Registry>,
 }
 
 /// `peerpull cleanup`.

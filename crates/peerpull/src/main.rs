@@ -9,9 +9,11 @@
 //! for bad usage or configuration, with a one-line message on stderr, 1 for
 //! a failure while working.
 
+mod check_args;
 mod cleanup;
 mod cli;
 mod configure;
+mod doctor;
 mod exit;
 mod logging;
 mod run;
@@ -27,10 +29,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(e),
     };
+    if check_args::requested() {
+        return check_args::report(&cli);
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Configure(args) => configure::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Doctor(args) => doctor::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,9 @@ use crate::logging;
 /// Extra time, beyond the mirror's grace, for subsystems to wind down.
 const STOP_SLACK: Duration = Duration::from_secs(5);
 
+/// How often the routing table's size is published.
+const PEER_COUNT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Runs the daemon until a signal stops it.
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
     logging::init(&args.log_level, args.log_format)?;
@@ -73,7 +76,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
     let grace = config.shutdown_grace;
     let server =
         Server::new(config, store.clone(), Arc::new(router.clone()), metrics.clone(), registry, health.clone());
-    let advertiser = Advertiser::new(store, router.clone(), mirrored.clone(), metrics, health);
+    let advertiser = Advertiser::new(store, router.clone(), mirrored.clone(), metrics.clone(), health);
 
     tracing::info!(
         peer = %router.local_peer_id(),
@@ -106,6 +109,11 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         advertiser.run(stop).await;
         "advertiser"
     });
+    let (stop, peers) = (shutdown.clone(), router.clone());
+    tasks.spawn(async move {
+        count_peers(peers, metrics, stop).await;
+        "peer counter"
+    });
 
     let unexpected = tokio::select! {
         name = stop_signal() => {
@@ -125,6 +133,20 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             Ok(())
         }
         Some(name) => Err(Failure::Runtime(anyhow!("{name} stopped unexpectedly"))),
+    }
+}
+
+/// Keeps `peerpull_routing_peers` current until `shutdown`.
+async fn count_peers(router: Router, metrics: Metrics, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PEER_COUNT_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(count) = router.peer_count().await {
+            metrics.routing_peers.set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 }
 

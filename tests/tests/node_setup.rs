@@ -1,0 +1,137 @@
+//! Setting a node up: containerd honours what `peerpull configure` wrote
+//! (its first request goes to the mirror), and `peerpull doctor` reports a
+//! misconfigured node's problems and passes a healthy one.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
+use peerpull_e2e::Cluster;
+use peerpull_testbed::peerpull::{binary, configure};
+use peerpull_testbed::{free_port, loopback_subnet, Containerd, ContainerdOptions, ImageBuilder, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A stand-in mirror that records each request line and answers 404.
+async fn recording_mirror(ip: std::net::IpAddr) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16 * 1024];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            log.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned());
+            let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"not here"}]}"#;
+            let reply = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_asks_the_configured_mirror_first_then_falls_back_upstream() {
+    let upstream = Upstream::start().await.unwrap();
+    let image = ImageBuilder::new("e2e-configure").layers(&[10_000]).build().unwrap();
+    let reference = image.push(&upstream, "e2e/configure:v1").await.unwrap();
+    let node = Containerd::start().await.unwrap();
+    let (mirror, seen) = recording_mirror(loopback_subnet().node(0)).await;
+    configure(&node, &mirror, &[upstream.url()]).await.unwrap();
+
+    let pulled = node.cri_pull(&reference).await.unwrap();
+    assert_eq!(pulled.manifest_digest(), Some(image.digest()));
+    let seen = seen.lock().unwrap().clone();
+    let first = seen.first().expect("containerd never asked the mirror");
+    // containerd percent-encodes the `:` of the registry's port in `?ns=`.
+    let ns = upstream.host().replace(':', "%3A");
+    let expected = format!("HEAD /v2/e2e/configure/manifests/v1?ns={ns} HTTP/1.1");
+    assert_eq!(first, &expected, "all requests: {seen:?}");
+    for blob in &image.blobs()[1..] {
+        let kind = if blob.media_type.contains("manifest") { "manifests" } else { "blobs" };
+        let asked = format!("GET /v2/e2e/configure/{kind}/{}?ns={ns} HTTP/1.1", blob.digest);
+        assert!(seen.contains(&asked), "the mirror was not asked for {}: {seen:?}", blob.digest);
+    }
+}
+
+fn doctor(args: &[String]) -> Output {
+    std::process::Command::new(binary().unwrap()).arg("doctor").args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_each_problem_of_a_misconfigured_node() {
+    let node = Containerd::start_with(ContainerdOptions { discard_unpacked_layers: true, set_config_path: false })
+        .await
+        .unwrap();
+    let ip = loopback_subnet().node(0);
+    let dead = format!("http://127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap()).unwrap());
+    let output = doctor(&[
+        "--containerd-socket".into(),
+        node.socket().display().to_string(),
+        "--containerd-config".into(),
+        node.config_file().display().to_string(),
+        "--config-path".into(),
+        node.config_path().display().to_string(),
+        "--registry-addr".into(),
+        format!("{ip}:5000"),
+        "--router-addr".into(),
+        format!("{ip}:5001"),
+        "--metrics-addr".into(),
+        format!("{ip}:9090"),
+        "--mirrored-registry".into(),
+        dead.clone(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "[ok]   containerd answers at",
+        "[FAIL] CRI registry config_path is not set",
+        "[FAIL] discard_unpacked_layers is on",
+        "hosts.toml: No such file or directory",
+        &format!("[FAIL] the mirror port {ip}:5000 does not answer"),
+        &format!("[FAIL] the router port {ip}:5001 does not answer"),
+        &format!("[warn] upstream {dead} is not reachable"),
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("fix: ").count(), stdout.matches("[FAIL]").count() + stdout.matches("[warn]").count());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("doctor found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_configured_running_node() {
+    let cluster = Cluster::start(2).await.unwrap();
+    let node = &cluster.nodes[0];
+    let o = node.peerpull.options();
+    peerpull_testbed::eventually("the node to count its DHT peer", std::time::Duration::from_secs(30), || async {
+        (node.peerpull.metric("peerpull_routing_peers").await.ok()? >= 1.0).then_some(())
+    })
+    .await
+    .unwrap();
+    let output = doctor(&[
+        "--containerd-socket".into(),
+        node.containerd.socket().display().to_string(),
+        "--containerd-config".into(),
+        node.containerd.config_file().display().to_string(),
+        "--registry-addr".into(),
+        format!("{}:{}", o.ip, o.registry_port),
+        "--router-addr".into(),
+        format!("{}:{}", o.ip, o.router_port),
+        "--metrics-addr".into(),
+        format!("{}:{}", o.ip, o.metrics_port),
+        "--mirrored-registry".into(),
+        cluster.upstream.url(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!stdout.contains("[FAIL]"), "{stdout}");
+    assert!(stdout.contains("sends pulls to this node's mirror"), "{stdout}");
+    assert!(stdout.contains("the DHT has 1 peer(s)"), "{stdout}");
+    assert!(stdout.contains("no problems found"), "{stdout}");
+}
