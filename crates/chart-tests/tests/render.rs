@@ -1,0 +1,743 @@
+//! Renders `charts/peerpull` for the default values and several value sets
+//! and checks what an operator relies on: the objects and their kinds, that
+//! the Kubernetes API types hold every field, that `peerpull` accepts the
+//! arguments the chart gives it, the DaemonSet's placement, privileges,
+//! mounts and probes, the bootstrap service, the uninstall hook, and that
+//! the optional objects come and go with their toggles.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, Volume};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use peerpull_chart_tests::{chart_dir, check_args, expand, typed_round_trip, Manifest, Renderer};
+use serde_norway::Value;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const NS: &str = "peerpull-system";
+const DS: &str = "peerpull";
+const CLEANUP: &str = "peerpull-cleanup";
+/// The node IP the tests stand in for the downward API's `status.hostIP`.
+const NODE_IP: &str = "10.0.0.7";
+
+const K3S: &str = r#"
+peerpull:
+  containerdSock: /run/k3s/containerd/containerd.sock
+  containerdRegistryConfigPath: /var/lib/rancher/k3s/agent/etc/containerd/certs.d
+  containerdContentPath: /var/lib/rancher/k3s/agent/containerd/io.containerd.content.v1.content
+  extraArgs:
+    - --registries-yaml=/etc/rancher/k3s/registries.yaml
+"#;
+
+const EVERYTHING: &str = r#"
+image:
+  repository: registry.example.com/infra/peerpull
+  tag: 1.2.3
+  digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+imagePullSecrets:
+  - name: pull-secret
+daemonsetAnnotations:
+  example.com/owner: platform
+podAnnotations:
+  example.com/scrape: "true"
+podLabels:
+  team: platform
+commonLabels:
+  env: prod
+clusterDomain: example.internal.
+updateStrategy:
+  type: RollingUpdate
+  rollingUpdate:
+    maxUnavailable: 2
+service:
+  registry:
+    port: 5100
+    hostPort: 30500
+  router:
+    port: 5101
+  metrics:
+    port: 9191
+    annotations:
+      prometheus.io/scrape: "true"
+  bootstrap:
+    annotations:
+      example.com/bootstrap: "yes"
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - key: node-role.kubernetes.io/edge
+              operator: DoesNotExist
+serviceMonitor:
+  enabled: true
+  labels:
+    release: kube-prometheus-stack
+  relabelings:
+    - sourceLabels: [__meta_kubernetes_pod_node_name]
+      targetLabel: node
+  metricRelabelings:
+    - sourceLabels: [__name__]
+      regex: go_.*
+      action: drop
+grafanaDashboard:
+  enabled: true
+  annotations:
+    grafana_folder: Infrastructure
+networkPolicy:
+  enabled: true
+  metricsFrom:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: monitoring
+  extraIngress:
+    - from:
+        - ipBlock:
+            cidr: 10.0.0.0/8
+      ports:
+        - port: 8080
+          protocol: TCP
+cleanup:
+  timeout: 10m
+peerpull:
+  logLevel: peerpull_mirror=debug,info
+  logFormat: text
+  mirroredRegistries:
+    - https://docker.io
+    - ghcr.io
+    - http://10.0.0.5:5000
+  additionalMirrorTargets:
+    - https://mirror.example.com
+  resolveTags: false
+  prependExisting: true
+  dialTimeout: 1s
+  mountSocketDirectory: true
+  containerdNamespace: custom
+  dataDir: /var/lib/example/peerpull
+"#;
+
+const MINIMAL: &str = r#"
+fullnameOverride: pp
+namespaceOverride: infra
+priorityClassName: ""
+tolerations: []
+nodeSelector: null
+service:
+  registry:
+    nodeIp: 192.0.2.10
+livenessProbe:
+  enabled: false
+peerpull:
+  containerdContentPath: ""
+  containerdMirrorAdd: false
+"#;
+
+/// Every value set the tests render: name and values.
+const VALUE_SETS: &[(&str, &str)] = &[("defaults", ""), ("k3s", K3S), ("everything", EVERYTHING), ("minimal", MINIMAL)];
+
+fn render(values: &str) -> Result<Manifest> {
+    Ok(Renderer::get()?.render(values, &[])?)
+}
+
+fn daemonset(manifest: &Manifest, name: &str) -> Result<(DaemonSet, PodSpec)> {
+    let ds: DaemonSet = manifest.typed("DaemonSet", name)?;
+    let pod = ds.spec.clone().and_then(|s| s.template.spec).ok_or("DaemonSet without a pod spec")?;
+    Ok((ds, pod))
+}
+
+fn container<'a>(containers: &'a [Container], name: &str) -> Result<&'a Container> {
+    Ok(containers.iter().find(|c| c.name == name).ok_or_else(|| format!("no container {name}"))?)
+}
+
+fn volume<'a>(pod: &'a PodSpec, name: &str) -> Result<&'a Volume> {
+    let volumes = pod.volumes.as_deref().unwrap_or_default();
+    Ok(volumes.iter().find(|v| v.name == name).ok_or_else(|| format!("no volume {name}"))?)
+}
+
+fn host_path(pod: &PodSpec, name: &str) -> Result<(String, String)> {
+    let hp = volume(pod, name)?.host_path.clone().ok_or_else(|| format!("volume {name} is not a hostPath"))?;
+    Ok((hp.path, hp.type_.unwrap_or_default()))
+}
+
+/// `(mountPath, readOnly)` of `volume` in `c`.
+fn mount(c: &Container, volume: &str) -> Result<(String, bool)> {
+    let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+    let m = mounts.iter().find(|m| m.name == volume).ok_or_else(|| format!("{} does not mount {volume}", c.name))?;
+    Ok((m.mount_path.clone(), m.read_only.unwrap_or(false)))
+}
+
+fn args(c: &Container) -> Vec<String> {
+    c.args.clone().unwrap_or_default()
+}
+
+/// The value of `--flag=VALUE` among `args`, if given once.
+fn flag(args: &[String], name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    let mut values = args.iter().filter_map(|a| a.strip_prefix(&prefix));
+    let value = values.next()?;
+    values.next().is_none().then(|| value.to_owned())
+}
+
+fn flags(args: &[String], name: &str) -> Vec<String> {
+    let prefix = format!("{name}=");
+    args.iter().filter_map(|a| a.strip_prefix(&prefix).map(str::to_owned)).collect()
+}
+
+/// The container's environment as the kubelet would give it on a node
+/// whose IP is [`NODE_IP`] (values as written; `status.hostIP` from the
+/// downward API).
+fn container_env(c: &Container) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for var in c.env.as_deref().unwrap_or_default() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), _) => value.clone(),
+            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                Some("status.hostIP") => NODE_IP.to_owned(),
+                other => return Err(format!("{}: env {} from {other:?}", c.name, var.name).into()),
+            },
+            (None, None) => String::new(),
+        };
+        env.insert(var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+/// Hands `c`'s arguments, expanded like the kubelet does, to `peerpull`'s
+/// validate-only mode with `c`'s environment; returns what it parsed.
+fn accepted_by_peerpull(c: &Container) -> Result<String> {
+    let env = container_env(c)?;
+    let expanded: Vec<String> = args(c).iter().map(|a| expand(a, &env)).collect();
+    let checked = check_args(&expanded, &env)?;
+    if !checked.accepted {
+        return Err(format!("peerpull rejected {} args {expanded:?}: {}", c.name, checked.stderr.trim()).into());
+    }
+    Ok(checked.stdout)
+}
+
+fn labels(doc: &Value, path: &[&str]) -> BTreeMap<String, String> {
+    let mut v = doc;
+    for key in path {
+        match v.get(*key) {
+            Some(next) => v = next,
+            None => return BTreeMap::new(),
+        }
+    }
+    serde_norway::from_value(v.clone()).unwrap_or_default()
+}
+
+#[test]
+fn defaults_render_the_expected_objects() -> Result {
+    let manifest = render("")?;
+    let expected: Vec<(String, String)> = [
+        ("DaemonSet", "peerpull"),
+        ("DaemonSet (hook)", "peerpull-cleanup"),
+        ("Job (hook)", "peerpull-cleanup-wait"),
+        ("Role (hook)", "peerpull-cleanup"),
+        ("RoleBinding (hook)", "peerpull-cleanup"),
+        ("Service", "peerpull-bootstrap"),
+        ("Service", "peerpull-metrics"),
+        ("ServiceAccount", "peerpull"),
+        ("ServiceAccount (hook)", "peerpull-cleanup"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect();
+    assert_eq!(manifest.objects(), expected);
+    for doc in &manifest.docs {
+        let namespace = doc.value.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str);
+        assert_eq!(namespace, Some(NS), "{} {}", doc.kind(), doc.name());
+        let labels = labels(&doc.value, &["metadata", "labels"]);
+        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("Helm"));
+        assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("peerpull"));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_value_set_renders_documents_the_kubernetes_api_types_hold() -> Result {
+    for (name, values) in VALUE_SETS {
+        let manifest = render(values)?;
+        assert!(!manifest.docs.is_empty(), "{name}: nothing rendered");
+        for doc in &manifest.docs {
+            let typed = typed_round_trip(doc).map_err(|e| format!("value set {name}: {e}"))?;
+            if !typed {
+                // The only custom resource: Prometheus Operator's ServiceMonitor.
+                assert_eq!(doc.kind(), "ServiceMonitor", "{name}: no API type checks {}", doc.kind());
+                let json = doc.json()?;
+                assert_eq!(json["apiVersion"], "monitoring.coreos.com/v1");
+                assert!(json["spec"]["endpoints"].as_array().is_some_and(|e| !e.is_empty()));
+                assert!(json["spec"]["selector"]["matchLabels"].is_object());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn chart_arguments_are_accepted_by_the_peerpull_cli() -> Result {
+    let mut checked = 0;
+    for (name, values) in VALUE_SETS {
+        let manifest = render(values)?;
+        for doc in manifest.docs.iter().filter(|d| d.kind() == "DaemonSet") {
+            let (_, pod) = daemonset(&manifest, doc.name())?;
+            let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+            for c in containers.filter(|c| c.image.as_deref().is_some_and(|i| i.contains("peerpull"))) {
+                let parsed = accepted_by_peerpull(c).map_err(|e| format!("value set {name}, {}: {e}", doc.name()))?;
+                let subcommand = args(c).first().cloned().unwrap_or_default();
+                let variant = match subcommand.as_str() {
+                    "run" => "Run(",
+                    "configure" => "Configure(",
+                    "cleanup" => "Cleanup(",
+                    other => return Err(format!("unexpected subcommand {other}").into()),
+                };
+                assert!(parsed.contains(variant), "{name}: {parsed}");
+                checked += 1;
+            }
+        }
+    }
+    // defaults, k3s, everything: run + configure + cleanup; minimal: run only.
+    assert_eq!(checked, 3 * 3 + 1);
+
+    // What peerpull parsed is what the chart meant.
+    let manifest = render(EVERYTHING)?;
+    let (_, pod) = daemonset(&manifest, DS)?;
+    let run = accepted_by_peerpull(container(&pod.containers, "peerpull")?)?;
+    for expected in [
+        "registry_addr: 0.0.0.0:5100",
+        "router_addr: 0.0.0.0:5101",
+        "metrics_addr: 0.0.0.0:9191",
+        "\"/var/lib/example/peerpull\"",
+        "resolve_tags: false",
+        "containerd_namespace: \"custom\"",
+        "peerpull-bootstrap.peerpull-system.svc.example.internal",
+        "5101",
+        "Text",
+    ] {
+        assert!(run.contains(expected), "run: no {expected:?} in\n{run}");
+    }
+    let configure = accepted_by_peerpull(container(pod.init_containers.as_deref().unwrap_or_default(), "configure")?)?;
+    for expected in ["10.0.0.7:30500", "mirror.example.com", "prepend_existing: true", "resolve_tags: false"] {
+        assert!(configure.contains(expected), "configure: no {expected:?} in\n{configure}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_cli_check_rejects_what_peerpull_would_reject() -> Result {
+    for (values, what) in [
+        ("peerpull:\n  logFormat: yaml\n", "log format"),
+        ("service:\n  router:\n    port: 70000\n", "router port"),
+        ("peerpull:\n  dialTimeout: soon\n", "dial timeout"),
+        ("peerpull:\n  mirroredRegistries: [\"https://docker.io/with/path?q\"]\n", "registry"),
+    ] {
+        let manifest = render(values)?;
+        let (_, pod) = daemonset(&manifest, DS)?;
+        let all: Vec<&Container> = pod.containers.iter().chain(pod.init_containers.iter().flatten()).collect();
+        let rejected = all.iter().filter(|c| accepted_by_peerpull(c).is_err()).count();
+        assert!(rejected > 0, "a bad {what} passed the check");
+    }
+    Ok(())
+}
+
+#[test]
+fn daemonset_runs_on_every_linux_node_with_least_privilege() -> Result {
+    let manifest = render("")?;
+    let (ds, pod) = daemonset(&manifest, DS)?;
+    // Every node, every taint.
+    let tolerations = pod.tolerations.clone().unwrap_or_default();
+    assert!(
+        tolerations.iter().any(|t| t.key.is_none() && t.operator.as_deref() == Some("Exists") && t.effect.is_none()),
+        "no toleration for every taint: {tolerations:?}"
+    );
+    let selector = pod.node_selector.clone().unwrap_or_default();
+    assert_eq!(selector, BTreeMap::from([("kubernetes.io/os".to_owned(), "linux".to_owned())]));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(pod.host_network, None);
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.enable_service_links, Some(false), "Service variables could shadow PEERPULL_* settings");
+    let spec = ds.spec.ok_or("no spec")?;
+    let selector = spec.selector.match_labels.unwrap_or_default();
+    let pod_labels = spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "selector does not match the pods");
+
+    let c = container(&pod.containers, "peerpull")?;
+    assert_eq!(args(c).first().map(String::as_str), Some("run"));
+    let sc = c.security_context.clone().ok_or("no securityContext")?;
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_ne!(sc.privileged, Some(true));
+    let caps = sc.capabilities.ok_or("no capabilities")?;
+    assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(caps.add, None);
+    assert_eq!(
+        pod.security_context.clone().and_then(|s| s.seccomp_profile).map(|p| p.type_),
+        Some("RuntimeDefault".to_owned())
+    );
+
+    // containerd's socket and content read-only; the identity on the host.
+    let a = args(c);
+    let socket = flag(&a, "--containerd-socket").ok_or("no --containerd-socket")?;
+    assert_eq!(socket, "/run/containerd/containerd.sock");
+    assert_eq!(host_path(&pod, "containerd-sock")?, (socket.clone(), "Socket".to_owned()));
+    assert_eq!(mount(c, "containerd-sock")?, (socket, true));
+    let content = flag(&a, "--containerd-content-path").ok_or("no --containerd-content-path")?;
+    assert_eq!(host_path(&pod, "containerd-content")?, (content.clone(), "Directory".to_owned()));
+    assert_eq!(mount(c, "containerd-content")?, (content, true));
+    let data = flag(&a, "--data-dir").ok_or("no --data-dir")?;
+    assert_eq!(host_path(&pod, "data")?, (data.clone(), "DirectoryOrCreate".to_owned()));
+    assert_eq!(mount(c, "data")?, (data, false));
+    assert!(volume(&pod, "tmp")?.empty_dir.is_some(), "a writable /tmp beside the read-only root");
+
+    // The mirror on the node's port for containerd.
+    let ports = c.ports.clone().unwrap_or_default();
+    let registry = ports.iter().find(|p| p.name.as_deref() == Some("registry")).ok_or("no registry port")?;
+    assert_eq!((registry.container_port, registry.host_port), (5000, Some(5000)));
+    assert_eq!(flag(&a, "--registry-addr").as_deref(), Some("0.0.0.0:5000"));
+    assert_eq!(flag(&a, "--metrics-addr").as_deref(), Some("0.0.0.0:9090"));
+
+    // Probes: /readyz for startup and readiness, /livez for liveness, on the metrics port.
+    let probe = |p: Option<&k8s_openapi::api::core::v1::Probe>| {
+        p.and_then(|p| p.http_get.clone()).map(|h| (h.path.unwrap_or_default(), serde_json::to_value(h.port).ok()))
+    };
+    let metrics_port = Some(serde_json::json!("metrics"));
+    assert_eq!(probe(c.startup_probe.as_ref()), Some(("/readyz".to_owned(), metrics_port.clone())));
+    assert_eq!(probe(c.readiness_probe.as_ref()), Some(("/readyz".to_owned(), metrics_port.clone())));
+    assert_eq!(probe(c.liveness_probe.as_ref()), Some(("/livez".to_owned(), metrics_port)));
+
+    let resources = c.resources.clone().ok_or("no resources")?;
+    assert!(resources.requests.is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory")));
+    assert!(resources.limits.is_some_and(|r| r.contains_key("memory")));
+    Ok(())
+}
+
+#[test]
+fn init_container_points_containerd_at_the_node_ip() -> Result {
+    let manifest = render("")?;
+    let (_, pod) = daemonset(&manifest, DS)?;
+    let inits = pod.init_containers.clone().unwrap_or_default();
+    let c = container(&inits, "configure")?;
+    let a = args(c);
+    assert_eq!(a.first().map(String::as_str), Some("configure"));
+    assert_eq!(flags(&a, "--mirror"), vec!["http://$(NODE_IP):5000".to_owned()]);
+    let env = container_env(c)?;
+    assert_eq!(expand("http://$(NODE_IP):5000", &env), format!("http://{NODE_IP}:5000"));
+    let config_path = flag(&a, "--config-path").ok_or("no --config-path")?;
+    assert_eq!(config_path, "/etc/containerd/certs.d");
+    assert_eq!(host_path(&pod, "containerd-config")?, (config_path.clone(), "DirectoryOrCreate".to_owned()));
+    assert_eq!(mount(c, "containerd-config")?, (config_path, false));
+    assert_eq!(c.security_context.as_ref().and_then(|s| s.read_only_root_filesystem), Some(true));
+    // Only the init container writes certs.d.
+    let main = container(&pod.containers, "peerpull")?;
+    assert!(mount(main, "containerd-config").is_err());
+
+    // A fixed node IP replaces the downward API.
+    let manifest = render(MINIMAL.replace("containerdMirrorAdd: false", "containerdMirrorAdd: true").as_str())?;
+    let (_, pod) = daemonset(&manifest, "pp")?;
+    let inits = pod.init_containers.clone().unwrap_or_default();
+    let env = container_env(container(&inits, "configure")?)?;
+    assert_eq!(env.get("NODE_IP").map(String::as_str), Some("192.0.2.10"));
+    Ok(())
+}
+
+#[test]
+fn k3s_values_put_every_path_on_k3s() -> Result {
+    let manifest = render(K3S)?;
+    let (_, pod) = daemonset(&manifest, DS)?;
+    let main = container(&pod.containers, "peerpull")?;
+    let a = args(main);
+    assert_eq!(flag(&a, "--containerd-socket").as_deref(), Some("/run/k3s/containerd/containerd.sock"));
+    assert_eq!(host_path(&pod, "containerd-sock")?.0, "/run/k3s/containerd/containerd.sock");
+    let content = "/var/lib/rancher/k3s/agent/containerd/io.containerd.content.v1.content";
+    assert_eq!(flag(&a, "--containerd-content-path").as_deref(), Some(content));
+    assert_eq!(host_path(&pod, "containerd-content")?.0, content);
+    assert!(a.contains(&"--registries-yaml=/etc/rancher/k3s/registries.yaml".to_owned()));
+    let certs = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d";
+    let inits = pod.init_containers.clone().unwrap_or_default();
+    assert_eq!(flag(&args(container(&inits, "configure")?), "--config-path").as_deref(), Some(certs));
+    assert_eq!(host_path(&pod, "containerd-config")?.0, certs);
+    let (_, cleanup) = daemonset(&manifest, CLEANUP)?;
+    let inits = cleanup.init_containers.clone().unwrap_or_default();
+    assert_eq!(flag(&args(container(&inits, "cleanup")?), "--config-path").as_deref(), Some(certs));
+    assert_eq!(host_path(&cleanup, "containerd-config")?.0, certs);
+    Ok(())
+}
+
+#[test]
+fn bootstrap_service_is_headless_and_is_what_run_bootstraps_from() -> Result {
+    for (values, ds_name, namespace, domain, port) in [
+        ("", DS, NS, "cluster.local", 5001),
+        (EVERYTHING, DS, NS, "example.internal", 5101),
+        (MINIMAL, "pp", "infra", "cluster.local", 5001),
+    ] {
+        let manifest = render(values)?;
+        let service_name = format!("{ds_name}-bootstrap");
+        let service: Service = manifest.typed("Service", &service_name)?;
+        let spec = service.spec.ok_or("no spec")?;
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+        let (ds, pod) = daemonset(&manifest, ds_name)?;
+        let pod_labels = ds.spec.and_then(|s| s.template.metadata).and_then(|m| m.labels).unwrap_or_default();
+        let selector = spec.selector.unwrap_or_default();
+        assert!(!selector.is_empty() && selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        let ports = spec.ports.unwrap_or_default();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].port, port);
+        let a = args(container(&pod.containers, "peerpull")?);
+        assert_eq!(
+            flag(&a, "--bootstrap"),
+            Some(format!("dns:{service_name}.{namespace}.svc.{domain}:{port}")),
+            "the daemon must bootstrap through the service"
+        );
+        assert_eq!(flag(&a, "--router-addr"), Some(format!("0.0.0.0:{port}")));
+
+        let metrics: Service = manifest.typed("Service", &format!("{ds_name}-metrics"))?;
+        let spec = metrics.spec.ok_or("no spec")?;
+        let selector = spec.selector.unwrap_or_default();
+        assert!(!selector.is_empty() && selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        let ports = spec.ports.unwrap_or_default();
+        assert_eq!(ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>(), vec![Some("metrics".to_owned())]);
+    }
+    Ok(())
+}
+
+#[test]
+fn toggles_add_and_remove_exactly_their_objects() -> Result {
+    let base: BTreeSet<_> = render("")?.objects().into_iter().collect();
+    for (values, added) in [
+        ("serviceMonitor:\n  enabled: true\n", vec![("ServiceMonitor", "peerpull")]),
+        ("grafanaDashboard:\n  enabled: true\n", vec![("ConfigMap", "peerpull-dashboard")]),
+        ("networkPolicy:\n  enabled: true\n", vec![("NetworkPolicy", "peerpull")]),
+        (
+            "serviceMonitor:\n  enabled: true\ngrafanaDashboard:\n  enabled: true\nnetworkPolicy:\n  enabled: true\n",
+            vec![("ServiceMonitor", "peerpull"), ("ConfigMap", "peerpull-dashboard"), ("NetworkPolicy", "peerpull")],
+        ),
+    ] {
+        let got: BTreeSet<_> = render(values)?.objects().into_iter().collect();
+        let expected: BTreeSet<_> = added.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect();
+        let extra: BTreeSet<_> = got.difference(&base).cloned().collect();
+        assert_eq!(extra, expected, "{values}");
+        assert!(base.is_subset(&got), "{values} removed objects");
+    }
+    // Off again (explicitly) is the defaults.
+    let off =
+        "serviceMonitor:\n  enabled: false\ngrafanaDashboard:\n  enabled: false\nnetworkPolicy:\n  enabled: false\n";
+    assert_eq!(render(off)?.objects().into_iter().collect::<BTreeSet<_>>(), base);
+
+    // The uninstall hook goes with cleanup.enabled, and with the mirror configuration.
+    let hooks: BTreeSet<_> = base.iter().filter(|(k, _)| k.ends_with("(hook)")).cloned().collect();
+    assert_eq!(hooks.len(), 5);
+    for values in ["cleanup:\n  enabled: false\n", "peerpull:\n  containerdMirrorAdd: false\n"] {
+        let manifest = render(values)?;
+        let got: BTreeSet<_> = manifest.objects().into_iter().collect();
+        assert_eq!(base.difference(&got).cloned().collect::<BTreeSet<_>>(), hooks, "{values}");
+        assert!(got.is_subset(&base));
+        if values.contains("containerdMirrorAdd") {
+            let (_, pod) = daemonset(&manifest, DS)?;
+            assert!(pod.init_containers.is_none(), "no configure without mirror configuration");
+            assert!(volume(&pod, "containerd-config").is_err());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn optional_objects_carry_their_settings() -> Result {
+    let manifest = render(EVERYTHING)?;
+    let sm = manifest.get("ServiceMonitor", "peerpull")?.json()?;
+    assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(sm["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"], "node");
+    assert_eq!(sm["spec"]["endpoints"][0]["metricRelabelings"][0]["action"], "drop");
+    assert_eq!(sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], "metrics");
+    let metrics: Service = manifest.typed("Service", "peerpull-metrics")?;
+    let metrics_labels = metrics.metadata.labels.unwrap_or_default();
+    assert_eq!(metrics_labels.get("app.kubernetes.io/component").map(String::as_str), Some("metrics"));
+
+    let np: NetworkPolicy = manifest.typed("NetworkPolicy", "peerpull")?;
+    let ingress = np.spec.and_then(|s| s.ingress).unwrap_or_default();
+    let port_of = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+        rule.ports.as_ref().and_then(|p| p.first()).and_then(|p| serde_json::to_value(&p.port).ok())
+    };
+    let router = ingress.iter().find(|r| port_of(r) == Some(serde_json::json!(5101))).ok_or("no router rule")?;
+    assert!(router.from.as_ref().is_some_and(|f| f.iter().all(|p| p.pod_selector.is_some())), "router open to all");
+    let registry = ingress.iter().find(|r| port_of(r) == Some(serde_json::json!(5100))).ok_or("no registry rule")?;
+    assert!(registry.from.is_none(), "containerd on the node must reach the mirror");
+    let metrics = ingress.iter().find(|r| port_of(r) == Some(serde_json::json!(9191))).ok_or("no metrics rule")?;
+    assert!(metrics.from.as_ref().is_some_and(|f| f[0].namespace_selector.is_some()));
+    assert!(ingress.iter().any(|r| port_of(r) == Some(serde_json::json!(8080))), "extraIngress missing");
+
+    let cm: ConfigMap = manifest.typed("ConfigMap", "peerpull-dashboard")?;
+    let cm_labels = cm.metadata.labels.unwrap_or_default();
+    assert_eq!(cm_labels.get("grafana_dashboard").map(String::as_str), Some("1"));
+    assert_eq!(cm_labels.get("env").map(String::as_str), Some("prod"), "commonLabels on every object");
+
+    let (ds, pod) = daemonset(&manifest, DS)?;
+    let image = pod.containers[0].image.clone().unwrap_or_default();
+    assert_eq!(
+        image,
+        "registry.example.com/infra/peerpull@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(pod.image_pull_secrets.as_ref().map(Vec::len), Some(1));
+    let meta = ds.spec.and_then(|s| s.template.metadata).ok_or("no pod metadata")?;
+    assert_eq!(meta.annotations.unwrap_or_default().get("example.com/scrape").map(String::as_str), Some("true"));
+    let pod_labels = meta.labels.unwrap_or_default();
+    assert_eq!(pod_labels.get("team").map(String::as_str), Some("platform"));
+    // The socket's directory instead of the socket.
+    assert_eq!(host_path(&pod, "containerd-sock")?, ("/run/containerd".to_owned(), "Directory".to_owned()));
+    Ok(())
+}
+
+#[test]
+fn uninstall_hook_runs_cleanup_on_every_node_and_waits_for_it() -> Result {
+    let manifest = render("")?;
+    let (_, main) = daemonset(&manifest, DS)?;
+    let (cleanup_ds, cleanup) = daemonset(&manifest, CLEANUP)?;
+    let job: Job = manifest.typed("Job", "peerpull-cleanup-wait")?;
+    for doc in manifest.docs.iter().filter(|d| d.is_hook()) {
+        assert_eq!(doc.annotation("helm.sh/hook"), Some("post-delete"), "{}", doc.name());
+        assert_eq!(doc.annotation("helm.sh/hook-delete-policy"), Some("before-hook-creation,hook-succeeded"));
+    }
+    let weight = |kind: &str, name: &str| -> Result<i32> {
+        Ok(manifest.get(kind, name)?.annotation("helm.sh/hook-weight").ok_or("no weight")?.parse()?)
+    };
+    assert!(weight("Role", CLEANUP)? < weight("DaemonSet", CLEANUP)?);
+    assert!(weight("DaemonSet", CLEANUP)? < weight("Job", "peerpull-cleanup-wait")?);
+
+    // Wherever the daemon ran, the cleanup runs.
+    assert_eq!(cleanup.tolerations, main.tolerations);
+    assert_eq!(cleanup.node_selector, main.node_selector);
+    assert_eq!(cleanup.affinity, main.affinity);
+    let inits = cleanup.init_containers.clone().unwrap_or_default();
+    let c = container(&inits, "cleanup")?;
+    assert_eq!(args(c), vec!["cleanup".to_owned(), "--config-path=/etc/containerd/certs.d".to_owned()]);
+    assert_eq!(mount(c, "containerd-config")?, ("/etc/containerd/certs.d".to_owned(), false));
+    assert_eq!(host_path(&cleanup, "containerd-config")?.0, "/etc/containerd/certs.d");
+    // Its pods must not be taken for the daemon's.
+    let main_selector = main_labels(&manifest)?;
+    let cleanup_labels = cleanup_ds.spec.and_then(|s| s.template.metadata).and_then(|m| m.labels).unwrap_or_default();
+    assert!(!main_selector.iter().all(|(k, v)| cleanup_labels.get(k) == Some(v)));
+
+    // The Job waits for that DaemonSet, with just the rights to read it.
+    let pod = job.spec.map(|s| s.template).and_then(|t| t.spec).ok_or("no Job pod")?;
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let wait = &pod.containers[0];
+    let mut command = wait.command.clone().unwrap_or_default();
+    command.extend(args(wait));
+    assert_eq!(&command[..4], ["kubectl", "rollout", "status", "daemonset/peerpull-cleanup"]);
+    assert!(command.contains(&format!("--namespace={NS}")));
+    let sa = pod.service_account_name.ok_or("no service account")?;
+    let binding: RoleBinding = manifest.typed("RoleBinding", CLEANUP)?;
+    assert_eq!(binding.role_ref.name, CLEANUP);
+    assert!(binding.subjects.unwrap_or_default().iter().any(|s| s.kind == "ServiceAccount" && s.name == sa));
+    let role: Role = manifest.typed("Role", CLEANUP)?;
+    let rules = role.rules.unwrap_or_default();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].resources.as_deref(), Some(&["daemonsets".to_owned()][..]));
+    assert_eq!(rules[0].resource_names.as_deref(), Some(&[CLEANUP.to_owned()][..]));
+    assert!(rules[0].verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str())));
+    Ok(())
+}
+
+fn main_labels(manifest: &Manifest) -> Result<BTreeMap<String, String>> {
+    let (ds, _) = daemonset(manifest, DS)?;
+    Ok(ds.spec.map(|s| s.selector).and_then(|s| s.match_labels).unwrap_or_default())
+}
+
+#[test]
+fn dashboard_queries_only_metrics_peerpull_exports() -> Result {
+    let manifest = render("grafanaDashboard:\n  enabled: true\n")?;
+    let cm: ConfigMap = manifest.typed("ConfigMap", "peerpull-dashboard")?;
+    let json = cm.data.unwrap_or_default().remove("peerpull.json").ok_or("no peerpull.json")?;
+    let dashboard: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(dashboard["uid"], "peerpull");
+    let panels = dashboard["panels"].as_array().ok_or("no panels")?;
+    // The metric names the mirror registers (crates/mirror/src/metrics.rs), as Prometheus exposes them.
+    let source = std::fs::read_to_string(chart_dir().join("../../crates/mirror/src/metrics.rs"))?;
+    let exported = [
+        ("mirror_requests", vec!["peerpull_mirror_requests_total"]),
+        ("resolve_duration_seconds", vec!["peerpull_resolve_duration_seconds_bucket"]),
+        ("advertised_keys", vec!["peerpull_advertised_keys"]),
+        ("mirror_bytes_served", vec!["peerpull_mirror_bytes_served_total"]),
+        ("peer_fetch_failures", vec!["peerpull_peer_fetch_failures_total"]),
+    ];
+    let mut known = BTreeSet::new();
+    for (registered, names) in &exported {
+        assert!(source.contains(&format!("\"{registered}\"")), "the mirror no longer registers {registered}");
+        known.extend(names.iter().map(|n| n.to_string()));
+    }
+    let mut used = BTreeSet::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().ok_or("a panel without targets")? {
+            let expr = target["expr"].as_str().ok_or("a target without expr")?;
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("peerpull_") {
+                    assert!(known.contains(word), "the dashboard queries {word}, which peerpull does not export");
+                    used.insert(word.to_owned());
+                }
+            }
+        }
+    }
+    assert_eq!(used, known, "every metric has a panel");
+    Ok(())
+}
+
+#[test]
+fn readme_documents_every_value() -> Result {
+    let values: Value = serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml"))?)?;
+    let readme = std::fs::read_to_string(chart_dir().join("README.md"))?;
+    let mut missing = Vec::new();
+    let mut documented = 0;
+    walk_values("", &values, &readme, &mut missing, &mut documented);
+    assert!(missing.is_empty(), "values not in charts/peerpull/README.md: {missing:?}");
+    assert!(documented > 50, "only {documented} values found");
+    // And in values.yaml itself: every documented key has a `# --` line.
+    let text = std::fs::read_to_string(chart_dir().join("values.yaml"))?;
+    assert!(text.matches("# -- ").count() >= documented);
+    Ok(())
+}
+
+/// A key is documented when README's table has a row for it; maps without a
+/// row of their own are documented through their keys.
+fn walk_values(path: &str, value: &Value, readme: &str, missing: &mut Vec<String>, documented: &mut usize) {
+    if !path.is_empty() && readme.contains(&format!("| `{path}` |")) {
+        *documented += 1;
+        return;
+    }
+    match value.as_mapping() {
+        Some(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let key = key.as_str().unwrap_or_default();
+                let child_path = if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+                walk_values(&child_path, child, readme, missing, documented);
+            }
+        }
+        _ => missing.push(path.to_owned()),
+    }
+}
+
+#[test]
+fn renderer_follows_helm_semantics() -> Result {
+    let renderer = Renderer::get()?;
+    // A null removes a default; --set types like Helm's strvals.
+    let manifest = renderer.render(
+        "nodeSelector: null\n",
+        &["--set", "service.registry.hostPort=31000", "--set", "peerpull.mirroredRegistries={docker.io,ghcr.io}"],
+    )?;
+    let (_, pod) = daemonset(&manifest, DS)?;
+    assert_eq!(pod.node_selector, None);
+    let c = container(&pod.containers, "peerpull")?;
+    let registry = c.ports.clone().unwrap_or_default().into_iter().find(|p| p.name.as_deref() == Some("registry"));
+    assert_eq!(registry.and_then(|p| p.host_port), Some(31000));
+    assert_eq!(flags(&args(c), "--mirrored-registry"), vec!["docker.io".to_owned(), "ghcr.io".to_owned()]);
+    // required fails the render with its message, as under Helm.
+    let error =
+        renderer.render("image:\n  repository: \"\"\n", &[]).err().ok_or("an empty image.repository rendered")?;
+    assert!(error.to_string().contains("image.repository is required"), "{error}");
+    // Chart.yaml's kubeVersion is enforced.
+    let error = renderer.render("", &["--kube-version", "v1.22.0"]).err().ok_or("rendered for Kubernetes 1.22")?;
+    assert!(error.to_string().contains("incompatible"), "{error}");
+    Ok(())
+}
