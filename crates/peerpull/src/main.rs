@@ -10,7 +10,6 @@
 //! a failure while working.
 
 mod check_args;
-mod check_args;
 mod cleanup;
 mod cli;
 mod configure;
@@ -30,9 +29,6 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(e),
     };
-    if check_args::requested() {
-        return check_args::report(&cli);
-    }
     if check_args::requested() {
         return check_args::report(&cli);
     }
