@@ -13,6 +13,11 @@
 //! - [`doctor`]: what CRI says about its registry `config_path` and
 //!   `discard_unpacked_layers`, for `peerpull doctor`.
 //!
+//! [`Store::watch`] sends everything present as its first change, then the
+//! differences between listings made on every burst of containerd events,
+//! after every reconnect and every [`Timing::resync`], so nothing changed
+//! while containerd was away is lost; see [`Timing`] for the pacing.
+//!
 //! Implementation notes: containerd's content `Info` has no media type, so
 //! [`Store::describe`] takes it from what listing and resolving learnt (image
 //! targets and the descriptors inside manifests), else sniffs small JSON

@@ -103,7 +103,7 @@ pub(crate) struct Sent {
     targets: BTreeMap<Key, Digest>,
 }
 
-/// Starts a watch of `store` until `shutdown`.
+/// Starts a watch of `store` until `shutdown` or until the receiver is dropped.
 pub(crate) fn spawn(store: Containerd, shutdown: CancellationToken) -> mpsc::Receiver<Change> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let timing = store.timing;
@@ -113,7 +113,7 @@ pub(crate) fn spawn(store: Containerd, shutdown: CancellationToken) -> mpsc::Rec
 
 impl Watcher {
     async fn run(mut self) {
-        let mut backoff = self.timing.backoff_min;
+        let mut backoff = self.first_backoff();
         loop {
             let lost = match self.subscribe().await {
                 Ok(events) => match self.follow(events, &mut backoff).await {
@@ -125,10 +125,16 @@ impl Watcher {
             tracing::warn!(socket = %self.store.inner.client.socket().display(), reason = %lost, retry_in = ?backoff, "containerd watch lost");
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
+                () = self.tx.closed() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(self.timing.backoff_max);
         }
+    }
+
+    /// The first wait before reconnecting, never so short that a dead socket is hammered.
+    fn first_backoff(&self) -> Duration {
+        self.timing.backoff_min.max(Duration::from_millis(10))
     }
 
     async fn subscribe(&self) -> Result<Events, StoreError> {
@@ -145,13 +151,14 @@ impl Watcher {
         if let Err(stop) = self.sync().await {
             return stop;
         }
-        *backoff = self.timing.backoff_min;
+        *backoff = self.first_backoff();
         let mut settle_at = Some(Instant::now() + self.timing.settle);
         let mut resync_at = Instant::now() + self.timing.resync;
         loop {
             let wake = settle_at.map_or(resync_at, |s| s.min(resync_at));
             tokio::select! {
                 () = self.shutdown.cancelled() => return Stop::Done,
+                () = self.tx.closed() => return Stop::Done,
                 () = tokio::time::sleep_until(wake) => settle_at = None,
                 next = events.next() => match next {
                     Ok(envelope) => {
