@@ -79,7 +79,13 @@ impl Advertiser {
     }
 
     async fn add(&mut self, entries: Vec<Entry>) {
-        let keys: Vec<Key> = entries.into_iter().filter(|e| self.wanted(e)).map(|e| e.key).collect();
+        // The store's watch opens with everything present, and a re-pointed tag
+        // comes again as added: keys already announced need no new announcement.
+        let keys: Vec<Key> = entries
+            .into_iter()
+            .filter(|e| self.wanted(e) && !self.advertised.contains(&e.key))
+            .map(|e| e.key)
+            .collect();
         if keys.is_empty() {
             return;
         }
