@@ -327,17 +327,26 @@ fn chart_arguments_are_accepted_by_the_peerpull_cli() -> Result {
 
 #[test]
 fn the_cli_check_rejects_what_peerpull_would_reject() -> Result {
-    for (values, what) in [
-        ("peerpull:\n  logFormat: yaml\n", "log format"),
-        ("service:\n  router:\n    port: 70000\n", "router port"),
-        ("peerpull:\n  dialTimeout: soon\n", "dial timeout"),
-        ("peerpull:\n  mirroredRegistries: [\"https://docker.io/with/path?q\"]\n", "registry"),
+    for (values, flags) in [
+        ("peerpull:\n  logFormat: yaml\n", &["--log-format"][..]),
+        ("service:\n  router:\n    port: 70000\n", &["--router-addr"][..]),
+        ("peerpull:\n  dialTimeout: soon\n", &["--dial-timeout"][..]),
+        (
+            "peerpull:\n  mirroredRegistries: [\"https://docker.io/with/path?q\"]\n",
+            &["--mirrored-registry", "--registry"][..],
+        ),
     ] {
         let manifest = render(values)?;
         let (_, pod) = daemonset(&manifest, DS)?;
         let all: Vec<&Container> = pod.containers.iter().chain(pod.init_containers.iter().flatten()).collect();
-        let rejected = all.iter().filter(|c| accepted_by_peerpull(c).is_err()).count();
-        assert!(rejected > 0, "a bad {what} passed the check");
+        let errors: Vec<String> =
+            all.iter().filter_map(|c| accepted_by_peerpull(c).err()).map(|e| e.to_string()).collect();
+        assert!(!errors.is_empty(), "a bad {flags:?} passed the check");
+        // Rejected for that value, with peerpull's one-line usage error.
+        for error in &errors {
+            let message = error.split_once("peerpull: error: ").map(|(_, m)| m).unwrap_or_default();
+            assert!(flags.iter().any(|f| message.contains(&format!("for '{f} "))), "{flags:?}: {error}");
+        }
     }
     Ok(())
 }
@@ -500,6 +509,12 @@ fn bootstrap_service_is_headless_and_is_what_run_bootstraps_from() -> Result {
         let ports = spec.ports.unwrap_or_default();
         assert_eq!(ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>(), vec![Some("metrics".to_owned())]);
     }
+    // A single node stands alone: no --bootstrap, and peerpull still accepts the rest.
+    let manifest = render("peerpull:\n  standalone: true\n")?;
+    let (_, pod) = daemonset(&manifest, DS)?;
+    let c = container(&pod.containers, "peerpull")?;
+    assert_eq!(flags(&args(c), "--bootstrap"), Vec::<String>::new());
+    assert!(accepted_by_peerpull(c)?.contains("bootstrap: []"));
     Ok(())
 }
 
