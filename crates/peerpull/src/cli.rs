@@ -118,11 +118,9 @@ pub(crate) struct ContainerdArgs {
     pub(crate) containerd_content_path: Option<PathBuf>,
 }
 
-/// `peerpull run`.
+/// Where `peerpull run` listens; `doctor` probes the same addresses.
 #[derive(Debug, Args)]
-pub(crate) struct RunArgs {
-    #[command(flatten)]
-    pub(crate) containerd: ContainerdArgs,
+pub(crate) struct ListenArgs {
     /// Where the /v2 mirror listens (also /readyz and /livez).
     #[arg(long = "registry-addr", env = "PEERPULL_REGISTRY_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5000")]
     pub(crate) registry_addr: SocketAddr,
@@ -132,6 +130,15 @@ pub(crate) struct RunArgs {
     /// Where /metrics, /readyz and /livez are served.
     #[arg(long = "metrics-addr", env = "PEERPULL_METRICS_ADDR", value_name = "ADDR", default_value = "0.0.0.0:9090")]
     pub(crate) metrics_addr: SocketAddr,
+}
+
+/// `peerpull run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) containerd: ContainerdArgs,
+    #[command(flatten)]
+    pub(crate) listen: ListenArgs,
     /// A peer to join through: a multiaddr, HOST:PORT, or dns:NAME[:PORT] (repeatable; none = stand alone).
     #[arg(
         long = "bootstrap",
@@ -194,15 +201,8 @@ pub(crate) struct DoctorArgs {
     /// Where hosts.toml files are expected when containerd does not say.
     #[arg(long = "config-path", env = "PEERPULL_CONFIG_PATH", value_name = "DIR", default_value = CONTAINERD_CONFIG_PATH)]
     pub(crate) config_path: PathBuf,
-    /// The mirror address `peerpull run` uses.
-    #[arg(long = "registry-addr", env = "PEERPULL_REGISTRY_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5000")]
-    pub(crate) registry_addr: SocketAddr,
-    /// The router address `peerpull run` uses.
-    #[arg(long = "router-addr", env = "PEERPULL_ROUTER_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5001")]
-    pub(crate) router_addr: SocketAddr,
-    /// The metrics address `peerpull run` uses.
-    #[arg(long = "metrics-addr", env = "PEERPULL_METRICS_ADDR", value_name = "ADDR", default_value = "0.0.0.0:9090")]
-    pub(crate) metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub(crate) listen: ListenArgs,
     /// A mirrored registry whose hosts.toml and upstream are checked (repeatable; none = `_default`).
     #[arg(long = "mirrored-registry", env = "PEERPULL_MIRRORED_REGISTRY", value_name = "URL", value_delimiter = ',')]
     pub(crate) mirrored_registries: Vec<Registry>,

@@ -149,7 +149,7 @@ fn check_hosts(report: &mut Report, dir: &Path, args: &DoctorArgs) {
     } else {
         Target::from_registries(args.mirrored_registries.iter().cloned())
     };
-    let port = args.registry_addr.port();
+    let port = args.listen.registry_addr.port();
     for target in targets {
         let file = dir.join(target.dir_name()).join("hosts.toml");
         let fix =
@@ -172,7 +172,7 @@ fn check_hosts(report: &mut Report, dir: &Path, args: &DoctorArgs) {
                 continue;
             }
         };
-        let ours = hosts.iter().find(|host| points_at(host, args.registry_addr));
+        let ours = hosts.iter().find(|host| points_at(host, args.listen.registry_addr));
         match ours {
             Some(host) => report.ok(format!("{} sends pulls to this node's mirror {host}", file.display())),
             None => report
@@ -193,9 +193,9 @@ fn points_at(host: &str, addr: SocketAddr) -> bool {
 }
 
 async fn check_ports(report: &mut Report, args: &DoctorArgs) {
-    let registry = reachable(args.registry_addr);
-    let metrics = reachable(args.metrics_addr);
-    let router = reachable(args.router_addr);
+    let registry = reachable(args.listen.registry_addr);
+    let metrics = reachable(args.listen.metrics_addr);
+    let router = reachable(args.listen.router_addr);
     for (name, addr) in [("mirror", registry), ("router", router)] {
         match connect(addr).await {
             Ok(_) => report.ok(format!("the {name} port {addr} answers")),

@@ -54,16 +54,16 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
     let store: Arc<dyn Store> = Arc::new(store);
 
     let routing = peerpull_routing::Config {
-        listen: args.router_addr,
-        mirror_addr: args.registry_addr,
+        listen: args.listen.router_addr,
+        mirror_addr: args.listen.registry_addr,
         bootstrap: args.bootstrap.clone(),
         data_dir: args.data_dir.clone(),
         ..Default::default()
     };
     let (router, event_loop) = Router::start(routing)
-        .map_err(|e| Failure::Runtime(anyhow!("starting the router on {}: {e}", args.router_addr)))?;
-    let registry_listener = bind(args.registry_addr, "--registry-addr").await?;
-    let metrics_listener = bind(args.metrics_addr, "--metrics-addr").await?;
+        .map_err(|e| Failure::Runtime(anyhow!("starting the router on {}: {e}", args.listen.router_addr)))?;
+    let registry_listener = bind(args.listen.registry_addr, "--registry-addr").await?;
+    let metrics_listener = bind(args.listen.metrics_addr, "--metrics-addr").await?;
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
@@ -80,9 +80,9 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
 
     tracing::info!(
         peer = %router.local_peer_id(),
-        registry = %args.registry_addr,
-        router = %args.router_addr,
-        metrics = %args.metrics_addr,
+        registry = %args.listen.registry_addr,
+        router = %args.listen.router_addr,
+        metrics = %args.listen.metrics_addr,
         mirrored = ?mirrored.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "peerpull started"
     );
