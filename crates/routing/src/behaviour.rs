@@ -42,7 +42,8 @@ impl Behaviour {
             .set_replication_factor(k)
             .set_query_timeout(config.lookup_timeout.max(std::time::Duration::from_secs(30)))
             .set_provider_record_ttl(Some(config.provider_ttl))
-            .set_provider_publication_interval(Some(config.reprovide_interval))
+            // Re-announcing is ours (throttled, spread out); see `event_loop::provides`.
+            .set_provider_publication_interval(None)
             .set_record_ttl(None)
             .set_publication_interval(None)
             .set_replication_interval(None);

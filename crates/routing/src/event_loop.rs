@@ -100,7 +100,7 @@ impl EventLoop {
             listen_waiters: Vec::new(),
             peers: Peers::new(local),
             lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl),
-            provides: Provides::new(config.max_concurrent_provides),
+            provides: Provides::new(config.max_concurrent_provides, config.reprovide_interval),
             bootstrap,
             resolving: FuturesUnordered::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
@@ -183,7 +183,9 @@ impl EventLoop {
     /// Streams `peer` for `key` if it is usable now; otherwise dials it and waits (bounded).
     fn resolve_provider(&mut self, key: &libp2p::kad::RecordKey, peer: PeerId) {
         let now = Instant::now();
-        match self.peers.status(peer, now) {
+        let status = self.peers.status(peer, now);
+        tracing::debug!(%peer, ?status, connected = self.peers.is_connected(&peer), "provider found");
+        match status {
             Status::Ready(mirror) => {
                 let penalised = self.peers.is_penalised(&peer, now);
                 self.lookups.deliver(key, Provider { peer, mirror }, penalised);
@@ -215,7 +217,10 @@ impl EventLoop {
                     self.lookups.deliver(&key, Provider { peer, mirror }, penalised);
                 }
             }
-            None => self.lookups.give_up(&peer),
+            None => {
+                tracing::debug!(%peer, "provider unusable");
+                self.lookups.give_up(&peer);
+            }
         }
     }
 
@@ -233,6 +238,7 @@ impl EventLoop {
             tracing::debug!(%peer, "provider did not answer in time");
             self.lookups.give_up(&peer);
         }
+        self.provides.schedule(now);
         let size = self.routing_table_size();
         if self.bootstrap.due(now, size > 0) {
             self.run_bootstrap(size > 0);
@@ -241,7 +247,10 @@ impl EventLoop {
         if *self.ready.borrow() != ready {
             tracing::info!(peer = %self.local, ready, peers = size, "routing readiness changed");
             self.ready.send_replace(ready);
-            if !ready {
+            if ready {
+                // Announcements made while alone reached nobody.
+                self.provides.reprovide_all();
+            } else {
                 self.bootstrap.reset(now);
             }
         }

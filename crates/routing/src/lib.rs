@@ -11,7 +11,8 @@
 //! - [`config`]: [`Config`] and the [`Bootstrap`] peer syntax.
 //! - [`identity`]: the ed25519 key in `data_dir/identity.key`.
 //! - `router`: the [`Router`] handle, [`Provider`] and the [`Lookup`] stream.
-//! - `event_loop`: the task that owns the swarm and all routing state.
+//! - `event_loop`: the task that owns the swarm and all routing state
+//!   (peers, lookups and their cache, announcements, bootstrap).
 //! - `behaviour`: Kademlia + Identify + Ping, and how the swarm is built.
 //! - `agent`: how a node announces its mirror address (Identify agent version).
 //! - `keys`, `store`: key hashing and the provider record store.
@@ -19,14 +20,21 @@
 //! # Bounds
 //!
 //! - A withdrawn key stops being returned by other nodes within
-//!   `Config::provider_ttl` (default 5 min); our records are re-announced every
-//!   `Config::reprovide_interval` (default 100 s) while advertised.
-//! - A dead peer is never returned unless a live connection to it exists or a
-//!   fresh dial and identify succeed within `Config::dial_timeout` (3 s). A peer
-//!   whose process exits is dropped as soon as its TCP connection closes; one that
-//!   vanishes silently (power loss, partition) is disconnected after at most
-//!   `ping_interval + ping_timeout` (20 s). After a failed dial it is skipped
-//!   without dialling for `Config::unreachable_backoff`.
+//!   `Config::provider_ttl` (default 5 min): there is no "unprovide" message in
+//!   Kademlia, so their copies of our record have to expire. While advertised, a
+//!   key is re-announced `Config::reprovide_interval` (default 100 s) after its
+//!   previous announcement finished, at most `max_concurrent_provides` at a time.
+//! - Dead peers: a provider is returned only over a live connection that has
+//!   identified it, or after a fresh dial plus Identify succeeds within
+//!   `Config::dial_timeout` (default 3 s); a failed dial makes lookups skip it
+//!   without dialling for `Config::unreachable_backoff`. So a peer whose process
+//!   exits (the OS closes its sockets) is not returned by any lookup that starts
+//!   after its connections closed (measured: milliseconds). A peer that vanishes
+//!   silently (power loss, partition) loses its connection when the liveness
+//!   probe fails, after at most `ping_interval + ping_timeout` (default 20 s); the
+//!   bound is then 20 s + `dial_timeout` = 23 s. A lookup already in flight
+//!   may still yield a provider that died during it.
+//! - A lookup ends within `Config::lookup_timeout` (default 5 s).
 //!
 //! # Example
 //!

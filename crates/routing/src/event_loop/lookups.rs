@@ -215,6 +215,14 @@ impl Lookups {
         for key in done {
             let Some(mut i) = self.inflight.remove(&key) else { continue };
             let complete = i.query_done && i.waiting.is_empty();
+            tracing::debug!(
+                found = i.found.len(),
+                emitted = i.emitted.len(),
+                complete,
+                timed_out = now >= i.deadline,
+                cached = i.from_cache,
+                "lookup done"
+            );
             for p in std::mem::take(&mut i.deferred) {
                 i.subs.retain_mut(|s| s.offer(p) && s.wants_more());
             }

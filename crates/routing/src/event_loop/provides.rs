@@ -1,39 +1,55 @@
-//! Announcing our keys: the advertised set and a throttled queue of first
-//! announcements.
+//! Announcing our keys: the advertised set, a throttled announcement queue,
+//! and the re-announcement schedule.
 //!
-//! `advertise` puts keys in a queue; at most `max_active` Kademlia
-//! `ADD_PROVIDER` queries run at once, so advertising a node's whole content
-//! store does not start thousands of queries in one go. The caller's reply is
-//! sent when every key of its batch has been announced once (or failed to be).
-//! Re-announcing is Kademlia's own provider publication job
-//! (`reprovide_interval`), which covers every key still in the local store;
-//! `withdraw` removes a key from the store, so it is no longer re-announced.
+//! At most `max_active` Kademlia `ADD_PROVIDER` queries run at once, so
+//! advertising (or re-announcing) a node's whole content store never starts
+//! thousands of queries in one go. `advertise` replies when every key of its
+//! batch has been announced once (or failed to be).
+//!
+//! Re-announcing is ours rather than Kademlia's publication job, which starts
+//! a query for every key in the same instant. Each key is due again
+//! `interval` after its last announcement finished (a quarter of that after a
+//! failed one), so announcements stay spread out the way the first ones were.
+//! Since `interval` is constant, the due list stays sorted by appending.
+//! `withdraw` removes a key from the local store and the schedule; other nodes
+//! forget it when their copy of our record expires.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::Duration,
+};
 
 use libp2p::kad::{self, QueryId, RecordKey};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 
 use crate::{keys::record_key, store::Store, Error};
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
-/// Our advertised keys and their pending first announcements.
+/// Our advertised keys and their announcements.
 #[derive(Debug)]
 pub(crate) struct Provides {
-    advertised: HashSet<RecordKey>,
+    advertised: HashMap<RecordKey, String>,
     queue: VecDeque<Pending>,
-    active: HashMap<QueryId, u64>,
+    queued: HashSet<RecordKey>,
+    active: HashMap<QueryId, Active>,
+    due: VecDeque<(Instant, RecordKey)>,
     batches: HashMap<u64, Batch>,
     next_batch: u64,
     max_active: usize,
+    interval: Duration,
 }
 
 #[derive(Debug)]
 struct Pending {
     key: RecordKey,
-    name: String,
-    batch: u64,
+    batch: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Active {
+    key: RecordKey,
+    batch: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -44,14 +60,17 @@ struct Batch {
 }
 
 impl Provides {
-    pub(crate) fn new(max_active: usize) -> Self {
+    pub(crate) fn new(max_active: usize, interval: Duration) -> Self {
         Self {
-            advertised: HashSet::new(),
+            advertised: HashMap::new(),
             queue: VecDeque::new(),
+            queued: HashSet::new(),
             active: HashMap::new(),
+            due: VecDeque::new(),
             batches: HashMap::new(),
             next_batch: 0,
             max_active: max_active.max(1),
+            interval,
         }
     }
 
@@ -62,8 +81,9 @@ impl Provides {
         let mut remaining = 0;
         for name in keys {
             let key = record_key(&name);
-            if self.advertised.insert(key.clone()) {
-                self.queue.push_back(Pending { key, name, batch });
+            if self.advertised.insert(key.clone(), name).is_none() {
+                self.queued.insert(key.clone());
+                self.queue.push_back(Pending { key, batch: Some(batch) });
                 remaining += 1;
             }
         }
@@ -78,21 +98,45 @@ impl Provides {
     pub(crate) fn withdraw(&mut self, keys: &[String], kad: &mut kad::Behaviour<Store>) {
         for name in keys {
             let key = record_key(name);
-            if !self.advertised.remove(&key) {
+            if self.advertised.remove(&key).is_none() {
                 continue;
             }
             kad.stop_providing(&key);
-            let mut dropped = Vec::new();
-            self.queue.retain(|p| {
-                let keep = p.key != key;
-                if !keep {
-                    dropped.push(p.batch);
+            if self.queued.remove(&key) {
+                let mut dropped = Vec::new();
+                self.queue.retain(|p| {
+                    let keep = p.key != key;
+                    if !keep {
+                        dropped.extend(p.batch);
+                    }
+                    keep
+                });
+                for batch in dropped {
+                    self.done(batch, None);
                 }
-                keep
-            });
-            for batch in dropped {
-                self.done(batch, None);
             }
+        }
+    }
+
+    /// Queues every advertised key whose re-announcement is due.
+    pub(crate) fn schedule(&mut self, now: Instant) {
+        while self.due.front().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, key)) = self.due.pop_front() else { break };
+            self.requeue(key);
+        }
+    }
+
+    /// Re-announces every key soon, e.g. after the node (re)joined the DHT.
+    pub(crate) fn reprovide_all(&mut self) {
+        let keys: Vec<RecordKey> = self.advertised.keys().cloned().collect();
+        for key in keys {
+            self.requeue(key);
+        }
+    }
+
+    fn requeue(&mut self, key: RecordKey) {
+        if self.advertised.contains_key(&key) && self.queued.insert(key.clone()) {
+            self.queue.push_back(Pending { key, batch: None });
         }
     }
 
@@ -100,29 +144,36 @@ impl Provides {
     pub(crate) fn pump(&mut self, kad: &mut kad::Behaviour<Store>) {
         while self.active.len() < self.max_active {
             let Some(p) = self.queue.pop_front() else { break };
-            match kad.start_providing(p.key) {
+            self.queued.remove(&p.key);
+            match kad.start_providing(p.key.clone()) {
                 Ok(query) => {
-                    self.active.insert(query, p.batch);
+                    self.active.insert(query, Active { key: p.key, batch: p.batch });
                 }
                 Err(e) => {
-                    tracing::warn!(key = %p.name, error = %e, "provider store refused key");
-                    self.advertised.remove(&record_key(&p.name));
-                    let err = Error::Store { key: p.name, reason: e.to_string() };
-                    self.done(p.batch, Some(err));
+                    let name = self.advertised.remove(&p.key).unwrap_or_default();
+                    tracing::warn!(key = %name, error = %e, "provider store refused key");
+                    if let Some(batch) = p.batch {
+                        self.done(batch, Some(Error::Store { key: name, reason: e.to_string() }));
+                    }
                 }
             }
         }
     }
 
     /// A `StartProviding` query finished. Returns false if it was not ours.
-    pub(crate) fn on_result(&mut self, query: &QueryId) -> bool {
-        match self.active.remove(query) {
-            Some(batch) => {
-                self.done(batch, None);
-                true
-            }
-            None => false,
+    pub(crate) fn on_result(&mut self, query: &QueryId, ok: bool, now: Instant) -> bool {
+        let Some(active) = self.active.remove(query) else { return false };
+        if self.advertised.contains_key(&active.key) {
+            let next = if ok { self.interval } else { self.interval / 4 };
+            // Keep `due` sorted: a shorter retry goes in order, not at the back.
+            let at = now + next;
+            let pos = self.due.partition_point(|(t, _)| *t <= at);
+            self.due.insert(pos, (at, active.key));
         }
+        if let Some(batch) = active.batch {
+            self.done(batch, None);
+        }
+        true
     }
 
     pub(crate) fn advertised_count(&self) -> usize {
@@ -145,62 +196,4 @@ impl Provides {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use libp2p::PeerId;
-
-    use super::*;
-
-    fn kad() -> kad::Behaviour<Store> {
-        let local = PeerId::random();
-        kad::Behaviour::new(local, Store::new(local, 3, 20))
-    }
-
-    #[tokio::test]
-    async fn throttles_and_replies_when_the_batch_is_done() {
-        let mut kad = kad();
-        let mut p = Provides::new(1);
-        let (tx, mut rx) = oneshot::channel();
-        p.advertise(vec!["a".into(), "b".into(), "a".into()], tx);
-        p.pump(&mut kad);
-        assert_eq!(p.active.len(), 1, "only one query at a time");
-        let q = *p.active.keys().next().unwrap();
-        assert!(p.on_result(&q));
-        assert!(rx.try_recv().is_err(), "b is still pending");
-        p.pump(&mut kad);
-        let q = *p.active.keys().next().unwrap();
-        p.on_result(&q);
-        assert!(rx.await.unwrap().is_ok());
-        assert_eq!(p.advertised_count(), 2);
-
-        // Re-advertising known keys replies at once.
-        let (tx, rx) = oneshot::channel();
-        p.advertise(vec!["a".into()], tx);
-        assert!(rx.await.unwrap().is_ok());
-    }
-
-    #[tokio::test]
-    async fn withdrawing_a_queued_key_completes_its_batch() {
-        let mut kad = kad();
-        let mut p = Provides::new(1);
-        let (tx, rx) = oneshot::channel();
-        p.advertise(vec!["x".into()], tx);
-        p.withdraw(&["x".into()], &mut kad);
-        assert!(rx.await.unwrap().is_ok());
-        assert_eq!(p.advertised_count(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_full_store_is_a_typed_error() {
-        let mut kad = kad();
-        let mut p = Provides::new(8);
-        let (tx, rx) = oneshot::channel();
-        p.advertise((0..5).map(|i| i.to_string()).collect(), tx);
-        p.pump(&mut kad);
-        let queries: Vec<_> = p.active.keys().copied().collect();
-        for q in queries {
-            p.on_result(&q);
-        }
-        assert!(matches!(rx.await.unwrap(), Err(Error::Store { .. })));
-        assert_eq!(p.advertised_count(), 3);
-    }
-}
+mod tests;

@@ -80,7 +80,7 @@ impl EventLoop {
                 if let Err(e) = &result {
                     tracing::debug!(error = %e, "announcement reached fewer peers than hoped");
                 }
-                self.provides.on_result(&id);
+                self.provides.on_result(&id, result.is_ok(), Instant::now());
             }
             QueryResult::RepublishProvider(Err(e)) => tracing::debug!(error = %e, "re-announcement failed"),
             _ => {}

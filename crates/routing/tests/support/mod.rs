@@ -81,6 +81,7 @@ impl NodeBuilder {
     }
 
     pub async fn start(self) -> Node {
+        init_tracing();
         let mirror = self.config.mirror_addr;
         let data_dir = self.config.data_dir.clone();
         let (router, event_loop) = Router::start(self.config).unwrap();
@@ -105,6 +106,16 @@ impl Node {
     pub async fn wait_ready(&self) {
         let mut ready = self.router.ready();
         tokio::time::timeout(Duration::from_secs(20), ready.wait_for(|r| *r)).await.unwrap().unwrap();
+    }
+}
+
+/// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=peerpull_routing=debug`).
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }
 
