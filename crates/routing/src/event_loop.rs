@@ -15,7 +15,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt as _};
 use libp2p::{
-    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition},
+    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, DialError},
     Multiaddr, PeerId, Swarm,
 };
 use tokio::{
@@ -195,10 +195,14 @@ impl EventLoop {
                     // Addresses come from the routing table and from the provider record the
                     // running query just received (Kademlia hands those to the dial).
                     let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        tracing::debug!(%peer, error = %e, "cannot dial provider");
-                        self.peers.on_dial_failed(peer, now + self.config.unreachable_backoff);
-                        return;
+                    match self.swarm.dial(opts) {
+                        // Already being dialled (e.g. by a Kademlia query): wait for that dial.
+                        Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot dial provider");
+                            self.peers.on_dial_failed(peer, now + self.config.unreachable_backoff);
+                            return;
+                        }
                     }
                 }
                 self.peers.await_peer(peer, now + self.config.dial_timeout);
