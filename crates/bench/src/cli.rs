@@ -59,6 +59,9 @@ pub(crate) struct Args {
     /// memory: keys advertised through an in-process router (about 5 per image).
     #[arg(long, default_value_t = 5000)]
     pub(crate) memory_keys: usize,
+    /// Internal: be the memory scenario's fresh child process and print its RSS figures.
+    #[arg(long, hide = true)]
+    pub(crate) memory_probe: bool,
 
     /// dht: routers in one process.
     #[arg(long, default_value_t = 50)]

@@ -50,6 +50,10 @@ fn main() -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    if args.memory_probe {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+        return runtime.block_on(scenario::memory::probe(args.memory_keys));
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     let profile_dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     if std::env::var_os("PEERPULL_BIN").is_none() {

@@ -89,7 +89,9 @@ impl Section {
                     .iter()
                     .filter_map(|label| {
                         let base = self.rows.iter().find(|r| &r.label == label)?;
-                        Some((label.as_str(), summary.median / Summary::of(&base.samples).median))
+                        let base = Summary::of(&base.samples).median;
+                        // No ratio against nothing: a zero baseline gives none rather than infinity.
+                        (base != 0.0).then(|| (label.as_str(), summary.median / base))
                     })
                     .collect();
                 Computed { row, summary, ratios }
