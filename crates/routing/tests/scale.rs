@@ -36,15 +36,14 @@ fn pick_other(state: &mut u64, not: usize, nodes: usize) -> usize {
 }
 
 fn tune(c: &mut peerpull_routing::Config) {
-    c.lookup_timeout = Duration::from_secs(10);
+    c.lookup_timeout = Duration::from_secs(20);
+    // Dozens of nodes share two cores: a dial plus Identify can take seconds.
+    c.dial_timeout = Duration::from_secs(10);
     c.advertise_timeout = Duration::from_secs(600);
     // 50 nodes share two cores here; re-announcing all 10 000 keys every 100 s would
     // need more CPU than the machine has. Re-providing has its own test.
     c.provider_ttl = Duration::from_secs(1800);
     c.reprovide_interval = Duration::from_secs(600);
-    // Each node gets 1/25 of a core; with production concurrency (32 announcements per
-    // node) requests would queue for longer than their timeouts. Same total work.
-    c.max_concurrent_provides = 4;
     if std::env::var_os("PEERPULL_SCALE_NO_PING").is_some() {
         c.ping_interval = Duration::from_secs(3600);
         c.ping_timeout = Duration::from_secs(3600);
@@ -56,9 +55,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx]
 }
 
-/// The full-size run. Ignored by default: on a 2-core machine (debug build) it takes
-/// about 3-4 minutes, mostly announcing 10 000 keys to k = 20 peers each.
-/// Run it with `cargo test -p peerpull-routing --test scale -- --ignored --nocapture`.
+/// The full-size run (50 nodes x 200 keys, every key looked up from a random other node).
+/// Ignored by default: it is far over the two-minute budget on a 2-core machine. In a
+/// debug build, announcing 10 000 keys to k = 20 peers each costs about half a million
+/// Kademlia requests, which alone took about 4 minutes here; on a machine also busy
+/// with other builds some announcements and lookups then hit libp2p's 10 s request
+/// timeout. Run it on a quiet machine with
+/// `cargo test -p peerpull-routing --test scale -- --ignored --nocapture`
+/// (`PEERPULL_SCALE_NODES` / `PEERPULL_SCALE_KEYS` change the size).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "takes minutes on 2 cores; run explicitly"]
 async fn fifty_nodes_two_hundred_keys_each() {
@@ -112,14 +116,21 @@ async fn run(nodes_n: usize, keys_n: usize) {
             let mut stream = nodes_ref[from].router.lookup(&key(owner, k), 1).await.unwrap();
             let first = stream.next().await;
             let took = start.elapsed();
-            let p = first.unwrap_or_else(|| panic!("key {k} of node {owner} not found from node {from}"));
-            assert_eq!(p.peer, nodes_ref[owner].router.local_peer_id());
-            assert_eq!(p.mirror, nodes_ref[owner].mirror);
-            took
+            match first {
+                Some(p) => {
+                    assert_eq!(p.peer, nodes_ref[owner].router.local_peer_id());
+                    assert_eq!(p.mirror, nodes_ref[owner].mirror);
+                    Ok(took)
+                }
+                None => Err(format!("key {k} of node {owner} not found from node {from} after {took:?}")),
+            }
         })
         .buffer_unordered(CONCURRENT_LOOKUPS)
-        .collect()
-        .await;
+        .collect::<Vec<Result<Duration, String>>>()
+        .await
+        .into_iter()
+        .filter_map(|r| r.map_err(|missing| eprintln!("scale: MISSING {missing}")).ok())
+        .collect();
     let lookups_took = t2.elapsed();
     latencies.sort();
     let mut peers = vec![];
@@ -143,4 +154,5 @@ async fn run(nodes_n: usize, keys_n: usize) {
         peers[nodes_n - 1]
     );
     println!("scale: total {:?}", t0.elapsed());
+    assert_eq!(latencies.len(), nodes_n * keys_n, "some keys were not found (see MISSING lines)");
 }
