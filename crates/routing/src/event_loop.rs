@@ -56,6 +56,8 @@ pub struct EventLoop {
     config: Config,
     local: PeerId,
     ready: watch::Sender<bool>,
+    /// Whether the routing table held a peer at the last tick.
+    had_peers: bool,
     listen_addrs: Vec<SocketAddr>,
     listen_waiters: Vec<oneshot::Sender<Vec<SocketAddr>>>,
     peers: Peers,
@@ -96,6 +98,7 @@ impl EventLoop {
             commands,
             local,
             ready,
+            had_peers: false,
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
             peers: Peers::new(local),
@@ -247,16 +250,23 @@ impl EventLoop {
         if self.bootstrap.due(now, size > 0) {
             self.run_bootstrap(size > 0);
         }
-        let ready = self.bootstrap.is_standalone() || size > 0;
-        if *self.ready.borrow() != ready {
-            tracing::info!(peer = %self.local, ready, peers = size, "routing readiness changed");
-            self.ready.send_replace(ready);
-            if ready {
-                // Announcements made while alone reached nobody.
+        let has_peers = size > 0;
+        if has_peers != self.had_peers {
+            self.had_peers = has_peers;
+            if has_peers {
+                // Announcements made while alone reached nobody. This holds for a
+                // node without bootstrap peers too: the seed others join through.
                 self.provides.reprovide_all();
             } else {
                 self.bootstrap.reset(now);
             }
+        }
+        // A node whose bootstrap names resolve to itself alone (a one-node
+        // cluster's headless Service) is as ready as one configured to stand alone.
+        let ready = self.bootstrap.is_standalone() || has_peers || self.bootstrap.alone();
+        if *self.ready.borrow() != ready {
+            tracing::info!(peer = %self.local, ready, peers = size, "routing readiness changed");
+            self.ready.send_replace(ready);
         }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
@@ -292,6 +302,8 @@ impl EventLoop {
     fn on_resolved(&mut self, resolved: Resolved) {
         match resolved.addrs {
             Ok(addrs) => {
+                let only_self = !addrs.is_empty() && addrs.iter().all(|a| self.is_own_addr(*a));
+                self.bootstrap.resolved(&resolved.name, only_self);
                 for addr in self.bootstrap.pick(addrs) {
                     self.dial_bootstrap(agent::multiaddr_of(addr), None);
                 }

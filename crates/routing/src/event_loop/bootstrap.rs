@@ -42,6 +42,8 @@ pub(crate) struct Bootstrapper {
     seen_at: HashMap<Multiaddr, PeerId>,
     /// Rotates which addresses of a large name get dialled.
     round: usize,
+    /// Per DNS name: whether its last resolution found only this node.
+    only_self: HashMap<String, bool>,
 }
 
 impl Bootstrapper {
@@ -55,11 +57,27 @@ impl Bootstrapper {
             next: Instant::now(),
             seen_at: HashMap::new(),
             round: 0,
+            only_self: HashMap::new(),
         }
     }
 
     pub(crate) fn is_standalone(&self) -> bool {
         self.targets.is_empty()
+    }
+
+    /// Records whether resolving `name` found only this node's own addresses.
+    pub(crate) fn resolved(&mut self, name: &str, only_self: bool) {
+        self.only_self.insert(name.to_owned(), only_self);
+    }
+
+    /// Whether every target is a DNS name that last resolved to this node alone:
+    /// the node is the whole cluster for now.
+    pub(crate) fn alone(&self) -> bool {
+        !self.targets.is_empty()
+            && self.targets.iter().all(|t| match t {
+                Bootstrap::Dns { name, .. } => self.only_self.get(name).copied().unwrap_or(false),
+                Bootstrap::Addr(_) => false,
+            })
     }
 
     /// Whether a round is due now; if so, schedules the next one.
