@@ -166,7 +166,6 @@ async fn bootstrap_through_dns_and_readiness() {
     let dns = format!("dns:localhost:{port}");
     // The seed resolves the name to itself and must skip that.
     let seed = NodeBuilder::new(&format!("127.0.0.1:{port}")).bootstrap(&dns).start().await;
-    assert!(!*seed.router.ready().borrow(), "not ready: it has bootstrap peers but no peer yet");
     let a = NodeBuilder::new("127.0.0.1:0").bootstrap(&dns).start().await;
     let b = NodeBuilder::new("127.0.0.1:0").bootstrap(&dns).start().await;
     for n in [&seed, &a, &b] {
@@ -183,6 +182,22 @@ async fn bootstrap_through_dns_and_readiness() {
     assert!(*alone.router.ready().borrow());
     assert_eq!(alone.router.peer_count().await.unwrap(), 0);
     assert!(alone.lookup("sha256:dns", 5).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_bootstrap_name_resolves_only_to_itself_is_ready() {
+    // A one-node cluster: its headless Service resolves to this node alone.
+    let port = free_port_on(&["127.0.0.1"]);
+    let only = NodeBuilder::new(&format!("127.0.0.1:{port}")).bootstrap(&format!("dns:127.0.0.1:{port}")).start().await;
+    only.wait_ready().await;
+    assert_eq!(only.router.peer_count().await.unwrap(), 0);
+
+    // A name that resolves to an address where nobody answers is not readiness.
+    let dead = free_port_on(&["127.0.0.1"]);
+    let waiting = NodeBuilder::new("127.0.0.1:0").bootstrap(&format!("dns:127.0.0.1:{dead}")).start().await;
+    let mut ready = waiting.router.ready();
+    let waited = tokio::time::timeout(Duration::from_secs(3), ready.wait_for(|r| *r)).await;
+    assert!(waited.is_err(), "ready without any peer while its bootstrap peer is down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
