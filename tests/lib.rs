@@ -32,27 +32,36 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
+/// Starts `size` nodes mirroring the registry at `upstream` (a base URL such
+/// as `http://127.0.0.1:5000`, wherever it runs), each configured to try its
+/// own mirror first and bootstrapping from the others, and waits until every
+/// node is ready.
+pub async fn start_nodes(size: usize, upstream: &str) -> Result<Vec<Node>, Error> {
+    let subnet = loopback_subnet();
+    let options: Vec<PeerpullOptions> = (0..size).map(|i| PeerpullOptions::on(subnet.node(i as u8))).collect();
+    let routers: Vec<String> = options.iter().map(|o| o.router_addr().to_string()).collect();
+    let mut nodes = Vec::new();
+    for mut node_options in options {
+        let own = node_options.router_addr().to_string();
+        node_options.bootstrap = routers.iter().filter(|r| **r != own).cloned().collect();
+        let containerd = Containerd::start().await?;
+        configure(&containerd, &node_options.mirror_url(), &[upstream.to_owned()]).await?;
+        let peerpull = Peerpull::start(&containerd, node_options).await?;
+        nodes.push(Node { containerd, peerpull });
+    }
+    for node in &nodes {
+        node.peerpull.wait_ready(READY_TIMEOUT).await?;
+    }
+    Ok(nodes)
+}
+
 impl Cluster {
     /// Starts an upstream and `size` nodes, each configured to try its own
     /// mirror first and bootstrapping from the others, and waits until every
     /// node is ready.
     pub async fn start(size: usize) -> Result<Self, Error> {
         let upstream = Upstream::start().await?;
-        let subnet = loopback_subnet();
-        let options: Vec<PeerpullOptions> = (0..size).map(|i| PeerpullOptions::on(subnet.node(i as u8))).collect();
-        let routers: Vec<String> = options.iter().map(|o| o.router_addr().to_string()).collect();
-        let mut nodes = Vec::new();
-        for mut node_options in options {
-            let own = node_options.router_addr().to_string();
-            node_options.bootstrap = routers.iter().filter(|r| **r != own).cloned().collect();
-            let containerd = Containerd::start().await?;
-            configure(&containerd, &node_options.mirror_url(), &[upstream.url()]).await?;
-            let peerpull = Peerpull::start(&containerd, node_options).await?;
-            nodes.push(Node { containerd, peerpull });
-        }
-        for node in &nodes {
-            node.peerpull.wait_ready(READY_TIMEOUT).await?;
-        }
+        let nodes = start_nodes(size, &upstream.url()).await?;
         Ok(Self { upstream, nodes })
     }
 

@@ -1,5 +1,5 @@
 //! Memory figures from `/proc`: a process's resident set now (`VmRSS`) and
-//! at its peak (`VmHWM`), and finding a `peerpull run` by its command line.
+//! at its peak (`VmHWM`).
 
 use anyhow::{anyhow, Context as _};
 
@@ -19,21 +19,6 @@ pub(crate) fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
 /// This process's `VmRSS`, in bytes.
 pub(crate) fn own_rss() -> anyhow::Result<u64> {
     Ok(memory(std::process::id())?.0)
-}
-
-/// The pid of the `peerpull run` whose `--registry-addr` is `addr`.
-pub(crate) fn find_peerpull(addr: &str) -> anyhow::Result<u32> {
-    for entry in std::fs::read_dir("/proc").context("listing /proc")?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_run = args.get(1) == Some(&&b"run"[..]);
-        let ours = args.windows(2).any(|w| w[0] == b"--registry-addr" && w[1] == addr.as_bytes());
-        if is_run && ours {
-            return Ok(pid);
-        }
-    }
-    Err(anyhow!("no `peerpull run --registry-addr {addr}` process found"))
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<(Vec
             }
         }
         for node in &peers {
-            idle.push(memory(node.pid()?)?.0 as f64 / MIB);
+            idle.push(memory(crate::cluster::pid(node)?)?.0 as f64 / MIB);
         }
         let containerds: Vec<&Containerd> =
             if peers.is_empty() { plain.iter().collect() } else { peers.iter().map(|n| &n.containerd).collect() };
@@ -126,7 +126,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<(Vec
             cell.results.push((times, bytes));
         }
         for node in &peers {
-            peak.push(memory(node.pid()?)?.1 as f64 / MIB);
+            peak.push(memory(crate::cluster::pid(node)?)?.1 as f64 / MIB);
         }
         drop(cache);
     }
