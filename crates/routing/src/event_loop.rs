@@ -48,6 +48,9 @@ use provides::Provides;
 const TICK: Duration = Duration::from_millis(100);
 /// How often expired records, penalties and cache entries are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How long announcements wait for the first routing-table walk after the
+/// first peer arrived, should that walk not finish.
+const FIRST_WALK_GRACE: Duration = Duration::from_secs(10);
 
 /// Owns the swarm; run it with [`EventLoop::run`] on its own task.
 pub struct EventLoop {
@@ -58,6 +61,10 @@ pub struct EventLoop {
     ready: watch::Sender<bool>,
     /// Whether the routing table held a peer at the last tick.
     had_peers: bool,
+    /// Set while the first Kademlia walk after the first peer arrived runs: until
+    /// then the table knows a few peers only, and an announcement would land on
+    /// those rather than on the nodes closest to the key, where lookups search.
+    walking_until: Option<Instant>,
     listen_addrs: Vec<SocketAddr>,
     listen_waiters: Vec<oneshot::Sender<Vec<SocketAddr>>>,
     peers: Peers,
@@ -99,6 +106,7 @@ impl EventLoop {
             local,
             ready,
             had_peers: false,
+            walking_until: None,
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
             peers: Peers::new(local),
@@ -136,7 +144,9 @@ impl EventLoop {
                 Some(resolved) = self.resolving.next(), if !self.resolving.is_empty() => self.on_resolved(resolved),
                 _ = tick.tick() => self.on_tick(),
             }
-            self.provides.pump(&mut self.swarm.behaviour_mut().kad);
+            if self.walking_until.is_none() {
+                self.provides.pump(&mut self.swarm.behaviour_mut().kad);
+            }
             self.settle();
         }
         tracing::debug!(peer = %self.local, "routing event loop stopped");
@@ -246,9 +256,13 @@ impl EventLoop {
             self.lookups.give_up(&peer);
         }
         self.provides.schedule(now);
+        if self.walking_until.is_some_and(|t| now >= t) {
+            tracing::debug!(peer = %self.local, "first routing walk still running; announcing anyway");
+            self.walking_until = None;
+        }
         let size = self.routing_table_size();
         if self.bootstrap.due(now, size > 0) {
-            self.run_bootstrap(size > 0);
+            self.run_bootstrap(size);
         }
         let has_peers = size > 0;
         if has_peers != self.had_peers {
@@ -256,7 +270,11 @@ impl EventLoop {
             if has_peers {
                 // Announcements made while alone reached nobody. This holds for a
                 // node without bootstrap peers too: the seed others join through.
+                // They go out once a walk has filled the routing table.
                 self.provides.reprovide_all();
+                if self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+                    self.walking_until = Some(now + FIRST_WALK_GRACE);
+                }
             } else {
                 self.bootstrap.reset(now);
             }
@@ -284,7 +302,7 @@ impl EventLoop {
         }
     }
 
-    fn run_bootstrap(&mut self, connected: bool) {
+    fn run_bootstrap(&mut self, table_size: usize) {
         let targets = self.bootstrap.targets().to_vec();
         for target in targets {
             let peer = target.peer_id();
@@ -293,8 +311,9 @@ impl EventLoop {
                 Bootstrap::Dns { name, port } => self.resolving.push(self.bootstrap.resolve(name, port)),
             }
         }
-        if connected {
-            // Refresh the routing table too; harmless if Kademlia's own refresh just ran.
+        // Fill a thin routing table now. A full one is left to Kademlia's own refresh
+        // (every 5 minutes): a bootstrap walk costs every node about a hundred requests.
+        if table_size > 0 && table_size < self.config.replication_factor {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
     }

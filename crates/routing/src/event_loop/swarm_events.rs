@@ -83,6 +83,7 @@ impl EventLoop {
                 self.provides.on_result(&id, result.is_ok(), Instant::now());
             }
             QueryResult::RepublishProvider(Err(e)) => tracing::debug!(error = %e, "re-announcement failed"),
+            QueryResult::Bootstrap(_) if step.last => self.walking_until = None,
             _ => {}
         }
         if step.last {
