@@ -35,6 +35,12 @@
 //!   bound is then 20 s + `dial_timeout` = 23 s. A lookup already in flight
 //!   may still yield a provider that died during it.
 //! - A lookup ends within `Config::lookup_timeout` (default 5 s).
+//! - Where records land: announcements wait, after the first peer arrives, for
+//!   the first Kademlia walk (at most 10 s), so they go to the nodes closest to
+//!   each key rather than to the few peers known at that moment. When the
+//!   cluster grows, newer nodes may become closer to a key than the ones holding
+//!   its records, and a lookup may miss those records until the key's next
+//!   re-announcement, within `reprovide_interval`.
 //!
 //! # Example
 //!
