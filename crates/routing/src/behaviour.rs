@@ -6,12 +6,17 @@
 //! - Identify, which carries each node's mirror address and listen addresses.
 //! - Ping, the liveness probe that bounds how long a silently dead peer keeps
 //!   its connection (and so keeps being returned).
+//! - Connection limits: at most `MAX_CONNECTIONS_PER_PEER` connections with any
+//!   one peer and `MAX_PENDING_INCOMING` inbound handshakes at a time, so one
+//!   misbehaving client cannot pile up connections or Noise handshakes. The
+//!   total is not capped: a large cluster legitimately talks to many peers.
 //!
 //! Transport: TCP + Noise + Yamux, with DNS for `/dns` multiaddrs.
 
 use std::num::NonZeroUsize;
 
 use libp2p::{
+    connection_limits::{self, ConnectionLimits},
     identify,
     identity::Keypair,
     kad::{self, Mode},
@@ -25,9 +30,15 @@ use crate::{agent, store::Store, Config, Error};
 /// The Kademlia protocol name peerpull nodes speak.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerpull/kad/1.0.0");
 
+/// At most this many connections with one peer; two is already a simultaneous dial.
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// At most this many inbound connections may be in their handshake at once.
+const MAX_PENDING_INCOMING: u32 = 128;
+
 /// The protocols the swarm runs.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    limits: connection_limits::Behaviour,
     pub(crate) kad: kad::Behaviour<Store>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
@@ -59,7 +70,12 @@ impl Behaviour {
         let ping = ping::Behaviour::new(
             ping::Config::new().with_interval(config.ping_interval).with_timeout(config.ping_timeout),
         );
-        Self { kad, identify, ping }
+        let limits = connection_limits::Behaviour::new(
+            ConnectionLimits::default()
+                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+        );
+        Self { limits, kad, identify, ping }
     }
 }
 
@@ -77,4 +93,75 @@ pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Beh
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt as _;
+    use libp2p::swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, dummy, ListenError, SwarmEvent};
+
+    use super::*;
+
+    /// A client with no limits of its own dials a node many times: the node keeps
+    /// `MAX_CONNECTIONS_PER_PEER` of the connections and refuses the rest.
+    #[tokio::test]
+    async fn a_node_caps_the_connections_one_peer_opens() {
+        let config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+        let mut node = build_swarm(Keypair::generate_ed25519(), &config).unwrap();
+        node.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = node.select_next_some().await {
+                break address;
+            }
+        };
+        let node_id = *node.local_peer_id();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match node.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => tx.send(true).unwrap(),
+                    SwarmEvent::IncomingConnectionError { error: ListenError::Denied { .. }, .. } => {
+                        tx.send(false).unwrap()
+                    }
+                    _ => {}
+                }
+            }
+        });
+
+        let mut client = SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(|_| dummy::Behaviour)
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let attempts = MAX_CONNECTIONS_PER_PEER + 4;
+        for _ in 0..attempts {
+            let opts =
+                DialOpts::peer_id(node_id).addresses(vec![addr.clone()]).condition(PeerCondition::Always).build();
+            client.dial(opts).unwrap();
+        }
+        tokio::spawn(async move {
+            loop {
+                client.select_next_some().await;
+            }
+        });
+        let (mut kept, mut refused) = (0, 0);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while kept + refused < attempts {
+                match rx.recv().await.unwrap() {
+                    true => kept += 1,
+                    false => refused += 1,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(kept, MAX_CONNECTIONS_PER_PEER);
+        assert_eq!(refused, attempts - MAX_CONNECTIONS_PER_PEER);
+    }
 }
