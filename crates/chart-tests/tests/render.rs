@@ -463,18 +463,20 @@ fn dashboard_queries_only_metrics_peerpull_exports() -> Result {
     let dashboard: serde_json::Value = serde_json::from_str(&json)?;
     assert_eq!(dashboard["uid"], "peerpull");
     let panels = dashboard["panels"].as_array().ok_or("no panels")?;
-    // The metric names the mirror registers (crates/mirror/src/metrics.rs), as Prometheus exposes them.
-    let source = std::fs::read_to_string(chart_dir().join("../../crates/mirror/src/metrics.rs"))?;
+    // The metric names the mirror and the router register, as Prometheus exposes them.
+    let mirror = "crates/mirror/src/metrics.rs";
+    let routing = "crates/routing/src/metrics.rs";
     let exported = [
-        ("mirror_requests", vec!["peerpull_mirror_requests_total"]),
-        ("resolve_duration_seconds", vec!["peerpull_resolve_duration_seconds_bucket"]),
-        ("advertised_keys", vec!["peerpull_advertised_keys"]),
-        ("mirror_bytes_served", vec!["peerpull_mirror_bytes_served_total"]),
-        ("peer_fetch_failures", vec!["peerpull_peer_fetch_failures_total"]),
+        (mirror, "mirror_requests", vec!["peerpull_mirror_requests_total"]),
+        (mirror, "resolve_duration_seconds", vec!["peerpull_resolve_duration_seconds_bucket"]),
+        (routing, "advertised_keys", vec!["peerpull_advertised_keys"]),
+        (mirror, "mirror_bytes_served", vec!["peerpull_mirror_bytes_served_total"]),
+        (mirror, "peer_fetch_failures", vec!["peerpull_peer_fetch_failures_total"]),
     ];
     let mut known = BTreeSet::new();
-    for (registered, names) in &exported {
-        assert!(source.contains(&format!("\"{registered}\"")), "the mirror no longer registers {registered}");
+    for (file, registered, names) in &exported {
+        let source = std::fs::read_to_string(chart_dir().join("../..").join(file))?;
+        assert!(source.contains(&format!("\"{registered}\"")), "{file} no longer registers {registered}");
         known.extend(names.iter().map(|n| n.to_string()));
     }
     let mut used = BTreeSet::new();

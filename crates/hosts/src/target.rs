@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use peerpull_oci::Registry;
+use peerpull_oci::{Mirrored, Registry};
 
 /// The folder containerd falls back to for any registry without its own.
 pub const DEFAULT_DIR: &str = "_default";
@@ -38,14 +38,24 @@ impl Target {
         }
     }
 
-    /// The targets for a list of registries: `_default` when the list is empty.
-    pub fn from_registries(registries: impl IntoIterator<Item = Registry>) -> Vec<Target> {
-        let targets: Vec<Target> = registries.into_iter().map(Target::Registry).collect();
-        if targets.is_empty() {
-            vec![Target::All]
-        } else {
-            targets
+    /// The targets that mirror `mirrored`: `_default` for every registry.
+    pub fn of(mirrored: &Mirrored) -> Vec<Target> {
+        match mirrored {
+            Mirrored::All => vec![Target::All],
+            Mirrored::Only(registries) => registries.iter().cloned().map(Target::Registry).collect(),
         }
+    }
+
+    /// Which registries `targets` mirror: every one when any target is `_default`.
+    pub fn mirrored(targets: &[Target]) -> Mirrored {
+        let mut registries = Vec::new();
+        for target in targets {
+            match target {
+                Target::All => return Mirrored::All,
+                Target::Registry(registry) => registries.push(registry.clone()),
+            }
+        }
+        Mirrored::from_list(registries)
     }
 }
 
@@ -61,5 +71,25 @@ impl fmt::Display for Target {
 impl From<Registry> for Target {
     fn from(registry: Registry) -> Self {
         Target::Registry(registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(s: &str) -> Registry {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn targets_and_mirrored_registries_agree() {
+        assert_eq!(Target::of(&Mirrored::All), vec![Target::All]);
+        let only = Mirrored::from_list(vec![registry("docker.io"), registry("http://127.0.0.1:5000")]);
+        let targets = Target::of(&only);
+        assert_eq!(targets.iter().map(Target::dir_name).collect::<Vec<_>>(), ["docker.io", "127.0.0.1:5000"]);
+        assert_eq!(Target::mirrored(&targets), only);
+        let with_default = [Target::Registry(registry("ghcr.io")), Target::All];
+        assert_eq!(Target::mirrored(&with_default), Mirrored::All);
     }
 }

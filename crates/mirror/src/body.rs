@@ -47,9 +47,19 @@ pub fn error_with_status(code: ErrorCode, status: u16, message: impl Into<String
 }
 
 /// A plain-text response.
-pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
+pub fn text(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(text));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// The header carrying the digest of the content served.
+pub(crate) const DOCKER_CONTENT_DIGEST: header::HeaderName = header::HeaderName::from_static("docker-content-digest");
+
+/// Sets header `name` to `value` (dropped if it is not a valid header value).
+pub(crate) fn insert(response: &mut Response<Body>, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
 }

@@ -1,19 +1,14 @@
-//! Fetching content from peers: hedged, resumable, verified.
+//! Asking peers for content: hedged requests within one attempts budget.
 //!
 //! A fetch starts from the providers a lookup streams. [`Fetcher::open`]
 //! asks the first provider and, when it has not answered within the hedge
 //! delay, the next one too; the first good answer wins and the others are
-//! cancelled (and kept as candidates for a resume). [`transfer`] then streams
-//! the winner's body. If that peer dies or stalls mid-stream, the transfer
-//! continues from another provider with a `Range` from the byte reached, so
-//! the client sees one uninterrupted response.
+//! cancelled (and kept as candidates for a resume). Every request to a peer
+//! for one client request, hedges and resumes alike, draws on the same
+//! budget ([`Config::max_peer_attempts`]), kept by [`Providers`].
 //!
-//! Implementation notes: digest-addressed content is verified as it streams,
-//! and the most recent chunk is held back until the next one arrives. The
-//! last chunk is released only after the digest checked out, so a corrupt
-//! transfer can never complete as a success: the client is short of the
-//! announced `Content-Length` and sees the connection fail. Memory per
-//! transfer is that one chunk plus hyper's read buffer, whatever the size.
+//! Streaming a body is [`crate::transfer`]'s; both it and [`passthrough`]
+//! read frames through [`read_data`], which bounds the wait for each.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -28,12 +23,13 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use peerpull_oci::{ByteRange, Digest, Verifier};
+use peerpull_oci::ByteRange;
 use peerpull_routing::{PeerId, Provider};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Failure, Metrics};
 use crate::peers::Peers;
+use crate::transfer::TransferError;
 use crate::{Config, LOOP_GUARD};
 
 /// The HTTP client for peer requests.
@@ -47,32 +43,49 @@ pub(crate) fn client(config: &Config) -> HttpClient {
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
 }
 
-/// The providers of one key, each handed out once, with those cancelled by
-/// a lost hedge race put back for later resumes.
+/// The providers of one key for one client request: each handed out once
+/// (those cancelled by a lost hedge race are put back for resumes), and no
+/// more hand-outs than the request's attempts budget.
 pub(crate) struct Providers {
     lookup: BoxStream<'static, Provider>,
     queue: VecDeque<Provider>,
     seen: HashSet<PeerId>,
     wait: Duration,
     exhausted: bool,
+    attempts_left: usize,
 }
 
 impl Providers {
-    pub(crate) fn new(lookup: BoxStream<'static, Provider>, wait: Duration) -> Self {
-        Self { lookup, queue: VecDeque::new(), seen: HashSet::new(), wait, exhausted: false }
+    pub(crate) fn new(lookup: BoxStream<'static, Provider>, wait: Duration, attempts: usize) -> Self {
+        Self { lookup, queue: VecDeque::new(), seen: HashSet::new(), wait, exhausted: false, attempts_left: attempts }
     }
 
-    /// The next provider not yet handed out, waiting at most the lookup wait.
+    /// The next provider to ask, waiting at most the lookup wait.
     pub(crate) async fn next(&mut self) -> Option<Provider> {
         self.next_within(self.wait).await
     }
 
-    /// The next provider not yet handed out, waiting at most `wait`. A lookup
-    /// that is slow to find more stays open for later calls.
+    /// The next provider to ask, waiting at most `wait`; `None` when there is
+    /// none or the budget is spent. A lookup slow to find more stays open for
+    /// later calls.
     pub(crate) async fn next_within(&mut self, wait: Duration) -> Option<Provider> {
-        if let Some(provider) = self.queue.pop_front() {
-            return Some(provider);
+        if self.attempts_left == 0 {
+            return None;
         }
+        let provider = match self.queue.pop_front() {
+            Some(provider) => provider,
+            None => self.discover(wait).await?,
+        };
+        self.attempts_left -= 1;
+        Some(provider)
+    }
+
+    /// Whether another provider may still be asked.
+    fn can_ask(&self) -> bool {
+        self.attempts_left > 0 && (!self.exhausted || !self.queue.is_empty())
+    }
+
+    async fn discover(&mut self, wait: Duration) -> Option<Provider> {
         let deadline = Instant::now() + wait;
         while !self.exhausted {
             match tokio::time::timeout_at(deadline, self.lookup.next()).await {
@@ -120,11 +133,11 @@ impl Fetcher {
     pub(crate) async fn open(&self, providers: &mut Providers, ask: &Ask) -> Option<Opened> {
         let mut inflight = FuturesUnordered::new();
         let mut launched: Vec<Provider> = Vec::new();
-        let mut attempts = 0;
         let mut hedge_at = Instant::now();
-        let mut exhausted = false;
+        // No provider found within the lookup wait: stop launching, let those in flight finish.
+        let mut none_found = false;
         loop {
-            let can_launch = attempts < self.config.max_peer_attempts && !exhausted;
+            let can_launch = !none_found && providers.can_ask();
             if inflight.is_empty() && !can_launch {
                 return None;
             }
@@ -143,17 +156,16 @@ impl Fetcher {
                         let failed: Provider = failed;
                         launched.retain(|p| p.peer != failed.peer);
                         self.metrics.peer_failure(reason);
-                        tracing::debug!(peer = %failed.peer, mirror = %failed.mirror, reason, "peer did not answer well");
+                        tracing::debug!(peer = %failed.peer, mirror = %failed.mirror, %reason, "peer did not answer well");
                     }
                 },
                 next = providers.next(), if can_launch && launch_now => match next {
                     Some(provider) => {
-                        attempts += 1;
                         launched.push(provider);
                         hedge_at = Instant::now() + self.config.hedge_delay;
                         inflight.push(self.send(provider, ask.clone(), None));
                     }
-                    None => exhausted = true,
+                    None => none_found = true,
                 },
                 () = tokio::time::sleep_until(hedge_at), if can_launch && !launch_now => {}
             }
@@ -161,12 +173,12 @@ impl Fetcher {
     }
 
     /// Sends one request to one provider; `from` asks for the rest from that offset.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         provider: Provider,
         ask: Ask,
         from: Option<(u64, u64)>,
-    ) -> Result<Opened, (Provider, &'static str)> {
+    ) -> Result<Opened, (Provider, Failure)> {
         let uri = format!("http://{}{}", provider.mirror, ask.path_and_query);
         let mut request = Request::builder().method(ask.method.clone()).uri(uri).header(LOOP_GUARD, "1");
         if let Some((start, end)) = from {
@@ -174,17 +186,17 @@ impl Fetcher {
         } else if let Some(range) = &ask.range {
             request = request.header(header::RANGE, range);
         }
-        let request = request.body(Empty::new()).map_err(|_| (provider, "request"))?;
+        let request = request.body(Empty::new()).map_err(|_| (provider, Failure::Request))?;
         let response = match tokio::time::timeout(self.config.peer_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(_)) => return Err((provider, "connect")),
-            Err(_) => return Err((provider, "timeout")),
+            Ok(Err(_)) => return Err((provider, Failure::Connect)),
+            Err(_) => return Err((provider, Failure::Timeout)),
         };
         let expected = if from.is_some() || ask.range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
         let status = response.status();
         let ok = status == expected || (ask.range.is_some() && status == StatusCode::OK);
         if !ok {
-            return Err((provider, if status == StatusCode::NOT_FOUND { "not_found" } else { "status" }));
+            return Err((provider, if status == StatusCode::NOT_FOUND { Failure::NotFound } else { Failure::Status }));
         }
         if let Some((start, end)) = from {
             let range = response
@@ -193,198 +205,42 @@ impl Fetcher {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| ByteRange::parse_content_range(v).ok());
             if !matches!(range, Some((r, _)) if r.start == start && r.end_inclusive == end) {
-                return Err((provider, "content_range"));
+                return Err((provider, Failure::ContentRange));
             }
         }
         Ok(Opened { provider, response })
     }
 }
 
-/// Streams a whole-content peer response to the client, resuming from other
-/// providers on failure and verifying `expected` when given.
-pub(crate) fn transfer(
-    fetcher: Fetcher,
-    providers: Providers,
-    ask: Ask,
-    opened: Opened,
-    size: u64,
-    expected: Option<Digest>,
-) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
-    let Opened { provider, response } = opened;
-    let state = Transfer {
-        fetcher,
-        providers,
-        ask,
-        body: Some(response.into_body()),
-        provider,
-        used: vec![provider.peer],
-        offset: 0,
-        size,
-        verifier: expected.map(Verifier::new),
-        held: None,
-        resumes: 0,
-        done: false,
-    };
-    futures::stream::unfold(state, |mut state| async move {
-        let item = state.step().await?;
-        Some((item, state))
-    })
+/// The next non-empty data frame of `body`: `Ok(None)` at its end, `Err` when
+/// it fails or sends nothing for `stall`.
+pub(crate) async fn read_data(body: &mut Incoming, stall: Duration) -> Result<Option<Bytes>, Failure> {
+    loop {
+        match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(Failure::Stall),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(_))) => return Err(Failure::Body),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Streams a partial (or unsized) peer response as it comes, aborting on a stall.
 pub(crate) fn passthrough(opened: Opened, stall: Duration) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
     futures::stream::unfold(Some(opened.response.into_body()), move |body| async move {
         let mut body = body?;
-        loop {
-            match tokio::time::timeout(stall, body.frame()).await {
-                Err(_) => return Some((Err(TransferError::Broken { reason: "stall" }), None)),
-                Ok(None) => return None,
-                Ok(Some(Err(_))) => return Some((Err(TransferError::Broken { reason: "body" }), None)),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), Some(body)));
-                    }
-                }
-            }
+        match read_data(&mut body, stall).await {
+            Ok(Some(data)) => Some((Ok(data), Some(body))),
+            Ok(None) => None,
+            Err(reason) => Some((Err(TransferError::Broken { reason }), None)),
         }
     })
-}
-
-/// Why a transfer was aborted.
-#[derive(Debug, thiserror::Error)]
-pub enum TransferError {
-    /// The bytes did not match the digest; the response must not complete.
-    #[error("content from peers does not match {expected}")]
-    Mismatch {
-        /// The digest asked for.
-        expected: Digest,
-    },
-    /// A pass-through transfer failed; it cannot be resumed.
-    #[error("peer transfer broke: {reason}")]
-    Broken {
-        /// What failed.
-        reason: &'static str,
-    },
-    /// No provider could continue the transfer.
-    #[error("transfer stopped at byte {offset} of {size}: no provider could continue it")]
-    Exhausted {
-        /// Bytes delivered.
-        offset: u64,
-        /// Bytes announced.
-        size: u64,
-    },
-}
-
-struct Transfer {
-    fetcher: Fetcher,
-    providers: Providers,
-    ask: Ask,
-    body: Option<Incoming>,
-    provider: Provider,
-    used: Vec<PeerId>,
-    offset: u64,
-    size: u64,
-    verifier: Option<Verifier>,
-    held: Option<Bytes>,
-    resumes: usize,
-    done: bool,
-}
-
-impl Transfer {
-    /// The next item to send, or `None` at the end.
-    async fn step(&mut self) -> Option<Result<Bytes, TransferError>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if self.offset == self.size {
-                return self.finish().await;
-            }
-            match self.read().await {
-                Ok(data) => {
-                    let room = self.size - self.offset;
-                    let data = if data.len() as u64 > room { data.slice(..room as usize) } else { data };
-                    self.offset += data.len() as u64;
-                    if let Some(verifier) = self.verifier.as_mut() {
-                        verifier.update(&data);
-                    }
-                    if let Some(previous) = self.held.replace(data) {
-                        self.fetcher.metrics.served("peer", previous.len() as u64);
-                        return Some(Ok(previous));
-                    }
-                }
-                Err(reason) => {
-                    self.fetcher.metrics.peer_failure(reason);
-                    tracing::warn!(peer = %self.provider.peer, offset = self.offset, size = self.size, reason, "peer transfer broke; resuming");
-                    if let Err(e) = self.resume().await {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads the next data frame of the current body, bounded by the stall timeout.
-    async fn read(&mut self) -> Result<Bytes, &'static str> {
-        let Some(body) = self.body.as_mut() else { return Err("no_body") };
-        loop {
-            match tokio::time::timeout(self.fetcher.config.stall_timeout, body.frame()).await {
-                Err(_) => return Err("stall"),
-                Ok(None) => return Err("short_body"),
-                Ok(Some(Err(_))) => return Err("body"),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Ok(data);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Continues from another provider at the current offset.
-    async fn resume(&mut self) -> Result<(), TransferError> {
-        self.body = None;
-        let exhausted = TransferError::Exhausted { offset: self.offset, size: self.size };
-        while self.resumes < self.fetcher.config.max_peer_attempts {
-            let wait = self.fetcher.config.peer_timeout;
-            let Some(provider) = self.providers.next_within(wait).await else { return Err(exhausted) };
-            self.resumes += 1;
-            let from = Some((self.offset, self.size - 1));
-            match self.fetcher.send(provider, self.ask.clone(), from).await {
-                Ok(opened) => {
-                    tracing::info!(peer = %provider.peer, offset = self.offset, "transfer resumed from another peer");
-                    self.provider = provider;
-                    self.used.push(provider.peer);
-                    self.body = Some(opened.response.into_body());
-                    return Ok(());
-                }
-                Err((_, reason)) => self.fetcher.metrics.peer_failure(reason),
-            }
-        }
-        Err(exhausted)
-    }
-
-    /// All bytes are in: verify, then release the held chunk.
-    async fn finish(&mut self) -> Option<Result<Bytes, TransferError>> {
-        self.done = true;
-        if let Some(verifier) = self.verifier.take() {
-            let expected = verifier.expected().clone();
-            if !verifier.finish() {
-                self.fetcher.metrics.peer_failure("digest_mismatch");
-                for peer in &self.used {
-                    tracing::warn!(%peer, digest = %expected, "peer served content that does not match its digest");
-                    self.fetcher.peers.penalize(*peer).await;
-                }
-                return Some(Err(TransferError::Mismatch { expected }));
-            }
-        }
-        let last = self.held.take()?;
-        self.fetcher.metrics.served("peer", last.len() as u64);
-        Some(Ok(last))
-    }
 }
 
 /// The headers of a peer response worth passing on.
@@ -394,7 +250,7 @@ pub(crate) fn forwarded_headers(from: &HeaderMap, to: &mut HeaderMap) {
         header::CONTENT_LENGTH,
         header::CONTENT_RANGE,
         header::ACCEPT_RANGES,
-        header::HeaderName::from_static("docker-content-digest"),
+        crate::body::DOCKER_CONTENT_DIGEST,
     ] {
         if let Some(value) = from.get(&name) {
             to.insert(name, value.clone());

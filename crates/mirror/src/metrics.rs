@@ -1,60 +1,81 @@
-//! Prometheus metrics of the mirror and the daemon, named as Spegel names its
-//! own with the `peerpull` prefix.
+//! Prometheus metrics of the `/v2` mirror, named as Spegel names its own
+//! with the `peerpull` prefix.
+//!
+//! Every label value comes from a fixed set ([`source::Kind`](crate::source::Kind),
+//! [`Cache`], [`Failure`]) except `registry`, the `?ns=` a request names. Requests are
+//! counted once each, from the outcome the handler returns; bytes are
+//! counted on a counter resolved once per response.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::source::Kind as Source;
+
+/// Whether the mirror served a request or sent containerd elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cache {
+    /// Served from a source.
+    Hit,
+    /// Answered 404 so containerd tries its next host.
+    Miss,
+}
+
+/// Why a request to a peer, or a transfer from one, failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// The request could not be built.
+    Request,
+    /// Connecting or sending failed.
+    Connect,
+    /// No response headers within the peer timeout.
+    Timeout,
+    /// The peer does not hold the content (any more).
+    NotFound,
+    /// Another unexpected status.
+    Status,
+    /// A resumed transfer came back with the wrong range.
+    ContentRange,
+    /// No body bytes within the stall timeout.
+    Stall,
+    /// The body ended before its announced length.
+    ShortBody,
+    /// The body failed mid-stream.
+    Body,
+    /// The bytes did not match the digest.
+    DigestMismatch,
+}
+
 /// Labels of `peerpull_mirror_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// The registry the request was for (`?ns=`), or `unknown`.
-    pub registry: String,
-    /// `hit` when the mirror served it, `miss` when it answered 404.
-    pub cache: String,
-    /// `local` or `peer`; empty for misses.
-    pub source: String,
+struct RequestLabels {
+    registry: String,
+    cache: Cache,
+    /// Empty for misses.
+    source: Option<Source>,
 }
 
-/// A label set of one `kind` (tag or digest).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    /// `tag` or `digest`.
-    pub kind: String,
+struct SourceLabels {
+    source: Source,
 }
 
-/// A label set of one `source` (local or peer).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabels {
-    /// `local` or `peer`.
-    pub source: String,
+struct ReasonLabels {
+    reason: Failure,
 }
 
-/// A label set of one failure `reason`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// e.g. `connect`, `status`, `stall`, `digest_mismatch`.
-    pub reason: String,
-}
-
-/// Every metric, registered once; clone freely.
+/// Every metric of the mirror, registered once; clone freely.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Requests by registry, outcome and source.
-    pub requests: Family<RequestLabels, Counter>,
-    /// Time to find the first provider of a key.
-    pub resolve_duration: Histogram,
-    /// Keys this node advertises, by kind.
-    pub advertised_keys: Family<KindLabels, Gauge>,
-    /// Body bytes served, by where they came from.
-    pub bytes_served: Family<SourceLabels, Counter>,
-    /// Failed peer fetches, by reason.
-    pub peer_fetch_failures: Family<ReasonLabels, Counter>,
-    /// Peers in the routing table.
-    pub routing_peers: Gauge,
+    requests: Family<RequestLabels, Counter>,
+    resolve_duration: Histogram,
+    bytes_served: Family<SourceLabels, Counter>,
+    peer_fetch_failures: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -63,10 +84,8 @@ impl Metrics {
         let metrics = Self {
             requests: Family::default(),
             resolve_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
-            advertised_keys: Family::default(),
             bytes_served: Family::default(),
             peer_fetch_failures: Family::default(),
-            routing_peers: Gauge::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
         peerpull.register(
@@ -79,7 +98,6 @@ impl Metrics {
             "Time to find the first peer holding a key",
             metrics.resolve_duration.clone(),
         );
-        peerpull.register("advertised_keys", "Keys this node advertises, by kind", metrics.advertised_keys.clone());
         peerpull.register(
             "mirror_bytes_served",
             "Body bytes the mirror served, by source",
@@ -90,41 +108,72 @@ impl Metrics {
             "Failed fetches from peers, by reason",
             metrics.peer_fetch_failures.clone(),
         );
-        peerpull.register("routing_peers", "Peers in the routing table", metrics.routing_peers.clone());
         metrics
     }
 
-    /// Counts one request.
-    pub fn request(&self, registry: &str, hit: bool, source: &str) {
-        let labels = RequestLabels {
-            registry: registry.to_owned(),
-            cache: if hit { "hit" } else { "miss" }.to_owned(),
-            source: source.to_owned(),
-        };
-        self.requests.get_or_create(&labels).inc();
+    /// Counts one request for `registry`: a hit from `source`, or a miss.
+    pub(crate) fn request(&self, registry: &str, source: Option<Source>) {
+        let cache = if source.is_some() { Cache::Hit } else { Cache::Miss };
+        self.requests.get_or_create(&RequestLabels { registry: registry.to_owned(), cache, source }).inc();
     }
 
-    /// Counts served bytes.
-    pub fn served(&self, source: &str, bytes: u64) {
-        self.bytes_served.get_or_create(&SourceLabels { source: source.to_owned() }).inc_by(bytes);
+    /// The counter of body bytes served from `source`; resolve once per response.
+    pub(crate) fn served(&self, source: Source) -> Counter {
+        self.bytes_served.get_or_create(&SourceLabels { source }).clone()
     }
 
-    /// Counts one failed peer fetch.
-    pub fn peer_failure(&self, reason: &str) {
-        self.peer_fetch_failures.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    /// Counts one failed peer request or transfer.
+    pub(crate) fn peer_failure(&self, reason: Failure) {
+        self.peer_fetch_failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
-    /// Sets the number of advertised keys of one kind.
-    pub fn set_advertised(&self, kind: &str, count: i64) {
-        self.advertised_keys.get_or_create(&KindLabels { kind: kind.to_owned() }).set(count);
+    /// Records how long finding the first good provider took.
+    pub(crate) fn resolved_in(&self, seconds: f64) {
+        self.resolve_duration.observe(seconds);
     }
 }
 
-/// Renders `registry` in the Prometheus text format.
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut out, registry) {
-        tracing::warn!(%error, "encoding metrics failed");
+impl Failure {
+    /// The label value, e.g. `digest_mismatch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Request => "request",
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::NotFound => "not_found",
+            Failure::Status => "status",
+            Failure::ContentRange => "content_range",
+            Failure::Stall => "stall",
+            Failure::ShortBody => "short_body",
+            Failure::Body => "body",
+            Failure::DigestMismatch => "digest_mismatch",
+        }
     }
-    out
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Source {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Cache {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Cache::Hit => "hit",
+            Cache::Miss => "miss",
+        })
+    }
+}
+
+impl EncodeLabelValue for Failure {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }

@@ -1,18 +1,16 @@
 //! The mirror's view of the router: who holds a key, and who misbehaved.
 //!
 //! [`Peers`] is what the mirror needs from routing. [`peerpull_routing::Router`]
-//! implements it; unit tests use a fixed list.
-
-use std::time::Duration;
+//! implements it; tests use `Static`, a fixed list (feature `test-util`).
 
 use futures::stream::{self, BoxStream, StreamExt};
-use peerpull_routing::{PeerId, Provider, Router};
+use peerpull_routing::{Key, PeerId, Provider, Router};
 
 /// Finds providers of keys and takes reports of bad ones.
 #[async_trait::async_trait]
 pub trait Peers: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `limit` providers of `key`, streamed as they are found.
-    async fn lookup(&self, key: &str, limit: usize) -> BoxStream<'static, Provider>;
+    async fn lookup(&self, key: &Key, limit: usize) -> BoxStream<'static, Provider>;
 
     /// Reports that `peer` served bad content or failed a transfer.
     async fn penalize(&self, peer: PeerId);
@@ -20,7 +18,7 @@ pub trait Peers: Send + Sync + std::fmt::Debug + 'static {
 
 #[async_trait::async_trait]
 impl Peers for Router {
-    async fn lookup(&self, key: &str, limit: usize) -> BoxStream<'static, Provider> {
+    async fn lookup(&self, key: &Key, limit: usize) -> BoxStream<'static, Provider> {
         match Router::lookup(self, key, limit).await {
             Ok(lookup) => lookup.boxed(),
             Err(error) => {
@@ -37,16 +35,18 @@ impl Peers for Router {
     }
 }
 
-/// A fixed set of providers, for tests and for a node that stands alone.
+/// A fixed set of providers, for tests.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, Default)]
 pub struct Static {
     /// Returned for every key, in this order.
     pub providers: Vec<Provider>,
     /// Delay before each provider is yielded.
-    pub delay: Duration,
+    pub delay: std::time::Duration,
     penalized: std::sync::Arc<std::sync::Mutex<Vec<PeerId>>>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl Static {
     /// Providers returned for every key.
     pub fn new(providers: Vec<Provider>) -> Self {
@@ -59,9 +59,10 @@ impl Static {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 #[async_trait::async_trait]
 impl Peers for Static {
-    async fn lookup(&self, _key: &str, limit: usize) -> BoxStream<'static, Provider> {
+    async fn lookup(&self, _key: &Key, limit: usize) -> BoxStream<'static, Provider> {
         let delay = self.delay;
         let providers: Vec<Provider> = self.providers.iter().take(limit).copied().collect();
         stream::iter(providers)

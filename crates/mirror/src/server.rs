@@ -1,63 +1,70 @@
 //! The accept loop: bounded connections, header timeouts, graceful shutdown.
 //!
 //! [`Server::serve`] accepts HTTP/1.1 connections on a listener until its
-//! shutdown token fires, holding a semaphore permit per connection so at
-//! most `Config::max_connections` are served at once. On shutdown it stops
-//! accepting, lets in-flight requests finish within `Config::shutdown_grace`
-//! and then returns.
+//! shutdown token fires and hands each request to a handler: the
+//! [`Mirror`](crate::Mirror) for the `/v2` port, or whatever the daemon
+//! routes to it (health and metrics endpoints). It holds a semaphore permit
+//! per connection, so at most [`Limits::max_connections`] are served at once.
+//! On shutdown it stops accepting, lets in-flight requests finish within
+//! [`Limits::shutdown_grace`] and then returns.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use peerpull_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::fetch::{self, Fetcher};
-use crate::handler::{self, State};
-use crate::{Config, Health, Metrics, Peers, Role};
+use crate::body::Body;
 
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The mirror's HTTP server; clone it to serve several listeners.
-#[derive(Clone)]
-pub struct Server {
-    state: Arc<State>,
+/// How many connections a server takes and how long it waits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("config", &self.state.config).finish_non_exhaustive()
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_connections: 1024, header_timeout: Duration::from_secs(30), shutdown_grace: Duration::from_secs(20) }
     }
+}
+
+/// An HTTP/1.1 server with bounded connections; one per listener.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Server {
+    limits: Limits,
 }
 
 impl Server {
-    /// A server over `store` and `peers`; metrics are registered in `registry`
-    /// by the caller and served from it.
-    pub fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-        peers: Arc<dyn Peers>,
-        metrics: Metrics,
-        registry: prometheus_client::registry::Registry,
-        health: Health,
-    ) -> Self {
-        let config = Arc::new(config);
-        let fetcher =
-            Fetcher { client: fetch::client(&config), config: config.clone(), metrics: metrics.clone(), peers };
-        let state = State { config, store, fetcher, metrics, registry: Arc::new(registry), health };
-        Self { state: Arc::new(state) }
+    /// A server within `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits }
     }
 
-    /// Serves `listener` in `role` until `shutdown` fires, then drains.
-    pub async fn serve(&self, listener: TcpListener, role: Role, shutdown: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(self.state.config.max_connections));
+    /// The limits it serves within.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Serves `listener` with `handler` until `shutdown` fires, then drains.
+    pub async fn serve<H, F>(self, listener: TcpListener, handler: H, shutdown: CancellationToken)
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let limit = Arc::new(Semaphore::new(self.limits.max_connections));
         let graceful = GracefulShutdown::new();
         loop {
             let permit = tokio::select! {
@@ -79,14 +86,14 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let state = self.state.clone();
+            let handler = handler.clone();
             let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler::handle(state, role, request).await) }
+                let answer = handler(request);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                .header_read_timeout(self.limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
@@ -97,7 +104,7 @@ impl Server {
             });
         }
         drop(listener);
-        let grace = self.state.config.shutdown_grace;
+        let grace = self.limits.shutdown_grace;
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
             tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
         }

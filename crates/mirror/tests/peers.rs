@@ -123,3 +123,24 @@ async fn a_peer_that_dies_with_no_other_holder_aborts_the_response() {
     let result = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await;
     assert!(result.is_err(), "a truncated transfer completed");
 }
+
+#[tokio::test]
+async fn hedges_and_resumes_share_one_attempts_budget() {
+    let blob = bytes(1 << 20, 7);
+    let (a, digest, _) = holder(&blob).await;
+    let path = format!("/v2/team/app/blobs/{digest}{NS}");
+    let first = fake_peer(blob.clone(), Misbehaviour::Truncate(100_000)).await;
+    let second = fake_peer(blob.clone(), Misbehaviour::Truncate(200_000)).await;
+    let peers = Static::new(vec![first, second, a.provider()]);
+
+    // Three requests are needed: the first peer, a resume at the second, a resume at the good one.
+    let config = peerpull_mirror::Config { max_peer_attempts: 2, ..support::config() };
+    let b = Node::start(Memory::new(), peers.clone(), config).await;
+    assert!(get(&b.url(&path), &[]).await.is_err(), "a third request was made beyond a budget of 2");
+
+    let config = peerpull_mirror::Config { max_peer_attempts: 3, ..support::config() };
+    let b = Node::start(Memory::new(), peers, config).await;
+    let (response, body) = get(&b.url(&path), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(body.as_ref() == blob.as_slice(), "resumed bytes differ");
+}

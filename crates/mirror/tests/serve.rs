@@ -1,12 +1,12 @@
 //! The mirror serving from its own store: status codes, headers, ranges,
-//! OCI error bodies, registry filtering and health endpoints.
+//! OCI error bodies, registry filtering and counting.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use peerpull_mirror::{Config, Static};
-use peerpull_oci::{media, ErrorBody, ErrorCode, Reference, Registry};
+use peerpull_oci::{media, ErrorBody, ErrorCode, Mirrored, Reference, Registry};
 use peerpull_store::Memory;
 use support::{bytes, get, header, request, Node};
 
@@ -29,18 +29,12 @@ fn code(body: &[u8]) -> Option<ErrorCode> {
 }
 
 #[tokio::test]
-async fn base_and_health_endpoints() {
+async fn base_endpoint() {
     let (node, ..) = node_with_image(support::config()).await;
     let (response, body) = get(&node.url("/v2/"), &[]).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(&body[..], b"{}");
     assert_eq!(header(&response, "docker-distribution-api-version"), "registry/2.0");
-    assert_eq!(get(&node.url("/readyz"), &[]).await.unwrap().0.status(), 200);
-    assert_eq!(get(&node.url("/livez"), &[]).await.unwrap().0.status(), 200);
-    node.store.set_available(false);
-    let (response, body) = get(&node.url("/readyz"), &[]).await.unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(&body[..], b"containerd does not answer\n");
 }
 
 #[tokio::test]
@@ -118,7 +112,7 @@ async fn bad_requests_get_oci_errors() {
 
 #[tokio::test]
 async fn unmirrored_registries_and_tags_off() {
-    let config = Config { mirrored: vec![Registry::docker_hub()], ..support::config() };
+    let config = Config { mirrored: Mirrored::Only(vec![Registry::docker_hub()]), ..support::config() };
     let (node, _, digest, ..) = node_with_image(config).await;
     let (response, body) = get(&node.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
     assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));

@@ -3,9 +3,9 @@
 //! This crate owns the pure data types every other crate shares: content
 //! digests and their incremental verification, image references (with
 //! docker.io normalisation), registries, OCI media types, manifest and index
-//! parsing with a walk over every referenced descriptor, the `/v2` request
-//! path grammar of the OCI distribution spec, HTTP `Range` parsing, and OCI
-//! error bodies. It does not read files, open sockets or spawn tasks.
+//! parsing, the keys nodes advertise, which registries a node mirrors, the
+//! `/v2` request path grammar of the OCI distribution spec, HTTP `Range`
+//! parsing, and OCI error bodies. It does not read files, open sockets or spawn tasks.
 //!
 //! The parts:
 //! - [`digest`]: [`Digest`], `sha256:`/`sha512:` only, lowercase hex;
@@ -13,12 +13,13 @@
 //! - [`name`]: the repository-name and tag grammar;
 //! - [`reference`](mod@reference): [`Reference`], `nginx` → `docker.io/library/nginx:latest`;
 //! - [`registry`]: [`Registry`], a registry host and how it is reached;
+//! - [`mirrored`]: [`Mirrored`], every registry or a chosen few;
+//! - [`key`]: [`Key`], a digest or a tag as the DHT indexes it;
 //! - [`path`]: [`Request`] and [`Route`], the `/v2` paths a mirror serves;
 //! - [`range`]: [`ByteRange`], one `Range` header against a size;
 //! - [`media`]: media type constants and kinds;
 //! - [`descriptor`]: [`Descriptor`] and [`Platform`];
 //! - [`manifest`]: one level of a manifest or index, [`children`];
-//! - [`walk`](mod@walk): every descriptor reachable from a root, [`walk()`];
 //! - [`error`]: [`ErrorCode`] and [`ErrorBody`], the registry error JSON.
 //!
 //! ```
@@ -46,24 +47,26 @@
 pub mod descriptor;
 pub mod digest;
 pub mod error;
+pub mod key;
 pub mod manifest;
 pub mod media;
+pub mod mirrored;
 pub mod name;
 pub mod path;
 pub mod range;
 pub mod reference;
 pub mod registry;
 pub mod verify;
-pub mod walk;
 
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Algorithm, Digest, DigestError};
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
+pub use key::{Key, KeyKind};
 pub use manifest::{children, Kind, Manifest, ManifestError};
+pub use mirrored::Mirrored;
 pub use name::{validate_name, validate_tag, NameError, TagError};
 pub use path::{parse_path, PathError, Request, Route};
 pub use range::{unsatisfiable_content_range, ByteRange, RangeError};
 pub use reference::{Reference, ReferenceError, TagOrDigest};
 pub use registry::{Registry, RegistryError, Scheme};
 pub use verify::{Mismatch, Verifier};
-pub use walk::walk;

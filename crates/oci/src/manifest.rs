@@ -2,8 +2,8 @@
 //!
 //! An image manifest references a config and layers; an index (or Docker
 //! manifest list) references manifests, each for a platform. Docker schema 2
-//! and OCI documents share these shapes, so one parser reads all four. The
-//! recursion over the graph is in [`crate::walk`](mod@crate::walk).
+//! and OCI documents share these shapes, so one parser reads all four.
+//! Following the graph down (which needs reading content) is the store's.
 //!
 //! Implementation notes: the kind of a document comes from, in order, the
 //! media type it was served or stored with, the `mediaType` field inside it,

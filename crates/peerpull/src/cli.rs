@@ -2,17 +2,19 @@
 //! variable `PEERPULL_<FLAG_IN_CAPS>` (repeatable flags take a comma-separated
 //! list there).
 //!
-//! Flags two subcommands share (`--config-path`, `--registries-yaml`,
-//! `--resolve-tags`) are small `Args` structs to flatten into each; `run` and
-//! `doctor` are meant to reuse them the same way.
+//! Flags several subcommands share (`--config-path`, `--registries-yaml`,
+//! `--resolve-tags`, the containerd and listen flags, which registries to
+//! mirror) are small `Args` structs flattened into each.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use peerpull_hosts::{DialTimeout, Mirror, CONTAINERD_CONFIG_PATH};
-use peerpull_oci::Registry;
+use peerpull_hosts::{DialTimeout, Mirror, RegistriesYaml, Target, CONTAINERD_CONFIG_PATH};
+use peerpull_oci::{Mirrored, Registry};
 use peerpull_routing::Bootstrap;
+
+use crate::exit::Failure;
 
 /// Peer-to-peer container image distribution for Kubernetes nodes.
 #[derive(Debug, Parser)]
@@ -49,6 +51,22 @@ pub(crate) struct RegistriesYamlArg {
     /// k3s registries.yaml: mirror the registries under `mirrors:` ("*" means all).
     #[arg(long = "registries-yaml", env = "PEERPULL_REGISTRIES_YAML", value_name = "FILE")]
     pub(crate) registries_yaml: Option<PathBuf>,
+}
+
+/// Which registries to mirror: `--mirrored-registry` or `--registries-yaml`; shared by `run` and `doctor`.
+#[derive(Debug, Args)]
+pub(crate) struct MirroredArgs {
+    /// A registry to mirror: docker.io, ghcr.io, http://127.0.0.1:5000 (repeatable; none = all).
+    #[arg(
+        long = "mirrored-registry",
+        env = "PEERPULL_MIRRORED_REGISTRY",
+        value_name = "URL",
+        value_delimiter = ',',
+        conflicts_with = "registries_yaml"
+    )]
+    pub(crate) mirrored_registries: Vec<Registry>,
+    #[command(flatten)]
+    pub(crate) yaml: RegistriesYamlArg,
 }
 
 /// Whether mirrors resolve tags.
@@ -148,17 +166,8 @@ pub(crate) struct RunArgs {
         value_parser = parse_bootstrap
     )]
     pub(crate) bootstrap: Vec<Bootstrap>,
-    /// A registry to mirror: docker.io, ghcr.io, http://127.0.0.1:5000 (repeatable; none = all).
-    #[arg(
-        long = "mirrored-registry",
-        env = "PEERPULL_MIRRORED_REGISTRY",
-        value_name = "URL",
-        value_delimiter = ',',
-        conflicts_with = "registries_yaml"
-    )]
-    pub(crate) mirrored_registries: Vec<Registry>,
     #[command(flatten)]
-    pub(crate) yaml: RegistriesYamlArg,
+    pub(crate) mirrored: MirroredArgs,
     /// Where the node identity and state are kept.
     #[arg(long = "data-dir", env = "PEERPULL_DATA_DIR", value_name = "DIR", default_value = "/var/lib/peerpull")]
     pub(crate) data_dir: PathBuf,
@@ -179,6 +188,24 @@ pub(crate) enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl MirroredArgs {
+    /// The `hosts.toml` targets these flags name (`_default` for every registry).
+    pub(crate) fn targets(&self) -> Result<Vec<Target>, Failure> {
+        match &self.yaml.registries_yaml {
+            Some(path) => {
+                let yaml = RegistriesYaml::from_path(path).map_err(Failure::usage)?;
+                yaml.targets().map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", path.display())))
+            }
+            None => Ok(Target::of(&Mirrored::from_list(self.mirrored_registries.clone()))),
+        }
+    }
+
+    /// The registries these flags name.
+    pub(crate) fn mirrored(&self) -> Result<Mirrored, Failure> {
+        Ok(Target::mirrored(&self.targets()?))
+    }
 }
 
 fn parse_bootstrap(value: &str) -> Result<Bootstrap, String> {
@@ -203,9 +230,8 @@ pub(crate) struct DoctorArgs {
     pub(crate) config_path: PathBuf,
     #[command(flatten)]
     pub(crate) listen: ListenArgs,
-    /// A mirrored registry whose hosts.toml and upstream are checked (repeatable; none = `_default`).
-    #[arg(long = "mirrored-registry", env = "PEERPULL_MIRRORED_REGISTRY", value_name = "URL", value_delimiter = ',')]
-    pub(crate) mirrored_registries: Vec<Registry>,
+    #[command(flatten)]
+    pub(crate) mirrored: MirroredArgs,
 }
 
 /// `peerpull cleanup`.

@@ -5,6 +5,7 @@
 //! per file it wrote, backed up or left alone.
 
 use peerpull_hosts::{Config, HostsOptions, RegistriesYaml, Target};
+use peerpull_oci::Mirrored;
 
 use crate::cli::ConfigureArgs;
 use crate::exit::Failure;
@@ -16,7 +17,7 @@ pub(crate) fn run(args: ConfigureArgs) -> Result<(), Failure> {
             let yaml = RegistriesYaml::from_path(path).map_err(Failure::usage)?;
             yaml.targets().map_err(Failure::usage)?
         }
-        None => Target::from_registries(args.registries),
+        None => Target::of(&Mirrored::from_list(args.registries)),
     };
     let config = Config {
         config_path: args.config.config_path,

@@ -1,59 +1,95 @@
 //! `peerpull doctor`: what is wrong with this node's set-up, and how to fix it.
 //!
-//! Each check prints one line, `[ok]`, `[warn]` or `[FAIL]`, and every
-//! failure a concrete fix. The command exits 1 when any check failed.
-//! Checks: containerd answers and the namespace exists; CRI's registry
-//! `config_path` is set; a `hosts.toml` for each mirrored registry points at
-//! this node's mirror; `discard_unpacked_layers` is off; the mirror, metrics
-//! and router ports answer; the DHT has peers; the upstreams are reachable.
+//! Every check returns [`Check`] values; [`run`] prints them in one place,
+//! `[ok]`, `[warn]` or `[FAIL]`, each warning and failure with a concrete
+//! fix, and exits 1 when any failed. Checks: containerd answers and the
+//! namespace exists; CRI's registry `config_path` is set;
+//! `discard_unpacked_layers` is off; a `hosts.toml` for each mirrored
+//! registry points at this node's mirror; the mirror and router ports
+//! answer; the node is ready and its DHT has peers (from `/readyz?verbose`);
+//! the upstreams are reachable.
+//!
+//! The parts: this file (containerd and its configuration), `hosts`
+//! (`hosts.toml` files) and `network` (probes of the ports and upstreams).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::anyhow;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use peerpull_hosts::{parse_existing, Target};
-use peerpull_store::containerd::{Config as StoreConfig, Containerd, Setting};
+use peerpull_store::containerd::{Config as StoreConfig, ConfigReport, Containerd, Setting};
 use peerpull_store::Store;
-use tokio::net::TcpStream;
 
 use crate::cli::DoctorArgs;
 use crate::exit::Failure;
 
-/// Upper bound on each network probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+mod hosts;
+mod network;
 
-#[derive(Debug, Default)]
-struct Report {
-    failures: usize,
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Ok,
+    Warn,
+    Fail,
 }
 
-impl Report {
-    fn ok(&mut self, what: impl AsRef<str>) {
-        println!("[ok]   {}", what.as_ref());
+/// One finding: what was checked, how it came out, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Check {
+    pub(crate) status: Status,
+    pub(crate) what: String,
+    /// Set for warnings and failures.
+    pub(crate) fix: Option<String>,
+}
+
+impl Check {
+    pub(crate) fn ok(what: impl Into<String>) -> Self {
+        Self { status: Status::Ok, what: what.into(), fix: None }
     }
 
-    fn warn(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
-        println!("[warn] {}\n       fix: {}", what.as_ref(), fix.as_ref());
+    pub(crate) fn warn(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { status: Status::Warn, what: what.into(), fix: Some(fix.into()) }
     }
 
-    fn fail(&mut self, what: impl AsRef<str>, fix: impl AsRef<str>) {
-        self.failures += 1;
-        println!("[FAIL] {}\n       fix: {}", what.as_ref(), fix.as_ref());
+    pub(crate) fn fail(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { status: Status::Fail, what: what.into(), fix: Some(fix.into()) }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.status {
+            Status::Ok => "[ok]  ",
+            Status::Warn => "[warn]",
+            Status::Fail => "[FAIL]",
+        };
+        write!(f, "{tag} {}", self.what)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n       fix: {fix}")?;
+        }
+        Ok(())
     }
 }
 
 /// Runs every check and prints the report.
 pub(crate) fn run(args: DoctorArgs) -> Result<(), Failure> {
+    let targets = args.mirrored.targets()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(anyhow!("starting the runtime: {e}")))?;
-    let failures = runtime.block_on(check(&args))?;
+    let checks = runtime.block_on(async {
+        let (mut checks, config_path) = containerd(&args).await?;
+        let hosts_dir = config_path.unwrap_or_else(|| args.config_path.clone());
+        checks.extend(hosts::check(&hosts_dir, &targets, args.listen.registry_addr));
+        checks.extend(network::ports(&args.listen).await);
+        checks.extend(network::upstreams(&targets).await);
+        Ok::<_, Failure>(checks)
+    })?;
+    for check in &checks {
+        println!("{check}");
+    }
+    let failures = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failures > 0 {
         return Err(Failure::Runtime(anyhow!("doctor found {failures} problem(s)")));
     }
@@ -61,8 +97,8 @@ pub(crate) fn run(args: DoctorArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn check(args: &DoctorArgs) -> Result<usize, Failure> {
-    let mut report = Report::default();
+/// containerd and its CRI configuration; also where containerd looks for `hosts.toml`, when it says.
+async fn containerd(args: &DoctorArgs) -> Result<(Vec<Check>, Option<PathBuf>), Failure> {
     let socket = &args.containerd.containerd_socket;
     let namespace = &args.containerd.containerd_namespace;
     let store = Containerd::new(StoreConfig {
@@ -71,217 +107,100 @@ async fn check(args: &DoctorArgs) -> Result<usize, Failure> {
         content_path: args.containerd.containerd_content_path.clone(),
     })
     .map_err(Failure::usage)?;
-
-    let reachable = match store.ping().await {
+    let mut checks = Vec::new();
+    match store.ping().await {
         Ok(()) => {
-            report.ok(format!("containerd answers at {}", socket.display()));
-            true
+            checks.push(Check::ok(format!("containerd answers at {}", socket.display())));
+            checks.push(match store.check_namespace().await {
+                Ok(()) => Check::ok(format!("namespace {namespace} exists")),
+                Err(e) => Check::warn(
+                    format!("namespace {namespace}: {e}"),
+                    "CRI creates k8s.io with the first pull; otherwise pass --containerd-namespace",
+                ),
+            });
         }
-        Err(e) => {
-            report.fail(
-                format!("containerd does not answer at {}: {e}", socket.display()),
-                "start containerd, or pass its socket with --containerd-socket",
-            );
-            false
-        }
-    };
-    if reachable {
-        match store.check_namespace().await {
-            Ok(()) => report.ok(format!("namespace {namespace} exists")),
-            Err(e) => report.warn(
-                format!("namespace {namespace}: {e}"),
-                "CRI creates k8s.io with the first pull; otherwise pass --containerd-namespace",
-            ),
-        }
+        Err(e) => checks.push(Check::fail(
+            format!("containerd does not answer at {}: {e}", socket.display()),
+            "start containerd, or pass its socket with --containerd-socket",
+        )),
     }
+    let report = store.config_check(Some(&args.containerd_config)).await;
+    let (config_checks, config_path) = configuration(&report, &args.containerd_config, &args.config_path);
+    checks.extend(config_checks);
+    Ok((checks, config_path))
+}
 
-    let config = store.config_check(Some(&args.containerd_config)).await;
-    let config_path = match &config.config_path {
+/// CRI's `config_path` and `discard_unpacked_layers`, as `report` found them.
+fn configuration(report: &ConfigReport, config_file: &Path, hosts_dir: &Path) -> (Vec<Check>, Option<PathBuf>) {
+    let mut checks = Vec::new();
+    let file = config_file.display();
+    let unknown = |setting: &str, why: &[String]| {
+        Check::warn(
+            format!("cannot tell whether {setting} ({})", why.join("; ")),
+            "pass containerd's config file with --containerd-config",
+        )
+    };
+    let config_path = match &report.config_path {
         Setting::Known { value: Some(path), source } => {
-            report.ok(format!("CRI registry config_path is {path} (from {source:?})"));
+            checks.push(Check::ok(format!("CRI registry config_path is {path} (from {source:?})")));
             Some(PathBuf::from(path))
         }
         Setting::Known { value: None, .. } => {
-            report.fail(
+            checks.push(Check::fail(
                 "CRI registry config_path is not set: containerd ignores hosts.toml files",
                 format!(
-                    "add config_path = \"{}\" under [plugins.\"io.containerd.grpc.v1.cri\".registry] in {} and restart containerd",
-                    args.config_path.display(),
-                    args.containerd_config.display()
+                    "add config_path = \"{}\" under [plugins.\"io.containerd.grpc.v1.cri\".registry] in {file} and restart containerd",
+                    hosts_dir.display(),
                 ),
-            );
+            ));
             None
         }
         Setting::Unknown(why) => {
-            report.warn(
-                format!("cannot tell whether CRI's config_path is set ({})", why.join("; ")),
-                "pass containerd's config file with --containerd-config",
-            );
+            checks.push(unknown("CRI's config_path is set", why));
             None
         }
     };
-    match &config.discard_unpacked_layers {
-        Setting::Known { value: false, .. } => report.ok("discard_unpacked_layers is off: layers stay shareable"),
-        Setting::Known { value: true, .. } => report.fail(
+    checks.push(match &report.discard_unpacked_layers {
+        Setting::Known { value: false, .. } => Check::ok("discard_unpacked_layers is off: layers stay shareable"),
+        Setting::Known { value: true, .. } => Check::fail(
             "discard_unpacked_layers is on: this node drops layers after unpacking and has nothing to share",
-            format!(
-                "set discard_unpacked_layers = false under [plugins.\"io.containerd.grpc.v1.cri\".containerd] in {}",
-                args.containerd_config.display()
-            ),
+            format!("set discard_unpacked_layers = false under [plugins.\"io.containerd.grpc.v1.cri\".containerd] in {file}"),
         ),
-        Setting::Unknown(why) => report.warn(
-            format!("cannot tell whether discard_unpacked_layers is on ({})", why.join("; ")),
-            "pass containerd's config file with --containerd-config",
-        ),
-    }
-
-    let hosts_dir = config_path.unwrap_or_else(|| args.config_path.clone());
-    check_hosts(&mut report, &hosts_dir, args);
-    check_ports(&mut report, args).await;
-    check_upstreams(&mut report, args).await;
-    Ok(report.failures)
+        Setting::Unknown(why) => unknown("discard_unpacked_layers is on", why),
+    });
+    (checks, config_path)
 }
 
-/// Each mirrored registry (or `_default`) has a hosts.toml naming our mirror.
-fn check_hosts(report: &mut Report, dir: &Path, args: &DoctorArgs) {
-    let targets = if args.mirrored_registries.is_empty() {
-        vec![Target::All]
-    } else {
-        Target::from_registries(args.mirrored_registries.iter().cloned())
-    };
-    let port = args.listen.registry_addr.port();
-    for target in targets {
-        let file = dir.join(target.dir_name()).join("hosts.toml");
-        let fix =
-            format!("run `peerpull configure --config-path {} --mirror http://<this node's IP>:{port}`", dir.display());
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(e) => {
-                report.fail(format!("{}: {e}", file.display()), fix);
-                continue;
-            }
+#[cfg(test)]
+mod tests {
+    use peerpull_store::containerd::ConfigSource;
+
+    use super::*;
+
+    #[test]
+    fn configuration_findings_name_their_fix() {
+        let report = ConfigReport {
+            config_path: Setting::Known { value: None, source: ConfigSource::CriStatus },
+            discard_unpacked_layers: Setting::Known { value: true, source: ConfigSource::CriStatus },
         };
-        let hosts: Vec<String> = match parse_existing(&text) {
-            Ok(doc) => doc
-                .get("host")
-                .and_then(|h| h.as_table_like())
-                .map(|t| t.iter().map(|(k, _)| k.to_owned()).collect())
-                .unwrap_or_default(),
-            Err(e) => {
-                report.fail(format!("{}: {e}", file.display()), fix);
-                continue;
-            }
+        let (checks, path) = configuration(&report, Path::new("/etc/containerd/config.toml"), Path::new("/certs.d"));
+        assert_eq!(path, None);
+        assert_eq!(checks.iter().map(|c| c.status).collect::<Vec<_>>(), [Status::Fail, Status::Fail]);
+        let text = checks.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("fix: add config_path = \"/certs.d\""), "{text}");
+        assert!(text.contains("fix: set discard_unpacked_layers = false"), "{text}");
+
+        let report = ConfigReport {
+            config_path: Setting::Known {
+                value: Some("/etc/containerd/certs.d".into()),
+                source: ConfigSource::CriStatus,
+            },
+            discard_unpacked_layers: Setting::Unknown(vec!["no answer".into()]),
         };
-        let ours = hosts.iter().find(|host| points_at(host, args.listen.registry_addr));
-        match ours {
-            Some(host) => report.ok(format!("{} sends pulls to this node's mirror {host}", file.display())),
-            None => report
-                .fail(format!("{} does not name this node's mirror (port {port}): {hosts:?}", file.display()), fix),
-        }
+        let (checks, path) = configuration(&report, Path::new("/c.toml"), Path::new("/certs.d"));
+        assert_eq!(path, Some(PathBuf::from("/etc/containerd/certs.d")));
+        assert_eq!(checks.iter().map(|c| c.status).collect::<Vec<_>>(), [Status::Ok, Status::Warn]);
+        assert_eq!(checks[0].fix, None);
+        assert_eq!(checks[1].to_string(), "[warn] cannot tell whether discard_unpacked_layers is on (no answer)\n       fix: pass containerd's config file with --containerd-config");
     }
-}
-
-/// Whether a hosts.toml host URL is this node's mirror at `addr`.
-fn points_at(host: &str, addr: SocketAddr) -> bool {
-    let Some(rest) = host.strip_prefix("http://").or_else(|| host.strip_prefix("https://")) else { return false };
-    let authority = rest.trim_end_matches('/');
-    let Some((ip, port)) = authority.rsplit_once(':') else { return false };
-    if port.parse() != Ok(addr.port()) {
-        return false;
-    }
-    addr.ip().is_unspecified() || ip.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip == addr.ip())
-}
-
-async fn check_ports(report: &mut Report, args: &DoctorArgs) {
-    let registry = reachable(args.listen.registry_addr);
-    let metrics = reachable(args.listen.metrics_addr);
-    let router = reachable(args.listen.router_addr);
-    for (name, addr) in [("mirror", registry), ("router", router)] {
-        match connect(addr).await {
-            Ok(_) => report.ok(format!("the {name} port {addr} answers")),
-            Err(e) => report.fail(
-                format!("the {name} port {addr} does not answer: {e}"),
-                "start `peerpull run` (or check its flags)",
-            ),
-        }
-    }
-    match http_get(metrics, "/readyz").await {
-        Ok((200, _)) => report.ok(format!("peerpull on {metrics} is ready")),
-        Ok((status, body)) => report.fail(
-            format!("peerpull on {metrics} is not ready ({status}): {}", body.trim()),
-            "see peerpull's log; readiness needs containerd, the first advertisement and a DHT peer",
-        ),
-        Err(e) => report.fail(format!("the metrics port {metrics} does not answer: {e}"), "start `peerpull run`"),
-    }
-    match http_get(metrics, "/metrics").await {
-        Ok((200, body)) => {
-            let peers = body
-                .lines()
-                .find(|l| l.starts_with("peerpull_routing_peers "))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
-            match peers {
-                Some(n) if n >= 1.0 => report.ok(format!("the DHT has {n} peer(s)")),
-                Some(_) => report.warn(
-                    "the DHT has no peers: this node can serve only what it holds",
-                    "check --bootstrap and that other nodes' router ports are reachable",
-                ),
-                None => report.warn("peerpull does not report its DHT peers", "upgrade peerpull"),
-            }
-        }
-        Ok((status, _)) => report.warn(format!("/metrics answered {status}"), "check --metrics-addr"),
-        Err(_) => {}
-    }
-}
-
-async fn check_upstreams(report: &mut Report, args: &DoctorArgs) {
-    for registry in &args.mirrored_registries {
-        let port = match registry.scheme() {
-            peerpull_oci::Scheme::Http => 80,
-            peerpull_oci::Scheme::Https => 443,
-        };
-        let host = registry.upstream_host();
-        let target = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            host.to_owned()
-        } else {
-            format!("{host}:{port}")
-        };
-        let probe = tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(target.as_str())).await;
-        match probe {
-            Ok(Ok(_)) => report.ok(format!("upstream {} is reachable", registry.upstream_url())),
-            _ => report.warn(
-                format!(
-                    "upstream {} is not reachable: pulls of images no node holds will fail",
-                    registry.upstream_url()
-                ),
-                "check the node's network and DNS; peers still serve what they hold",
-            ),
-        }
-    }
-}
-
-/// An address to connect to for a listen address (unspecified → loopback).
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
-        _ => addr,
-    }
-}
-
-async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
-}
-
-/// GETs `path` from our own endpoint at `addr`: the status and body.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let uri: hyper::Uri = format!("http://{addr}{path}").parse().map_err(|e| format!("{e}"))?;
-    let exchange = async {
-        let response = client.get(uri).await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, exchange).await.map_err(|_| "timed out".to_owned())?
 }

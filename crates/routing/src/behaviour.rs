@@ -85,11 +85,11 @@ pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Beh
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| Error::Transport(e.to_string()))?
+        .map_err(|e| Error::Transport(e.into()))?
         .with_dns()
-        .map_err(|e| Error::Transport(e.to_string()))?
+        .map_err(|e| Error::Transport(e.into()))?
         .with_behaviour(|key| Behaviour::new(key, config))
-        .map_err(|e| Error::Transport(e.to_string()))?
+        .map_err(|e| Error::Transport(e.into()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)

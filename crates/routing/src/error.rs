@@ -28,7 +28,7 @@ pub enum Error {
     },
     /// The libp2p transport could not be built.
     #[error("building the libp2p transport: {0}")]
-    Transport(String),
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The listen address was refused.
     #[error("listening on {addr}: {reason}")]
     Listen {
@@ -40,13 +40,14 @@ pub enum Error {
     /// A bootstrap peer could not be parsed.
     #[error(transparent)]
     Bootstrap(#[from] crate::config::BootstrapParseError),
-    /// The local provider store refused a key (too many keys).
-    #[error("the provider store refused key {key}: {reason}")]
+    /// The local provider store refused a key (too many keys); it stays
+    /// advertised and is tried again.
+    #[error("the provider store refused key {key}: {source}")]
     Store {
         /// The key that was refused.
-        key: String,
+        key: peerpull_oci::Key,
         /// Why.
-        reason: String,
+        source: libp2p::kad::store::Error,
     },
     /// The event loop has stopped; the router is unusable.
     #[error("the routing event loop has stopped")]

@@ -18,6 +18,7 @@ use libp2p::{
     swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, DialError},
     Multiaddr, PeerId, Swarm,
 };
+use peerpull_oci::Key;
 use tokio::{
     sync::{mpsc, oneshot, watch},
     time::Instant,
@@ -29,6 +30,7 @@ use crate::{
     behaviour::{build_swarm, Behaviour},
     identity,
     keys::record_key,
+    metrics::Metrics,
     router::Command,
     Bootstrap, Config, Error, Provider,
 };
@@ -73,6 +75,7 @@ pub struct EventLoop {
     bootstrap: Bootstrapper,
     resolving: FuturesUnordered<BoxFuture<'static, Resolved>>,
     next_sweep: Instant,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -82,7 +85,7 @@ impl std::fmt::Debug for EventLoop {
 }
 
 impl EventLoop {
-    pub(crate) fn new(config: Config, commands: mpsc::Receiver<Command>) -> Result<Self, Error> {
+    pub(crate) fn new(config: Config, commands: mpsc::Receiver<Command>, metrics: Metrics) -> Result<Self, Error> {
         let keypair = identity::load_or_create(&config.data_dir)?;
         let local = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair, &config)?;
@@ -111,10 +114,11 @@ impl EventLoop {
             listen_waiters: Vec::new(),
             peers: Peers::new(local),
             lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl),
-            provides: Provides::new(config.max_concurrent_provides, config.reprovide_interval),
+            provides: Provides::new(config.max_concurrent_provides, config.reprovide_interval, metrics.clone()),
             bootstrap,
             resolving: FuturesUnordered::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
+            metrics,
             config,
         })
     }
@@ -145,7 +149,7 @@ impl EventLoop {
                 _ = tick.tick() => self.on_tick(),
             }
             if self.walking_until.is_none() {
-                self.provides.pump(&mut self.swarm.behaviour_mut().kad);
+                self.provides.pump(&mut self.swarm.behaviour_mut().kad, Instant::now());
             }
             self.settle();
         }
@@ -177,7 +181,7 @@ impl EventLoop {
         }
     }
 
-    fn start_lookup(&mut self, key: &str, limit: usize, tx: mpsc::Sender<Provider>) {
+    fn start_lookup(&mut self, key: &Key, limit: usize, tx: mpsc::Sender<Provider>) {
         let rkey = record_key(key);
         match self.lookups.subscribe(rkey.clone(), limit, tx, Instant::now()) {
             Start::Joined => {}
@@ -261,6 +265,7 @@ impl EventLoop {
             self.walking_until = None;
         }
         let size = self.routing_table_size();
+        self.metrics.routing_peers.set(i64::try_from(size).unwrap_or(i64::MAX));
         if self.bootstrap.due(now, size > 0) {
             self.run_bootstrap(size);
         }

@@ -16,6 +16,8 @@
 //! - `behaviour`: Kademlia + Identify + Ping, and how the swarm is built.
 //! - `agent`: how a node announces its mirror address (Identify agent version).
 //! - `keys`, `store`: key hashing and the provider record store.
+//! - `metrics`: the routing-table and advertised-key gauges the event loop
+//!   keeps current ([`Router::register_metrics`]).
 //!
 //! # Bounds
 //!
@@ -47,13 +49,14 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), peerpull_routing::Error> {
 //! use futures::StreamExt as _;
-//! use peerpull_routing::{Config, Router};
+//! use peerpull_routing::{Config, Key, Router};
 //!
 //! let (router, event_loop) = Router::start(Config::default())?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! tokio::spawn(event_loop.run(shutdown.clone()));
-//! router.advertise(vec!["sha256:0123".into()]).await?;
-//! let mut providers = router.lookup("sha256:4567", 3).await?;
+//! let digest = peerpull_oci::Digest::sha256_of(b"a layer");
+//! router.advertise(vec![Key::Digest(digest.clone())]).await?;
+//! let mut providers = router.lookup(&Key::Digest(digest), 3).await?;
 //! while let Some(p) = providers.next().await {
 //!     println!("{} serves it at http://{}/v2/", p.peer, p.mirror);
 //! }
@@ -67,6 +70,7 @@ mod error;
 mod event_loop;
 pub mod identity;
 mod keys;
+mod metrics;
 mod router;
 mod store;
 
@@ -74,4 +78,5 @@ pub use config::{Bootstrap, BootstrapParseError, Config};
 pub use error::Error;
 pub use event_loop::EventLoop;
 pub use libp2p::{Multiaddr, PeerId};
+pub use peerpull_oci::Key;
 pub use router::{Lookup, Provider, Router, MAX_LOOKUP_LIMIT};

@@ -16,9 +16,10 @@ use std::{
 
 use futures::Stream;
 use libp2p::PeerId;
+use peerpull_oci::Key;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{event_loop::EventLoop, Config, Error};
+use crate::{event_loop::EventLoop, metrics::Metrics, Config, Error};
 
 /// The most providers one lookup streams; larger limits are clamped.
 pub const MAX_LOOKUP_LIMIT: usize = 64;
@@ -43,6 +44,7 @@ pub struct Router {
     ready: watch::Receiver<bool>,
     command_timeout: Duration,
     advertise_timeout: Duration,
+    metrics: Metrics,
 }
 
 /// The providers of one key, in the order they become usable.
@@ -58,9 +60,9 @@ pub struct Lookup {
 /// What the handle asks of the event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Advertise { keys: Vec<String>, reply: oneshot::Sender<Result<(), Error>> },
-    Withdraw { keys: Vec<String>, reply: oneshot::Sender<()> },
-    Lookup { key: String, tx: mpsc::Sender<Provider>, limit: usize },
+    Advertise { keys: Vec<Key>, reply: oneshot::Sender<Result<(), Error>> },
+    Withdraw { keys: Vec<Key>, reply: oneshot::Sender<()> },
+    Lookup { key: Key, tx: mpsc::Sender<Provider>, limit: usize },
     Penalize { peer: PeerId, reply: oneshot::Sender<()> },
     PeerCount { reply: oneshot::Sender<usize> },
     ListenAddrs { reply: oneshot::Sender<Vec<SocketAddr>> },
@@ -75,13 +77,15 @@ impl Router {
         let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
         let command_timeout = config.command_timeout;
         let advertise_timeout = config.advertise_timeout;
-        let event_loop = EventLoop::new(config, rx)?;
+        let metrics = Metrics::new();
+        let event_loop = EventLoop::new(config, rx, metrics.clone())?;
         let router = Router {
             commands: tx,
             local: event_loop.local_peer_id(),
             ready: event_loop.ready_receiver(),
             command_timeout,
             advertise_timeout,
+            metrics,
         };
         Ok((router, event_loop))
     }
@@ -89,6 +93,12 @@ impl Router {
     /// This node's peer id (stable across restarts with the same `data_dir`).
     pub fn local_peer_id(&self) -> PeerId {
         self.local
+    }
+
+    /// Registers the router's metrics in `registry`: `peerpull_routing_peers`
+    /// and `peerpull_advertised_keys{kind}`, kept current by the event loop.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 
     /// Becomes `true` once the routing table holds a peer, or at once for a node
@@ -99,27 +109,29 @@ impl Router {
 
     /// Announces this node as a provider of `keys` and keeps re-announcing them until
     /// withdrawn. Returns once each key's first announcement finished (or failed: the
-    /// key stays advertised and is retried at the next re-provide).
-    pub async fn advertise(&self, keys: Vec<String>) -> Result<(), Error> {
+    /// key stays advertised and is retried on the re-provide schedule). Keys already
+    /// advertised are left as they are, so callers need not remember what they sent.
+    pub async fn advertise(&self, keys: Vec<Key>) -> Result<(), Error> {
         let timeout = self.advertise_timeout;
         self.call("advertise", timeout, |reply| Command::Advertise { keys, reply }).await?
     }
 
     /// Stops announcing `keys`. Other nodes stop returning us for them once their
     /// copies of our records expire (`Config::provider_ttl`).
-    pub async fn withdraw(&self, keys: Vec<String>) -> Result<(), Error> {
+    /// Keys not advertised are ignored.
+    pub async fn withdraw(&self, keys: Vec<Key>) -> Result<(), Error> {
         self.call("withdraw", self.command_timeout, |reply| Command::Withdraw { keys, reply }).await
     }
 
     /// Finds up to `limit` (at most `MAX_LOOKUP_LIMIT`) live peers holding `key`,
     /// streamed as they are found. Never yields this node; penalised peers come last.
-    pub async fn lookup(&self, key: &str, limit: usize) -> Result<Lookup, Error> {
+    pub async fn lookup(&self, key: &Key, limit: usize) -> Result<Lookup, Error> {
         let limit = limit.min(MAX_LOOKUP_LIMIT);
         let (tx, rx) = mpsc::channel(limit.max(1));
         if limit == 0 {
             return Ok(Lookup { rx });
         }
-        let cmd = Command::Lookup { key: key.to_owned(), tx, limit };
+        let cmd = Command::Lookup { key: key.clone(), tx, limit };
         match tokio::time::timeout(self.command_timeout, self.commands.send(cmd)).await {
             Ok(Ok(())) => Ok(Lookup { rx }),
             Ok(Err(_)) => Err(Error::Stopped),

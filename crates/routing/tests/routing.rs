@@ -5,15 +5,15 @@ mod support;
 
 use std::{collections::HashSet, time::Duration};
 
-use support::{cluster, eventually, free_port_on, NodeBuilder};
+use support::{cluster, eventually, free_port_on, key, NodeBuilder};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_returns_each_providers_own_mirror_and_never_self() {
     let nodes = cluster(3).await;
     let (a, b, c) = (&nodes[1], &nodes[2], &nodes[3]);
-    a.router.advertise(vec!["sha256:aaa".into(), "docker.io/library/nginx:latest".into()]).await.unwrap();
-    b.router.advertise(vec!["sha256:aaa".into()]).await.unwrap();
-    c.router.advertise(vec!["sha256:aaa".into()]).await.unwrap();
+    a.router.advertise(vec![key("sha256:aaa"), key("docker.io/library/nginx:latest")]).await.unwrap();
+    b.router.advertise(vec![key("sha256:aaa")]).await.unwrap();
+    c.router.advertise(vec![key("sha256:aaa")]).await.unwrap();
 
     let found = c.lookup("sha256:aaa", 10).await;
     let got: HashSet<_> = found.iter().map(|p| (p.peer, p.mirror)).collect();
@@ -32,7 +32,7 @@ async fn lookup_returns_each_providers_own_mirror_and_never_self() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_lookups_all_get_answers() {
     let nodes = cluster(2).await;
-    nodes[1].router.advertise(vec!["sha256:burst".into()]).await.unwrap();
+    nodes[1].router.advertise(vec![key("sha256:burst")]).await.unwrap();
     let lookups = (0..20).map(|_| nodes[2].lookup("sha256:burst", 4));
     for found in futures::future::join_all(lookups).await {
         assert_eq!(found.len(), 1);
@@ -58,8 +58,8 @@ async fn same_port_on_distinct_loopback_ips() {
         .await;
     b.wait_ready().await;
     c.wait_ready().await;
-    seed.router.advertise(vec!["sha256:one".into()]).await.unwrap();
-    b.router.advertise(vec!["sha256:one".into()]).await.unwrap();
+    seed.router.advertise(vec![key("sha256:one")]).await.unwrap();
+    b.router.advertise(vec![key("sha256:one")]).await.unwrap();
 
     let found = c.lookup("sha256:one", 10).await;
     let got: HashSet<_> = found.iter().map(|p| (p.peer, p.mirror.to_string())).collect();
@@ -86,14 +86,14 @@ async fn records_are_reprovided_and_withdrawn_keys_expire() {
     let b = NodeBuilder::new("127.0.0.1:0").config(short).bootstrap_to(&seed).start().await;
     a.wait_ready().await;
     b.wait_ready().await;
-    a.router.advertise(vec!["sha256:kept".into(), "sha256:gone".into()]).await.unwrap();
+    a.router.advertise(vec![key("sha256:kept"), key("sha256:gone")]).await.unwrap();
     assert_eq!(b.lookup("sha256:gone", 5).await.len(), 1);
 
     // Longer than the TTL: only re-providing keeps the records alive.
     tokio::time::sleep(ttl * 2).await;
     assert_eq!(b.lookup("sha256:kept", 5).await.len(), 1, "re-provided before expiry");
 
-    a.router.withdraw(vec!["sha256:gone".into()]).await.unwrap();
+    a.router.withdraw(vec![key("sha256:gone")]).await.unwrap();
     let started = tokio::time::Instant::now();
     eventually(ttl * 3, "withdrawn key no longer returned", || async {
         b.lookup("sha256:gone", 5).await.is_empty().then_some(())
@@ -107,7 +107,7 @@ async fn records_are_reprovided_and_withdrawn_keys_expire() {
 async fn a_killed_node_stops_being_returned_within_the_bound() {
     let mut nodes = cluster(3).await;
     for n in &nodes[1..3] {
-        n.router.advertise(vec!["sha256:shared".into()]).await.unwrap();
+        n.router.advertise(vec![key("sha256:shared")]).await.unwrap();
     }
     assert_eq!(nodes[3].lookup("sha256:shared", 10).await.len(), 2);
     let dead = nodes.remove(2);
@@ -132,7 +132,7 @@ async fn penalised_peers_come_last() {
     let nodes = cluster(3).await;
     let (a, b, c) = (&nodes[1], &nodes[2], &nodes[3]);
     for n in [a, b] {
-        n.router.advertise(vec!["sha256:p".into()]).await.unwrap();
+        n.router.advertise(vec![key("sha256:p")]).await.unwrap();
     }
     assert_eq!(c.lookup("sha256:p", 10).await.len(), 2);
     c.router.penalize(a.router.local_peer_id()).await.unwrap();
@@ -155,7 +155,7 @@ async fn restart_keeps_the_peer_id_and_is_found_again() {
     let a = NodeBuilder::new("127.0.0.1:0").data_dir(dir.path().to_owned()).bootstrap_to(&seed).start().await;
     assert_eq!(a.router.local_peer_id(), id);
     a.wait_ready().await;
-    a.router.advertise(vec!["sha256:again".into()]).await.unwrap();
+    a.router.advertise(vec![key("sha256:again")]).await.unwrap();
     let found = seed.lookup("sha256:again", 5).await;
     assert_eq!(found.iter().map(|p| p.peer).collect::<Vec<_>>(), vec![id]);
 }
@@ -172,7 +172,7 @@ async fn bootstrap_through_dns_and_readiness() {
         n.wait_ready().await;
         assert!(n.router.peer_count().await.unwrap() >= 1);
     }
-    b.router.advertise(vec!["sha256:dns".into()]).await.unwrap();
+    b.router.advertise(vec![key("sha256:dns")]).await.unwrap();
     let found = a.lookup("sha256:dns", 5).await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].mirror, b.mirror);
@@ -208,6 +208,31 @@ async fn a_node_started_before_its_seed_joins_when_the_seed_comes_up() {
     assert!(!*a.router.ready().borrow());
     let seed = NodeBuilder::new(&format!("127.0.0.1:{port}")).start().await;
     a.wait_ready().await;
-    seed.router.advertise(vec!["sha256:late".into()]).await.unwrap();
+    seed.router.advertise(vec![key("sha256:late")]).await.unwrap();
     assert_eq!(a.lookup("sha256:late", 5).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_publishes_its_peers_and_what_it_advertises() {
+    let nodes = cluster(2).await;
+    let node = &nodes[1];
+    let mut registry = prometheus_client::registry::Registry::default();
+    node.router.register_metrics(&mut registry);
+    let keys = vec![key("sha256:one"), key("sha256:two"), key("registry.example/app:v1")];
+    node.router.advertise(keys.clone()).await.unwrap();
+    node.router.advertise(keys).await.unwrap();
+    node.router.withdraw(vec![key("sha256:two"), key("sha256:never-advertised")]).await.unwrap();
+    let encode = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    };
+    let text = encode(&registry);
+    assert!(text.contains("peerpull_advertised_keys{kind=\"digest\"} 1\n"), "{text}");
+    assert!(text.contains("peerpull_advertised_keys{kind=\"tag\"} 1\n"), "{text}");
+    eventually(Duration::from_secs(5), "the peer gauge counts the two other routers", || {
+        let text = encode(&registry);
+        async move { text.contains("peerpull_routing_peers 2\n").then_some(()) }
+    })
+    .await;
 }

@@ -10,6 +10,8 @@ use std::{
 };
 
 use futures::StreamExt as _;
+use peerpull_oci::Digest;
+use peerpull_routing::Key;
 use support::{Node, NodeBuilder};
 
 const DEFAULT_NODES: usize = 50;
@@ -24,8 +26,8 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn key(node: usize, i: usize) -> String {
-    format!("sha256:{node:04}{i:060}")
+fn key(node: usize, i: usize) -> Key {
+    Key::Digest(Digest::sha256_of(format!("{node:04}/{i:06}").as_bytes()))
 }
 
 /// A small deterministic xorshift, so a failure can be replayed.

@@ -32,6 +32,7 @@ use peerpull_oci::{media, ByteRange, Descriptor, Digest, Manifest, Reference};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::cause;
 use crate::{ByteStream, Change, Entry, Key, Store, StoreError};
 
 mod catalog;
@@ -141,7 +142,7 @@ impl Containerd {
                 };
                 stream.ok_or_else(|| StoreError::ReadFailed {
                     digest: digest.clone(),
-                    reason: "no readable file in the content directory".into(),
+                    cause: cause("no readable file in the content directory"),
                 })
             }
         }

@@ -1,18 +1,11 @@
-//! The keys a node advertises and the changes a watch reports.
+//! The keys a node holds and the changes a watch reports.
+//!
+//! [`Key`] itself is OCI vocabulary (`peerpull_oci::Key`), shared with the
+//! router; it is re-exported here for the store's callers.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
-use peerpull_oci::{Digest, Reference};
-
-/// Something a node can serve: a blob or manifest by digest, or a tag.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Key {
-    /// A digest present in the content store.
-    Digest(Digest),
-    /// A tag, in canonical form: `registry/repository:tag`.
-    Tag(String),
-}
+pub use peerpull_oci::Key;
 
 /// A key with the registries its image came from (`docker.io`, `ghcr.io`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,28 +23,6 @@ pub struct Change {
     pub added: Vec<Entry>,
     /// Keys no longer served.
     pub removed: Vec<Key>,
-}
-
-impl Key {
-    /// The key of a tag reference; `None` when the reference has no tag.
-    pub fn tag(reference: &Reference) -> Option<Self> {
-        let tag = reference.tag()?;
-        Some(Key::Tag(format!("{}/{}:{tag}", reference.registry(), reference.repository())))
-    }
-
-    /// Whether this is a tag key.
-    pub fn is_tag(&self) -> bool {
-        matches!(self, Key::Tag(_))
-    }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Key::Digest(digest) => digest.fmt(f),
-            Key::Tag(tag) => f.write_str(tag),
-        }
-    }
 }
 
 impl Entry {

@@ -3,7 +3,8 @@
 //! The [`Store`] trait answers, for one containerd namespace, which tags and
 //! digests this node can serve, and opens their bytes as bounded streams.
 //! [`Containerd`] implements it over the node's containerd socket;
-//! [`Memory`] implements it in memory for the unit tests of other crates.
+//! [`Memory`] (feature `test-util`) implements it in memory for the unit
+//! tests of other crates.
 //! This crate does not know about peers or HTTP.
 //!
 //! The parts:
@@ -25,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 pub mod containerd;
 pub mod error;
 pub mod key;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 
 pub use containerd::Containerd;
 pub use error::StoreError;
 pub use key::{Change, Entry, Key};
+#[cfg(any(test, feature = "test-util"))]
 pub use memory::Memory;
 
 /// The bytes of a blob, in bounded chunks. An `Err` item means the read

@@ -91,7 +91,10 @@ impl Memory {
 
     fn check(&self) -> Result<(), StoreError> {
         if self.state().unavailable {
-            return Err(StoreError::Unreachable { socket: "memory".into(), reason: "made unavailable".into() });
+            return Err(StoreError::Unreachable {
+                socket: "memory".into(),
+                cause: crate::error::cause("made unavailable"),
+            });
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ impl Default for ContainerdOptions {
 /// A running containerd in a temporary directory.
 #[derive(Debug)]
 pub struct Containerd {
-    service: Option<Service>,
+    service: Service,
     socket: PathBuf,
     config_file: PathBuf,
     config_path: PathBuf,
@@ -66,7 +66,8 @@ impl Containerd {
         let config_file = root.join("config.toml");
         let config = render_config(root, &socket, &config_path, &options);
         std::fs::write(&config_file, config).map_err(Error::io("writing containerd config"))?;
-        let mut node = Self { service: None, socket, config_file, config_path, dir };
+        let service = Service::new("containerd", &root.join("containerd.log"));
+        let mut node = Self { service, socket, config_file, config_path, dir };
         node.launch().await?;
         Ok(node)
     }
@@ -98,34 +99,27 @@ impl Containerd {
 
     /// The containerd process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.service.as_ref().and_then(Service::pid)
+        self.service.pid()
     }
 
     /// Stops containerd gracefully; its content stays on disk.
     pub fn stop(&mut self) {
-        if let Some(mut service) = self.service.take() {
-            service.stop();
-        }
+        self.service.stop();
     }
 
     /// Kills containerd at once (SIGKILL), as a crash would.
     pub fn crash(&mut self) {
-        if let Some(mut service) = self.service.take() {
-            service.kill();
-        }
+        self.service.kill();
     }
 
     /// Starts containerd again after [`Containerd::stop`], with the same content.
     pub async fn restart(&mut self) -> Result<(), Error> {
-        self.stop();
         self.launch().await
     }
 
     /// A gRPC channel to this containerd.
     pub async fn channel(&self) -> Result<Channel, Error> {
-        containerd_client::connect(&self.socket)
-            .await
-            .map_err(|source| Error::Connect { socket: self.socket.clone(), source })
+        connect(&self.socket).await
     }
 
     /// Writes the `hosts.toml` a node without peerpull has for `upstream`:
@@ -139,31 +133,24 @@ impl Containerd {
     }
 
     async fn launch(&mut self) -> Result<(), Error> {
+        self.service.stop();
         let _ = std::fs::remove_file(&self.socket);
-        let log = self.dir.path().join("containerd.log");
         let mut command = Command::new("containerd");
         command.arg("--config").arg(&self.config_file);
-        let mut service = Service::spawn("containerd", &mut command, &log)?;
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            service.check_running()?;
-            if self.version().await.is_ok() {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout { what: "containerd to answer on its socket".into(), after: START_TIMEOUT });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.service = Some(service);
-        Ok(())
+        let socket = &self.socket;
+        self.service.start(&mut command, || async { version(socket).await.is_ok() }, START_TIMEOUT).await
     }
+}
 
-    async fn version(&self) -> Result<String, Error> {
-        let mut client = VersionClient::new(self.channel().await?);
-        let reply = client.version(()).await.map_err(Error::grpc("version"))?;
-        Ok(reply.into_inner().version)
-    }
+async fn connect(socket: &Path) -> Result<Channel, Error> {
+    containerd_client::connect(socket).await.map_err(|source| Error::Connect { socket: socket.to_owned(), source })
+}
+
+/// The version of the containerd answering on `socket`.
+async fn version(socket: &Path) -> Result<String, Error> {
+    let mut client = VersionClient::new(connect(socket).await?);
+    let reply = client.version(()).await.map_err(Error::grpc("version"))?;
+    Ok(reply.into_inner().version)
 }
 
 impl Drop for Containerd {

@@ -71,7 +71,7 @@ impl PeerpullOptions {
 /// A running (or stopped) `peerpull run`.
 #[derive(Debug)]
 pub struct Peerpull {
-    service: Option<Service>,
+    service: Service,
     options: PeerpullOptions,
     socket: PathBuf,
     content_path: PathBuf,
@@ -115,7 +115,7 @@ impl Peerpull {
         let data = tempfile::Builder::new().prefix("pp-node-").tempdir().map_err(Error::io("creating a temp dir"))?;
         let log = data.path().join("peerpull.log");
         let mut peerpull = Self {
-            service: None,
+            service: Service::new("peerpull", &log),
             options,
             socket: node.socket().to_owned(),
             content_path: node.content_path(),
@@ -143,7 +143,7 @@ impl Peerpull {
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.service.as_ref().and_then(Service::pid)
+        self.service.pid()
     }
 
     /// Its data directory (node identity).
@@ -153,7 +153,7 @@ impl Peerpull {
 
     /// Whether it runs.
     pub fn is_running(&self) -> bool {
-        self.service.is_some()
+        self.service.is_running()
     }
 
     /// Its log so far.
@@ -184,21 +184,16 @@ impl Peerpull {
 
     /// Stops it with SIGTERM (graceful).
     pub fn stop(&mut self) {
-        if let Some(mut service) = self.service.take() {
-            service.stop();
-        }
+        self.service.stop();
     }
 
     /// Kills it with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut service) = self.service.take() {
-            service.kill();
-        }
+        self.service.kill();
     }
 
     /// Starts it again with the same identity and options.
     pub async fn restart(&mut self) -> Result<(), Error> {
-        self.stop();
         self.launch().await
     }
 
@@ -228,20 +223,8 @@ impl Peerpull {
             command.args(["--mirrored-registry", registry]);
         }
         command.args(&o.extra);
-        let mut service = Service::spawn("peerpull", &mut command, &self.log)?;
         let url = format!("{}/livez", self.metrics_url());
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            service.check_running()?;
-            if http::get(&url).await.map(|r| r.status == 200).unwrap_or(false) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout { what: format!("peerpull on {url}"), after: START_TIMEOUT });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.service = Some(service);
-        Ok(())
+        let live = || async { http::get(&url).await.is_ok_and(|r| r.status == 200) };
+        self.service.start(&mut command, live, START_TIMEOUT).await
     }
 }

@@ -1,11 +1,14 @@
 //! Service processes that stop when their handle drops.
 //!
-//! A [`Service`] owns one child process whose stdout and stderr go to a log
-//! file. Dropping it (also while a panicking test unwinds) sends SIGTERM,
-//! waits a short grace period and then SIGKILLs, so no test leaves a process
+//! A [`Service`] is the place of one child process whose stdout and stderr
+//! go to a log file: started and waited for until it is ready, stopped
+//! (SIGTERM, then SIGKILL), killed as a crash would, and started again. The
+//! testbed's containerd and peerpull nodes each hold one. Dropping it (also
+//! while a panicking test unwinds) stops the process, so no test leaves one
 //! behind.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +22,7 @@ use crate::Error;
 /// How long a stopped service may take to exit before it is killed.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// A running child process with its output in a log file.
+/// A child process, running or not, with its output in a log file.
 #[derive(Debug)]
 pub(crate) struct Service {
     name: String,
@@ -28,21 +31,55 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    /// Starts `command`, appending its stdout and stderr to `log`.
-    pub(crate) fn spawn(name: &str, command: &mut Command, log: &Path) -> Result<Self, Error> {
+    /// A service named `name` (for messages) logging to `log`, not running yet.
+    pub(crate) fn new(name: &str, log: &Path) -> Self {
+        Self { name: name.to_owned(), log: log.to_owned(), child: None }
+    }
+
+    /// Starts `command` (stopping what ran before), appending its output to the
+    /// log, and waits until `ready` says so: an error if the process exits
+    /// first or `ready` is not true within `timeout`.
+    pub(crate) async fn start<F, Fut>(
+        &mut self,
+        command: &mut Command,
+        ready: F,
+        timeout: Duration,
+    ) -> Result<(), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        self.stop();
         let out = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)
-            .map_err(Error::io(format!("opening {}", log.display())))?;
+            .open(&self.log)
+            .map_err(Error::io(format!("opening {}", self.log.display())))?;
         let err = out.try_clone().map_err(Error::io("duplicating a log handle"))?;
         let child = command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(Error::io(format!("starting {name} ({command:?})")))?;
-        Ok(Self { name: name.to_owned(), log: log.to_owned(), child: Some(child) })
+            .map_err(Error::io(format!("starting {} ({command:?})", self.name)))?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            if ready().await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.stop();
+                return Err(Error::Timeout { what: format!("{} to be ready", self.name), after: timeout });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether a process was started and not stopped.
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Fails if the process has exited, with the tail of its log.

@@ -22,7 +22,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running (or stopped) upstream registry.
 #[derive(Debug)]
 pub struct Upstream {
-    service: Option<Service>,
+    service: Service,
     addr: SocketAddr,
     log: PathBuf,
     config: PathBuf,
@@ -61,7 +61,8 @@ impl Upstream {
         );
         std::fs::write(&config, yaml).map_err(Error::io("writing registry config"))?;
         let log = dir.path().join("registry.log");
-        let mut upstream = Self { service: None, addr, log, config, dir };
+        let service = Service::new("docker-registry", &log);
+        let mut upstream = Self { service, addr, log, config, dir };
         upstream.launch().await?;
         Ok(upstream)
     }
@@ -83,7 +84,7 @@ impl Upstream {
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.service.as_ref().and_then(Service::pid)
+        self.service.pid()
     }
 
     /// The temporary directory holding its storage, config and log.
@@ -93,19 +94,16 @@ impl Upstream {
 
     /// Whether it is running.
     pub fn is_running(&self) -> bool {
-        self.service.is_some()
+        self.service.is_running()
     }
 
     /// Stops it (the outage). Content stays on disk.
     pub fn stop(&mut self) {
-        if let Some(mut service) = self.service.take() {
-            service.stop();
-        }
+        self.service.stop();
     }
 
     /// Starts it again on the same address with the same content.
     pub async fn restart(&mut self) -> Result<(), Error> {
-        self.stop();
         self.launch().await
     }
 
@@ -142,20 +140,9 @@ impl Upstream {
     async fn launch(&mut self) -> Result<(), Error> {
         let mut command = Command::new("docker-registry");
         command.arg("serve").arg(&self.config);
-        let mut service = Service::spawn("docker-registry", &mut command, &self.log)?;
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            service.check_running()?;
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout { what: format!("registry on {}", self.addr), after: START_TIMEOUT });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.service = Some(service);
-        Ok(())
+        let addr = self.addr;
+        let listening = || async move { tokio::net::TcpStream::connect(addr).await.is_ok() };
+        self.service.start(&mut command, listening, START_TIMEOUT).await
     }
 
     /// Where its storage is, for tests that inspect it.

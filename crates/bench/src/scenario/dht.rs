@@ -5,6 +5,7 @@
 //! (one hop).
 
 use anyhow::bail;
+use peerpull_oci::{Digest, Key};
 
 use crate::cli::Args;
 use crate::report::{Row, Section};
@@ -20,8 +21,8 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-fn key(repeat: usize, i: usize) -> String {
-    format!("sha256:{repeat:04}{i:060}")
+fn key(repeat: usize, i: usize) -> Key {
+    Key::Digest(Digest::sha256_of(format!("{repeat:04}/{i:06}").as_bytes()))
 }
 
 /// Runs the scenario.
@@ -75,7 +76,7 @@ async fn measure(nodes: &[Node], repeats: usize, lookups: usize) -> anyhow::Resu
     let n = nodes.len() as u64;
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let mut plan = Vec::new();
-    let mut keys: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
+    let mut keys: Vec<Vec<Key>> = vec![Vec::new(); nodes.len()];
     for repeat in 0..repeats {
         for i in 0..lookups {
             let owner = (next(&mut rng) % n) as usize;

@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use peerpull_oci::{Digest, Key};
 
 use crate::cli::Args;
 use crate::procfs::own_rss;
@@ -71,7 +72,7 @@ pub(crate) async fn probe(keys: usize) -> anyhow::Result<()> {
     let before = own_rss()?;
     let nodes = network(2).await?;
     let started = own_rss()?;
-    let keys: Vec<String> = (0..keys).map(|i| format!("sha256:{i:064}")).collect();
+    let keys: Vec<Key> = (0..keys).map(|i| Key::Digest(Digest::sha256_of(&i.to_le_bytes()))).collect();
     nodes[1].router.advertise(keys).await?;
     let advertised = own_rss()?;
     println!("{before} {started} {advertised}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use futures::StreamExt as _;
-use peerpull_routing::{Bootstrap, Config, Router};
+use peerpull_routing::{Bootstrap, Config, Key, Router};
 use tokio_util::sync::CancellationToken;
 
 /// How long a router may take to find a peer.
@@ -57,7 +57,7 @@ impl Node {
     }
 
     /// Looks `key` up; returns whether a provider came back, and how long the first one took.
-    pub(crate) async fn lookup(&self, key: &str) -> anyhow::Result<(bool, Duration)> {
+    pub(crate) async fn lookup(&self, key: &Key) -> anyhow::Result<(bool, Duration)> {
         let start = tokio::time::Instant::now();
         let mut providers = self.router.lookup(key, 1).await?;
         let found = providers.next().await.is_some();

@@ -12,7 +12,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use peerpull_mirror::{Config, Health, Metrics, Peers, Role, Server};
+use peerpull_mirror::{Config, Metrics, Mirror, Peers, Server};
 use peerpull_routing::{PeerId, Provider};
 use peerpull_store::Memory;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 /// A running mirror over an in-memory store.
 pub struct Node {
     pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
     pub store: Memory,
+    registry: prometheus_client::registry::Registry,
     pub peer: PeerId,
     stop: CancellationToken,
 }
@@ -32,23 +32,16 @@ impl Node {
     pub async fn start(store: Memory, peers: impl Peers, config: Config) -> Self {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
-        let health = Health::new(None);
-        health.set_advertised();
-        let server = Server::new(config, Arc::new(store.clone()), Arc::new(peers), metrics, registry, health);
+        let mirror = Mirror::new(config, Arc::new(store.clone()), Arc::new(peers), metrics);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_addr = metrics_listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        tokio::spawn({
-            let (server, stop) = (server.clone(), stop.clone());
-            async move { server.serve(listener, Role::Registry, stop).await }
-        });
-        tokio::spawn({
-            let stop = stop.clone();
-            async move { server.serve(metrics_listener, Role::Metrics, stop).await }
-        });
-        Self { addr, metrics_addr, store, peer: PeerId::random(), stop }
+        let handler = move |request| {
+            let mirror = mirror.clone();
+            async move { mirror.handle(request).await }
+        };
+        tokio::spawn(Server::default().serve(listener, handler, stop.clone()));
+        Self { addr, store, registry, peer: PeerId::random(), stop }
     }
 
     pub fn provider(&self) -> Provider {
@@ -59,9 +52,11 @@ impl Node {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The metrics as `/metrics` would show them.
     pub async fn metrics(&self) -> String {
-        let (_, body) = get(&format!("http://{}/metrics", self.metrics_addr), &[]).await.unwrap();
-        String::from_utf8(body.to_vec()).unwrap()
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text
     }
 }
 

@@ -13,6 +13,12 @@
 //! Since `interval` is constant, the due list stays sorted by appending.
 //! `withdraw` removes a key from the local store and the schedule; other nodes
 //! forget it when their copy of our record expires.
+//!
+//! This is the one record of what the node advertises: callers hand it
+//! every key they want advertised, and ask it (the counts in the metrics)
+//! rather than keeping copies. A key the local provider store refuses (it
+//! is full) stays advertised and is tried again on the retry schedule, so it
+//! is announced once room frees up.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -20,16 +26,17 @@ use std::{
 };
 
 use libp2p::kad::{self, QueryId, RecordKey};
+use peerpull_oci::Key;
 use tokio::{sync::oneshot, time::Instant};
 
-use crate::{keys::record_key, store::Store, Error};
+use crate::{keys::record_key, metrics::Metrics, store::Store, Error};
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
 /// Our advertised keys and their announcements.
 #[derive(Debug)]
 pub(crate) struct Provides {
-    advertised: HashMap<RecordKey, String>,
+    advertised: HashMap<RecordKey, Key>,
     queue: VecDeque<Pending>,
     queued: HashSet<RecordKey>,
     active: HashMap<QueryId, Active>,
@@ -38,6 +45,7 @@ pub(crate) struct Provides {
     next_batch: u64,
     max_active: usize,
     interval: Duration,
+    metrics: Metrics,
 }
 
 #[derive(Debug)]
@@ -60,7 +68,7 @@ struct Batch {
 }
 
 impl Provides {
-    pub(crate) fn new(max_active: usize, interval: Duration) -> Self {
+    pub(crate) fn new(max_active: usize, interval: Duration, metrics: Metrics) -> Self {
         Self {
             advertised: HashMap::new(),
             queue: VecDeque::new(),
@@ -71,19 +79,22 @@ impl Provides {
             next_batch: 0,
             max_active: max_active.max(1),
             interval,
+            metrics,
         }
     }
 
     /// Queues the first announcement of every key not yet advertised.
-    pub(crate) fn advertise(&mut self, keys: Vec<String>, reply: Reply) {
+    pub(crate) fn advertise(&mut self, keys: Vec<Key>, reply: Reply) {
         let batch = self.next_batch;
         self.next_batch += 1;
         let mut remaining = 0;
-        for name in keys {
-            let key = record_key(&name);
-            if self.advertised.insert(key.clone(), name).is_none() {
-                self.queued.insert(key.clone());
-                self.queue.push_back(Pending { key, batch: Some(batch) });
+        for key in keys {
+            let kind = key.kind();
+            let rkey = record_key(&key);
+            if self.advertised.insert(rkey.clone(), key).is_none() {
+                self.metrics.advertised(kind).inc();
+                self.queued.insert(rkey.clone());
+                self.queue.push_back(Pending { key: rkey, batch: Some(batch) });
                 remaining += 1;
             }
         }
@@ -95,12 +106,11 @@ impl Provides {
     }
 
     /// Stops advertising `keys`.
-    pub(crate) fn withdraw(&mut self, keys: &[String], kad: &mut kad::Behaviour<Store>) {
+    pub(crate) fn withdraw(&mut self, keys: &[Key], kad: &mut kad::Behaviour<Store>) {
         for name in keys {
             let key = record_key(name);
-            if self.advertised.remove(&key).is_none() {
-                continue;
-            }
+            let Some(removed) = self.advertised.remove(&key) else { continue };
+            self.metrics.advertised(removed.kind()).dec();
             kad.stop_providing(&key);
             if self.queued.remove(&key) {
                 let mut dropped = Vec::new();
@@ -141,7 +151,7 @@ impl Provides {
     }
 
     /// Starts queued announcements while fewer than `max_active` run.
-    pub(crate) fn pump(&mut self, kad: &mut kad::Behaviour<Store>) {
+    pub(crate) fn pump(&mut self, kad: &mut kad::Behaviour<Store>, now: Instant) {
         while self.active.len() < self.max_active {
             let Some(p) = self.queue.pop_front() else { break };
             self.queued.remove(&p.key);
@@ -149,11 +159,12 @@ impl Provides {
                 Ok(query) => {
                     self.active.insert(query, Active { key: p.key, batch: p.batch });
                 }
-                Err(e) => {
-                    let name = self.advertised.remove(&p.key).unwrap_or_default();
-                    tracing::warn!(key = %name, error = %e, "provider store refused key");
+                Err(source) => {
+                    let Some(key) = self.advertised.get(&p.key).cloned() else { continue };
+                    tracing::warn!(%key, error = %source, retry_in = ?self.interval / 4, "provider store refused key");
+                    self.due_after(p.key, self.interval / 4, now);
                     if let Some(batch) = p.batch {
-                        self.done(batch, Some(Error::Store { key: name, reason: e.to_string() }));
+                        self.done(batch, Some(Error::Store { key, source }));
                     }
                 }
             }
@@ -165,10 +176,7 @@ impl Provides {
         let Some(active) = self.active.remove(query) else { return false };
         if self.advertised.contains_key(&active.key) {
             let next = if ok { self.interval } else { self.interval / 4 };
-            // Keep `due` sorted: a shorter retry goes in order, not at the back.
-            let at = now + next;
-            let pos = self.due.partition_point(|(t, _)| *t <= at);
-            self.due.insert(pos, (at, active.key));
+            self.due_after(active.key, next, now);
         }
         if let Some(batch) = active.batch {
             self.done(batch, None);
@@ -178,6 +186,20 @@ impl Provides {
 
     pub(crate) fn advertised_count(&self) -> usize {
         self.advertised.len()
+    }
+
+    /// Schedules `key`'s next announcement `after` from `now`.
+    fn due_after(&mut self, key: RecordKey, after: Duration, now: Instant) {
+        // Keep `due` sorted: a shorter retry goes in order, not at the back.
+        let at = now + after;
+        let pos = self.due.partition_point(|(t, _)| *t <= at);
+        self.due.insert(pos, (at, key));
+    }
+
+    /// How many keys of `kind` are advertised (as the metrics count them).
+    #[cfg(test)]
+    fn count(&self, kind: peerpull_oci::KeyKind) -> i64 {
+        self.metrics.advertised(kind).get()
     }
 
     fn done(&mut self, batch: u64, error: Option<Error>) {

@@ -10,7 +10,8 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use peerpull_routing::{Bootstrap, Config, Provider, Router};
+use peerpull_oci::Digest;
+use peerpull_routing::{Bootstrap, Config, Key, Provider, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -99,8 +100,8 @@ impl Node {
         self.task.await.unwrap();
     }
 
-    pub async fn lookup(&self, key: &str, limit: usize) -> Vec<Provider> {
-        self.router.lookup(key, limit).await.unwrap().collect().await
+    pub async fn lookup(&self, name: &str, limit: usize) -> Vec<Provider> {
+        self.router.lookup(&key(name), limit).await.unwrap().collect().await
     }
 
     pub async fn wait_ready(&self) {
@@ -160,4 +161,12 @@ pub async fn cluster(n: usize) -> Vec<Node> {
     }
     nodes.insert(0, seed);
     nodes
+}
+
+/// A test key: `sha256:<word>` is the digest of the word, anything else a tag.
+pub fn key(name: &str) -> Key {
+    match name.strip_prefix("sha256:") {
+        Some(word) => Key::Digest(Digest::sha256_of(word.as_bytes())),
+        None => Key::Tag(name.to_owned()),
+    }
 }

@@ -226,7 +226,7 @@ async fn present(client: &Client) -> Result<HashMap<Digest, Present>, StoreError
             Ok(Ok(Some(batch))) => batch,
             Ok(Ok(None)) => break,
             Ok(Err(status)) => return Err(client.error("content list", "content", status)),
-            Err(_) => return Err(client.unreachable("content list stalled".into())),
+            Err(_) => return Err(client.unreachable("content list stalled")),
         };
         for info in batch.info {
             let Ok(digest) = info.digest.parse::<Digest>() else { continue };

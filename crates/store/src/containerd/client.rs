@@ -27,6 +27,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::error::cause;
 use crate::StoreError;
 
 /// How long connecting to the socket may take.
@@ -96,7 +97,7 @@ impl Client {
         }
         let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect(self.socket.clone())).await {
             Ok(Ok(channel)) => channel,
-            Ok(Err(e)) => return Err(self.unreachable(format!("connect: {e}"))),
+            Ok(Err(e)) => return Err(self.unreachable(e)),
             Err(_) => return Err(self.unreachable(format!("connect: no answer within {CONNECT_TIMEOUT:?}"))),
         };
         *self.slot() = Some(channel.clone());
@@ -111,20 +112,18 @@ impl Client {
     }
 
     /// An [`StoreError::Unreachable`], forgetting the channel.
-    pub(crate) fn unreachable(&self, reason: String) -> StoreError {
+    pub(crate) fn unreachable(&self, why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
         *self.slot() = None;
-        StoreError::Unreachable { socket: self.socket.display().to_string(), reason }
+        StoreError::Unreachable { socket: self.socket.display().to_string(), cause: cause(why) }
     }
 
     /// Maps a failed call; `subject` names what `NotFound` is about.
     pub(crate) fn error(&self, call: &'static str, subject: &str, status: Status) -> StoreError {
         match status.code() {
             Code::NotFound => StoreError::NotFound(subject.to_owned()),
-            Code::Unavailable | Code::Cancelled => self.unreachable(format!("{call}: {}", status.message())),
-            Code::Unknown if status.message().contains("transport") => {
-                self.unreachable(format!("{call}: {}", status.message()))
-            }
-            _ => StoreError::Backend { call, reason: status.to_string() },
+            Code::Unavailable | Code::Cancelled => self.unreachable(Failed { call, status }),
+            Code::Unknown if status.message().contains("transport") => self.unreachable(Failed { call, status }),
+            _ => StoreError::Backend { call, cause: cause(status) },
         }
     }
 
@@ -145,7 +144,7 @@ impl Client {
         let mut client = ContentClient::new(self.channel().await?);
         let request = self.request(InfoRequest { digest: digest.to_string() });
         let reply = self.call("content info", digest.as_str(), client.info(request)).await?;
-        reply.info.ok_or_else(|| StoreError::Backend { call: "content info", reason: "answer without info".into() })
+        reply.info.ok_or_else(|| StoreError::Backend { call: "content info", cause: cause("answer without info") })
     }
 
     /// The images client.
@@ -176,4 +175,13 @@ impl Client {
             Err(StoreError::NamespaceMissing(self.namespace.clone()))
         }
     }
+}
+
+/// A call that failed because containerd went away, keeping its status.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {}", status.message())]
+struct Failed {
+    call: &'static str,
+    #[source]
+    status: Status,
 }

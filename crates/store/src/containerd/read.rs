@@ -21,6 +21,7 @@ use futures::StreamExt;
 use peerpull_oci::{ByteRange, Digest};
 
 use super::client::Client;
+use crate::error::{cause, Cause};
 use crate::{ByteStream, StoreError};
 
 /// The largest chunk a stream yields.
@@ -104,10 +105,10 @@ pub(crate) async fn direct(root: &Path, digest: &Digest, size: u64, span: Span) 
                 Ok(Ok(chunk)) if chunk.len() == want => chunk,
                 Ok(Ok(chunk)) => {
                     let reason = format!("file ended at {} of {end} bytes", at + chunk.len() as u64);
-                    return Some((Err(StoreError::ReadFailed { digest, reason }), None));
+                    return Some((Err(StoreError::ReadFailed { digest, cause: cause(reason) }), None));
                 }
-                Ok(Err(e)) => return Some((Err(StoreError::ReadFailed { digest, reason: e.to_string() }), None)),
-                Err(e) => return Some((Err(StoreError::ReadFailed { digest, reason: e.to_string() }), None)),
+                Ok(Err(e)) => return Some((Err(StoreError::ReadFailed { digest, cause: cause(e) }), None)),
+                Err(e) => return Some((Err(StoreError::ReadFailed { digest, cause: cause(e) }), None)),
             };
             Some((Ok(chunk), Some(at + want as u64)))
         }
@@ -138,7 +139,7 @@ pub(crate) async fn grpc(client: &Client, digest: &Digest, span: Span) -> Result
     }
     let (offset, size) = match (i64::try_from(span.offset), i64::try_from(span.len)) {
         (Ok(offset), Ok(size)) => (offset, size),
-        _ => return Err(StoreError::ReadFailed { digest: digest.clone(), reason: "span exceeds i64".into() }),
+        _ => return Err(StoreError::ReadFailed { digest: digest.clone(), cause: cause("span exceeds i64") }),
     };
     let mut content = client.content().await?;
     let request = client.request(ReadContentRequest { digest: digest.to_string(), offset, size });
@@ -153,7 +154,7 @@ pub(crate) async fn grpc(client: &Client, digest: &Digest, span: Span) -> Result
     };
     let stream = futures::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
-        let failed = |state: &GrpcRead, reason: String| StoreError::ReadFailed { digest: state.digest.clone(), reason };
+        let failed = |state: &GrpcRead, why: Cause| StoreError::ReadFailed { digest: state.digest.clone(), cause: why };
         if state.at >= state.end {
             return None;
         }
@@ -161,10 +162,10 @@ pub(crate) async fn grpc(client: &Client, digest: &Digest, span: Span) -> Result
             Ok(Ok(Some(message))) => message,
             Ok(Ok(None)) => {
                 let reason = format!("stream ended at {} of {} bytes", state.at, state.end);
-                return Some((Err(failed(&state, reason)), None));
+                return Some((Err(failed(&state, cause(reason))), None));
             }
-            Ok(Err(status)) => return Some((Err(failed(&state, status.to_string())), None)),
-            Err(_) => return Some((Err(failed(&state, format!("no data for {IDLE_TIMEOUT:?}"))), None)),
+            Ok(Err(status)) => return Some((Err(failed(&state, cause(status))), None)),
+            Err(_) => return Some((Err(failed(&state, cause(format!("no data for {IDLE_TIMEOUT:?}")))), None)),
         };
         // containerd (1.6, 1.7) numbers the answers from the start of the read, not of the
         // blob; the first answer tells which, in case a later version changes that.
@@ -172,7 +173,7 @@ pub(crate) async fn grpc(client: &Client, digest: &Digest, span: Span) -> Result
         let base = *state.base.get_or_insert(if offset == 0 { state.start } else { 0 });
         if offset.checked_add(base) != Some(state.at) {
             let reason = format!("got offset {offset} (+{base}) while expecting {}", state.at);
-            return Some((Err(failed(&state, reason)), None));
+            return Some((Err(failed(&state, cause(reason))), None));
         }
         let mut data = Bytes::from(next.data);
         data.truncate((state.end - state.at).min(usize::MAX as u64) as usize);
@@ -272,6 +273,8 @@ mod tests {
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(CHUNK as u64 + 1).unwrap();
         let items: Vec<_> = stream.collect().await;
         assert_eq!(items.len(), 2);
-        assert!(matches!(&items[1], Err(StoreError::ReadFailed { reason, .. }) if reason.contains("ended at")));
+        assert!(
+            matches!(&items[1], Err(StoreError::ReadFailed { cause, .. }) if cause.to_string().contains("ended at"))
+        );
     }
 }

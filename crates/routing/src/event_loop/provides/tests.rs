@@ -1,8 +1,14 @@
 //! Unit tests of announcement throttling and scheduling (no network).
 
-use libp2p::PeerId;
+use libp2p::{kad::store::RecordStore as _, PeerId};
+use peerpull_oci::{Digest, KeyKind};
 
 use super::*;
+
+/// A digest key named by a short word.
+fn k(name: &str) -> Key {
+    Key::Digest(Digest::sha256_of(name.as_bytes()))
+}
 
 fn kad() -> kad::Behaviour<Store> {
     let local = PeerId::random();
@@ -20,76 +26,93 @@ fn finish_all(p: &mut Provides, ok: bool) -> usize {
 #[tokio::test(start_paused = true)]
 async fn throttles_and_replies_when_the_batch_is_done() {
     let mut kad = kad();
-    let mut p = Provides::new(1, Duration::from_secs(100));
+    let mut p = Provides::new(1, Duration::from_secs(100), Metrics::new());
     let (tx, mut rx) = oneshot::channel();
-    p.advertise(vec!["a".into(), "b".into(), "a".into()], tx);
-    p.pump(&mut kad);
+    p.advertise(vec![k("a"), k("b"), k("a")], tx);
+    p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 1, "only one query at a time");
     finish_all(&mut p, true);
     assert!(rx.try_recv().is_err(), "b is still pending");
-    p.pump(&mut kad);
+    p.pump(&mut kad, Instant::now());
     finish_all(&mut p, true);
     assert!(rx.await.unwrap().is_ok());
     assert_eq!(p.advertised_count(), 2);
+    assert_eq!(p.count(KeyKind::Digest), 2, "the gauge counts each key once");
+    assert_eq!(p.count(KeyKind::Tag), 0);
 
     // Re-advertising known keys replies at once.
     let (tx, rx) = oneshot::channel();
-    p.advertise(vec!["a".into()], tx);
+    p.advertise(vec![k("a")], tx);
     assert!(rx.await.unwrap().is_ok());
 }
 
 #[tokio::test(start_paused = true)]
 async fn keys_are_reannounced_on_schedule_until_withdrawn() {
     let mut kad = kad();
-    let mut p = Provides::new(8, Duration::from_secs(100));
+    let mut p = Provides::new(8, Duration::from_secs(100), Metrics::new());
     let (tx, _rx) = oneshot::channel();
-    p.advertise(vec!["a".into(), "b".into()], tx);
-    p.pump(&mut kad);
+    p.advertise(vec![k("a"), k("b")], tx);
+    p.pump(&mut kad, Instant::now());
     assert_eq!(finish_all(&mut p, true), 2);
 
     tokio::time::advance(Duration::from_secs(99)).await;
     p.schedule(Instant::now());
-    p.pump(&mut kad);
+    p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 0, "not due yet");
 
     tokio::time::advance(Duration::from_secs(1)).await;
-    p.withdraw(&["b".into()], &mut kad);
+    p.withdraw(&[k("b")], &mut kad);
     p.schedule(Instant::now());
-    p.pump(&mut kad);
+    p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 1, "a is due again, b was withdrawn");
     // A failed announcement is retried sooner.
     assert_eq!(finish_all(&mut p, false), 1);
     tokio::time::advance(Duration::from_secs(25)).await;
     p.schedule(Instant::now());
-    p.pump(&mut kad);
+    p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 1);
     finish_all(&mut p, true);
 
     p.reprovide_all();
     p.reprovide_all();
-    p.pump(&mut kad);
+    p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 1, "requeueing is idempotent");
 }
 
 #[tokio::test(start_paused = true)]
 async fn withdrawing_a_queued_key_completes_its_batch() {
     let mut kad = kad();
-    let mut p = Provides::new(1, Duration::from_secs(100));
+    let mut p = Provides::new(1, Duration::from_secs(100), Metrics::new());
     let (tx, rx) = oneshot::channel();
-    p.advertise(vec!["x".into()], tx);
-    p.withdraw(&["x".into()], &mut kad);
+    p.advertise(vec![k("x")], tx);
+    p.withdraw(&[k("x")], &mut kad);
     assert!(rx.await.unwrap().is_ok());
     assert_eq!(p.advertised_count(), 0);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_full_store_is_a_typed_error() {
+async fn a_refused_key_stays_advertised_and_is_announced_once_there_is_room() {
     let mut kad = kad();
-    let mut p = Provides::new(8, Duration::from_secs(100));
+    let mut p = Provides::new(8, Duration::from_secs(100), Metrics::new());
     let (tx, rx) = oneshot::channel();
-    p.advertise((0..5).map(|i| i.to_string()).collect(), tx);
-    p.pump(&mut kad);
-    finish_all(&mut p, true);
-    assert!(matches!(rx.await.unwrap(), Err(Error::Store { .. })));
-    assert_eq!(p.advertised_count(), 3);
+    p.advertise((0..5).map(|i| k(&i.to_string())).collect(), tx);
+    p.pump(&mut kad, Instant::now());
+    assert_eq!(finish_all(&mut p, true), 3, "the store holds 3 keys");
+    assert!(matches!(rx.await.unwrap(), Err(Error::Store { .. })), "the caller hears of the refusal");
+    assert_eq!(p.advertised_count(), 5, "refused keys stay advertised");
+    assert_eq!(p.count(KeyKind::Digest), 5);
+
+    // Room frees up: the refused keys are announced on their retry schedule.
+    p.withdraw(&[k("0"), k("1")], &mut kad);
+    assert_eq!(p.count(KeyKind::Digest), 3);
+    tokio::time::advance(Duration::from_secs(24)).await;
+    p.schedule(Instant::now());
+    p.pump(&mut kad, Instant::now());
+    assert_eq!(p.active.len(), 0, "not due yet");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    p.schedule(Instant::now());
+    p.pump(&mut kad, Instant::now());
+    assert_eq!(finish_all(&mut p, true), 2, "both refused keys announced");
+    let provided: HashSet<RecordKey> = kad.store_mut().provided().map(|r| r.key.clone()).collect();
+    assert!(provided.contains(&record_key(&k("3"))) && provided.contains(&record_key(&k("4"))));
 }

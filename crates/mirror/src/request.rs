@@ -1,0 +1,121 @@
+//! One `/v2` request, parsed into what it asks for.
+//!
+//! [`parse`] turns the method, path, query and headers of a request into a
+//! [`Wanted`], or answers at once: `/v2/` itself, a method other than `GET`
+//! and `HEAD` (405), and a malformed path or a tag without `?ns=` (4xx with
+//! an OCI error body).
+
+use http::{header, HeaderValue, Method, Request, Response};
+use peerpull_oci::{Digest, ErrorCode, Key, Reference, Route, TagOrDigest};
+
+use crate::body::{self, Body};
+use crate::LOOP_GUARD;
+
+/// A content request: a manifest or blob, by tag or digest.
+#[derive(Debug)]
+pub(crate) struct Wanted {
+    /// What is asked for.
+    pub(crate) target: Target,
+    /// `manifests` (true) or `blobs`.
+    pub(crate) manifest: bool,
+    /// `?ns=`, the registry the request is for.
+    pub(crate) ns: Option<String>,
+    /// A `HEAD` request.
+    pub(crate) head: bool,
+    /// The client's `Range` header.
+    pub(crate) range: Option<String>,
+    /// Sent by a peer (carries the loop guard): answer from the local store only.
+    pub(crate) from_peer: bool,
+    /// `/v2/…?ns=…` as the client sent it, to ask peers the same.
+    pub(crate) path_and_query: String,
+}
+
+/// A tag or a digest.
+#[derive(Debug)]
+pub(crate) enum Target {
+    Tag(Reference),
+    Digest(Digest),
+}
+
+/// What parsing a request gave.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Content to find in the chain of sources.
+    Wanted(Box<Wanted>),
+    /// An answer that needs no source.
+    Answer(Response<Body>),
+}
+
+impl Wanted {
+    /// The key the DHT indexes the target under; `None` for a reference without a tag.
+    pub(crate) fn key(&self) -> Option<Key> {
+        match &self.target {
+            Target::Tag(reference) => Key::tag(reference),
+            Target::Digest(digest) => Some(Key::Digest(digest.clone())),
+        }
+    }
+
+    /// The registry `?ns=` names, as the metrics label it.
+    pub(crate) fn registry(&self) -> &str {
+        self.ns.as_deref().unwrap_or("unknown")
+    }
+
+    /// The OCI error code for "not here": `MANIFEST_UNKNOWN` or `BLOB_UNKNOWN`.
+    pub(crate) fn unknown(&self) -> ErrorCode {
+        if self.manifest {
+            ErrorCode::ManifestUnknown
+        } else {
+            ErrorCode::BlobUnknown
+        }
+    }
+}
+
+/// Parses `request` into what it wants, or the answer it gets at once.
+pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
+    let head = match *request.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            return Parsed::Answer(body::error_with_status(ErrorCode::Unsupported, 405, "only GET and HEAD are served"))
+        }
+    };
+    let path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let parsed = match peerpull_oci::Request::parse(&path_and_query) {
+        Ok(parsed) => parsed,
+        Err(e) => return Parsed::Answer(body::error_with_status(e.code(), e.status(), e.to_string())),
+    };
+    let (target, manifest) = match parsed.route {
+        Route::Base => return Parsed::Answer(base()),
+        Route::Blob { digest, .. } => (Target::Digest(digest), false),
+        Route::Manifest { reference: TagOrDigest::Digest(digest), .. } => (Target::Digest(digest), true),
+        Route::Manifest { name, reference: TagOrDigest::Tag(tag) } => {
+            let Some(ns) = parsed.ns.as_deref() else {
+                let message = "tags are resolved only for a registry named by ?ns=";
+                return Parsed::Answer(body::error(ErrorCode::ManifestUnknown, message));
+            };
+            match Reference::new(ns, &name, Some(&tag), None) {
+                Ok(reference) => (Target::Tag(reference), true),
+                Err(e) => return Parsed::Answer(body::error(ErrorCode::NameInvalid, e.to_string())),
+            }
+        }
+    };
+    let headers = request.headers();
+    Parsed::Wanted(Box::new(Wanted {
+        target,
+        manifest,
+        ns: parsed.ns,
+        head,
+        range: headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        from_peer: headers.contains_key(LOOP_GUARD),
+        path_and_query,
+    }))
+}
+
+/// `/v2/`: the API version check.
+fn base() -> Response<Body> {
+    let mut response = Response::new(body::full("{}"));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    response
+}

@@ -1,0 +1,220 @@
+//! A peerpull node: the store, the router and the mirror wired together.
+//!
+//! [`Node::start`] connects the containerd store, starts the router, binds
+//! the registry and metrics listeners and assembles the subsystems;
+//! [`Node::run`] runs them until shutdown and reports a subsystem that ended
+//! on its own. The parts that are a node's rather than the mirror's live
+//! here too. The binary parses flags into a [`Config`] and handles signals,
+//! logging and exit codes; nothing here does process-level work.
+//!
+//! The parts:
+//! - [`advertise`]: [`Advertiser`], keeping the DHT in step with the store;
+//! - [`health`]: [`Health`], what `/readyz` checks, one [`Check`] each;
+//! - `http`: what the registry and metrics ports answer besides `/v2`.
+//!
+//! Shutdown is two-phase: every subsystem is told to stop (the mirror stops
+//! accepting and lets in-flight transfers finish within its grace period),
+//! then [`Node::run`] waits for them, bounded by the grace plus a little.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerpull_mirror::{Limits, Metrics, Mirror, Server};
+use peerpull_routing::{EventLoop, PeerId, Router};
+use peerpull_store::containerd::{Config as StoreConfig, Containerd};
+use peerpull_store::{Store, StoreError};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub mod advertise;
+pub mod health;
+mod http;
+
+pub use advertise::Advertiser;
+pub use health::{Check, Health};
+
+/// Extra time, beyond the mirror's grace, for subsystems to wind down.
+const STOP_SLACK: Duration = Duration::from_secs(5);
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How to reach containerd.
+    pub containerd: StoreConfig,
+    /// The router; its `mirror_addr` is set to where the registry listener is bound.
+    pub routing: peerpull_routing::Config,
+    /// How the mirror serves.
+    pub mirror: peerpull_mirror::Config,
+    /// Connection limits and grace of both listeners.
+    pub limits: Limits,
+    /// Where the `/v2` mirror listens (also `/readyz` and `/livez`).
+    pub registry_addr: SocketAddr,
+    /// Where `/metrics`, `/readyz` and `/livez` are served.
+    pub metrics_addr: SocketAddr,
+}
+
+/// Which listener an address was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The `/v2` mirror.
+    Registry,
+    /// Metrics and health.
+    Metrics,
+}
+
+/// Why a node could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The containerd settings are unusable.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The router could not start.
+    #[error("starting the router on {addr}: {source}")]
+    Router {
+        /// Its listen address.
+        addr: SocketAddr,
+        /// Why.
+        source: peerpull_routing::Error,
+    },
+    /// A listener could not be bound.
+    #[error("{addr}: cannot listen: {source}")]
+    Listen {
+        /// Which listener.
+        listener: Listener,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A subsystem ended on its own.
+    #[error("{0} stopped unexpectedly")]
+    Stopped(&'static str),
+}
+
+/// A started node, ready to run.
+#[derive(Debug)]
+pub struct Node {
+    router: Router,
+    event_loop: EventLoop,
+    mirror: Mirror,
+    registry: Arc<Registry>,
+    health: Health,
+    advertiser: Advertiser,
+    server: Server,
+    registry_listener: TcpListener,
+    metrics_listener: TcpListener,
+}
+
+impl Node {
+    /// Starts a node over the containerd `config` names. Must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Self, Error> {
+        let store = Containerd::new(config.containerd.clone()).map_err(Error::Store)?;
+        Self::with_store(config, Arc::new(store)).await
+    }
+
+    /// Starts a node over `store` (tests pass an in-memory one).
+    pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, Error> {
+        let registry_listener = bind(Listener::Registry, config.registry_addr).await?;
+        let metrics_listener = bind(Listener::Metrics, config.metrics_addr).await?;
+        let mut routing = config.routing;
+        routing.mirror_addr = local_addr(&registry_listener, config.registry_addr);
+        let addr = routing.listen;
+        let (router, event_loop) = Router::start(routing).map_err(|source| Error::Router { addr, source })?;
+
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        router.register_metrics(&mut registry);
+        let health = Health::new(store.clone(), router.clone());
+        let mirrored = config.mirror.mirrored.clone();
+        let mirror = Mirror::new(config.mirror, store.clone(), Arc::new(router.clone()), metrics);
+        let advertiser = Advertiser::new(store, router.clone(), mirrored, health.clone());
+        Ok(Self {
+            router,
+            event_loop,
+            mirror,
+            registry: Arc::new(registry),
+            health,
+            advertiser,
+            server: Server::new(config.limits),
+            registry_listener,
+            metrics_listener,
+        })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.router.local_peer_id()
+    }
+
+    /// Where the `/v2` mirror listens.
+    pub fn registry_addr(&self) -> SocketAddr {
+        local_addr(&self.registry_listener, SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where metrics and health are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        local_addr(&self.metrics_listener, SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The router, to look things up or wait for readiness.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Runs every subsystem until `shutdown`; `Err` if one ended on its own
+    /// (the others are then stopped the same way).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Node { event_loop, mirror, registry, health, advertiser, server, .. } = self;
+        let stop = shutdown.child_token();
+        let mut tasks: JoinSet<&'static str> = JoinSet::new();
+        let token = stop.clone();
+        tasks.spawn(async move {
+            event_loop.run(token).await;
+            "router"
+        });
+        let (token, ready) = (stop.clone(), health.clone());
+        let listener = self.registry_listener;
+        tasks.spawn(async move {
+            let handler = move |request| http::registry_port(mirror.clone(), ready.clone(), request);
+            server.serve(listener, handler, token).await;
+            "mirror"
+        });
+        let (token, ready) = (stop.clone(), health);
+        let listener = self.metrics_listener;
+        tasks.spawn(async move {
+            let handler = move |request| http::metrics_port(registry.clone(), ready.clone(), request);
+            server.serve(listener, handler, token).await;
+            "metrics server"
+        });
+        let token = stop.clone();
+        tasks.spawn(async move {
+            advertiser.run(token).await;
+            "advertiser"
+        });
+
+        let unexpected = tokio::select! {
+            () = shutdown.cancelled() => None,
+            Some(ended) = tasks.join_next() => Some(ended.unwrap_or("a task")),
+        };
+        stop.cancel();
+        let grace = server.limits().shutdown_grace + STOP_SLACK;
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!("subsystems did not stop in time");
+        }
+        match unexpected {
+            None => Ok(()),
+            Some(name) => Err(Error::Stopped(name)),
+        }
+    }
+}
+
+async fn bind(listener: Listener, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Listen { listener, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(fallback)
+}

@@ -1,0 +1,170 @@
+//! Nodes over in-memory stores with real routers on 127.0.0.1: what the two
+//! ports answer, readiness, what gets advertised, and a blob served from a peer.
+
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use peerpull_node::{Config, Node};
+use peerpull_oci::{media, Digest, Mirrored, Reference, Registry};
+use peerpull_routing::Bootstrap;
+use peerpull_store::Memory;
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "?ns=registry.example:5000";
+
+/// A running node.
+struct Running {
+    registry: SocketAddr,
+    metrics: SocketAddr,
+    router: SocketAddr,
+    store: Memory,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn start(store: Memory, mirrored: Mirrored, bootstrap: Option<SocketAddr>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = Config {
+            containerd: peerpull_store::containerd::Config {
+                socket: dir.path().join("unused.sock"),
+                namespace: "k8s.io".into(),
+                content_path: None,
+            },
+            routing: peerpull_routing::Config {
+                listen: any,
+                bootstrap: bootstrap.map(|a| Bootstrap::parse(&a.to_string()).unwrap()).into_iter().collect(),
+                data_dir: dir.path().to_owned(),
+                ..Default::default()
+            },
+            mirror: peerpull_mirror::Config { mirrored, ..Default::default() },
+            limits: peerpull_mirror::Limits::default(),
+            registry_addr: any,
+            metrics_addr: any,
+        };
+        let node = Node::with_store(config, Arc::new(store.clone())).await.unwrap();
+        let (registry, metrics) = (node.registry_addr(), node.metrics_addr());
+        let router = node.router().clone();
+        let stop = CancellationToken::new();
+        tokio::spawn(node.run(stop.clone()));
+        let router = router.listen_addrs().await.unwrap()[0];
+        Self { registry, metrics, router, store, stop, _dir: dir }
+    }
+
+    async fn get(&self, addr: SocketAddr, path: &str) -> (u16, String) {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let response = client.get(format!("http://{addr}{path}").parse().unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn metric(&self, line: &str) -> bool {
+        self.get(self.metrics, "/metrics").await.1.lines().any(|l| l == line)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "not within 20 s: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A store with a blob and a manifest tagged `registry.example:5000/team/app:v1`.
+fn store_with_image() -> (Memory, Digest, Digest) {
+    let store = Memory::new();
+    let blob = store.insert(media::OCI_LAYER_GZIP, vec![7u8; 100_000]).digest;
+    let manifest = format!(r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#, media::OCI_MANIFEST);
+    let manifest = store.insert(media::OCI_MANIFEST, manifest.into_bytes()).digest;
+    store.tag(&"registry.example:5000/team/app:v1".parse::<Reference>().unwrap(), &manifest);
+    (store, blob, manifest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ports_answer_health_and_readiness_says_why_not() {
+    let (store, ..) = store_with_image();
+    let node = Running::start(store, Mirrored::All, None).await;
+    for addr in [node.registry, node.metrics] {
+        assert_eq!(node.get(addr, "/livez").await, (200, "ok\n".into()));
+        eventually("ready", || async { node.get(addr, "/readyz").await == (200, "ok\n".into()) }).await;
+    }
+    let (status, verbose) = node.get(node.metrics, "/readyz?verbose").await;
+    assert_eq!(status, 200, "{verbose}");
+    assert_eq!(
+        verbose,
+        "[+]containerd ok: answers\n[+]advertisement ok: initial advertisement done\n\
+         [+]routing ok: 0 peers in the routing table\nreadyz check passed\n"
+    );
+    assert_eq!(node.get(node.metrics, "/v2/").await.0, 404, "the metrics port does not serve /v2");
+    assert_eq!(node.get(node.registry, "/v2/").await.0, 200);
+
+    node.store.set_available(false);
+    assert_eq!(node.get(node.registry, "/readyz").await, (503, "containerd does not answer\n".into()));
+    let (status, verbose) = node.get(node.metrics, "/readyz?verbose").await;
+    assert_eq!(status, 503);
+    assert!(verbose.starts_with("[-]containerd failed: containerd does not answer\n"), "{verbose}");
+    assert!(verbose.ends_with("readyz check failed\n"), "{verbose}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertises_what_it_mirrors_and_withdraws_what_goes() {
+    let (store, blob, _) = store_with_image();
+    let other: Reference = "ghcr.io/team/other:v2".parse().unwrap();
+    let only_other = store.insert(media::OCI_MANIFEST, br#"{"schemaVersion":2,"layers":[]}"#.to_vec()).digest;
+    store.tag(&other, &only_other);
+    let mirrored = Mirrored::Only(vec!["http://registry.example:5000".parse::<Registry>().unwrap()]);
+    let node = Running::start(store, mirrored, None).await;
+    // The memory store lists every digest with every registry it has seen, so all
+    // three digests count as mirrored; of the tags, only registry.example's.
+    eventually("3 digests and 1 tag advertised", || async {
+        node.metric(r#"peerpull_advertised_keys{kind="digest"} 3"#).await
+            && node.metric(r#"peerpull_advertised_keys{kind="tag"} 1"#).await
+    })
+    .await;
+    node.store.remove(&blob);
+    eventually("the removed blob withdrawn", || async {
+        node.metric(r#"peerpull_advertised_keys{kind="digest"} 2"#).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_a_blob_its_peer_holds_and_counts_it_once() {
+    let (store, blob, manifest) = store_with_image();
+    let holder = Running::start(store, Mirrored::All, None).await;
+    let node = Running::start(Memory::new(), Mirrored::All, Some(holder.router)).await;
+    eventually("the node is ready", || async { node.get(node.metrics, "/readyz").await.0 == 200 }).await;
+    assert!(node.metric("peerpull_routing_peers 1").await);
+    let path = format!("/v2/team/app/blobs/{blob}{NS}");
+    eventually("the blob is found at the peer", || async { node.get(node.registry, &path).await.0 == 200 }).await;
+    let (status, body) = node.get(node.registry, &format!("/v2/team/app/manifests/v1{NS}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(Digest::sha256_of(body.as_bytes()), manifest);
+    let tag_hits = r#"peerpull_mirror_requests_total{registry="registry.example:5000",cache="hit",source="peer"}"#;
+    let text = node.get(node.metrics, "/metrics").await.1;
+    let hits: f64 = text.lines().find_map(|l| l.strip_prefix(tag_hits)?.trim().parse().ok()).unwrap();
+    assert_eq!(hits, 2.0, "the blob and the manifest, each counted once: {text}");
+    let served = format!("peerpull_mirror_bytes_served_total{{source=\"local\"}} {}", 100_000 + body.len());
+    assert!(holder.metric(&served).await, "{}", holder.get(holder.metrics, "/metrics").await.1);
+}
