@@ -32,11 +32,26 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
+/// How the nodes of a cluster run.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// `--upstream-fallback`: a miss is fetched from the upstream once for
+    /// the cluster (the default, as deployed), or answered 404 so containerd
+    /// goes upstream itself (scenarios about serving from peers alone).
+    pub pull_through: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self { pull_through: true }
+    }
+}
+
 /// Starts `size` nodes mirroring the registry at `upstream` (a base URL such
-/// as `http://127.0.0.1:5000`, wherever it runs), each configured to try its
-/// own mirror first and bootstrapping from the others, and waits until every
-/// node is ready.
-pub async fn start_nodes(size: usize, upstream: &str) -> Result<Vec<Node>, Error> {
+/// as `http://127.0.0.1:5000`, wherever it runs: `--mirrored-registry`, so
+/// they can pull through from it), each configured to try its own mirror
+/// first and bootstrapping from the others, and waits until every node is ready.
+pub async fn start_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Vec<Node>, Error> {
     let subnet = loopback_subnet();
     let options: Vec<PeerpullOptions> = (0..size).map(|i| PeerpullOptions::on(subnet.node(i as u8))).collect();
     let routers: Vec<String> = options.iter().map(|o| o.router_addr().to_string()).collect();
@@ -44,6 +59,10 @@ pub async fn start_nodes(size: usize, upstream: &str) -> Result<Vec<Node>, Error
     for mut node_options in options {
         let own = node_options.router_addr().to_string();
         node_options.bootstrap = routers.iter().filter(|r| **r != own).cloned().collect();
+        node_options.mirrored = vec![upstream.to_owned()];
+        if !setup.pull_through {
+            node_options.extra.extend(["--upstream-fallback".to_owned(), "false".to_owned()]);
+        }
         let containerd = Containerd::start().await?;
         configure(&containerd, &node_options.mirror_url(), &[upstream.to_owned()]).await?;
         let peerpull = Peerpull::start(&containerd, node_options).await?;
@@ -58,10 +77,21 @@ pub async fn start_nodes(size: usize, upstream: &str) -> Result<Vec<Node>, Error
 impl Cluster {
     /// Starts an upstream and `size` nodes, each configured to try its own
     /// mirror first and bootstrapping from the others, and waits until every
-    /// node is ready.
+    /// node is ready. The nodes pull through from the upstream.
     pub async fn start(size: usize) -> Result<Self, Error> {
+        Self::start_with(size, Setup::default()).await
+    }
+
+    /// The same, with nodes that answer a miss with 404 (no pull-through):
+    /// scenarios about what peers alone serve.
+    pub async fn peers_only(size: usize) -> Result<Self, Error> {
+        Self::start_with(size, Setup { pull_through: false }).await
+    }
+
+    /// Starts an upstream and `size` nodes set up as `setup` says.
+    pub async fn start_with(size: usize, setup: Setup) -> Result<Self, Error> {
         let upstream = Upstream::start().await?;
-        let nodes = start_nodes(size, &upstream.url()).await?;
+        let nodes = start_nodes(size, &upstream.url(), setup).await?;
         Ok(Self { upstream, nodes })
     }
 

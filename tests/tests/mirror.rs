@@ -15,7 +15,7 @@ const SEEN: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serves_manifests_by_tag_and_digest_and_every_blob() {
-    let cluster = Cluster::start(2).await.unwrap();
+    let cluster = Cluster::peers_only(2).await.unwrap();
     let image = ImageBuilder::new("e2e-mirror").layers(&[1 << 20, 70_000, 1]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/mirror:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
@@ -59,7 +59,7 @@ async fn a_peer_serves_manifests_by_tag_and_digest_and_every_blob() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder() {
-    let mut cluster = Cluster::start(3).await.unwrap();
+    let mut cluster = Cluster::peers_only(3).await.unwrap();
     let image = ImageBuilder::new("e2e-resume").layers(&[48 << 20]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/resume:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();

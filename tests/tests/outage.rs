@@ -21,6 +21,9 @@ async fn nodes_pull_by_tag_and_digest_during_an_outage_and_upstream_serves_each_
     for reference in [&app_ref, &tools_ref] {
         cluster.nodes[0].containerd.cri_pull(reference).await.unwrap();
     }
+    // The outage: from now on only peers can answer (the nodes pull through
+    // from the upstream while it is up, so the wait comes after it is down).
+    cluster.upstream.stop();
     for (image, repo) in [(&app, "e2e/app"), (&tools, "e2e/tools")] {
         for n in [1, 2] {
             let url = cluster.mirror_url(n, repo, "manifests", image.digest());
@@ -28,7 +31,6 @@ async fn nodes_pull_by_tag_and_digest_during_an_outage_and_upstream_serves_each_
         }
     }
 
-    cluster.upstream.stop();
     let app_by_digest = format!("{}/e2e/app@{}", cluster.upstream.host(), app.digest());
     for n in [1, 2] {
         let node = &cluster.nodes[n].containerd;
@@ -59,7 +61,7 @@ async fn nodes_pull_by_tag_and_digest_during_an_outage_and_upstream_serves_each_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_platform_of_a_multi_platform_index_during_an_outage() {
-    let mut cluster = Cluster::start(2).await.unwrap();
+    let mut cluster = Cluster::peers_only(2).await.unwrap();
     let other = if Platform::host().architecture == "arm64" { "amd64" } else { "arm64" };
     let image = ImageBuilder::new("e2e-multi")
         .layers(&[1 << 20, 10_000])
@@ -83,7 +85,7 @@ async fn one_platform_of_a_multi_platform_index_during_an_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_the_only_holder_stops_and_comes_back() {
-    let mut cluster = Cluster::start(3).await.unwrap();
+    let mut cluster = Cluster::peers_only(3).await.unwrap();
     let image = ImageBuilder::new("e2e-churn").layers(&[1 << 20]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/churn:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
@@ -113,7 +115,7 @@ async fn churn_the_only_holder_stops_and_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_image_stops_being_served() {
-    let cluster = Cluster::start(2).await.unwrap();
+    let cluster = Cluster::peers_only(2).await.unwrap();
     let image = ImageBuilder::new("e2e-delete").layers(&[200_000]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/delete:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();

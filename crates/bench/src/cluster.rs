@@ -11,7 +11,7 @@ pub(crate) use peerpull_e2e::Node;
 
 /// Starts `size` peerpull nodes mirroring `upstream` (a base URL) and waits until all are ready.
 pub(crate) async fn peer_cluster(size: usize, upstream: &str) -> anyhow::Result<Vec<Node>> {
-    peerpull_e2e::start_nodes(size, upstream).await.context("starting peerpull nodes")
+    peerpull_e2e::start_nodes(size, upstream, peerpull_e2e::Setup::default()).await.context("starting peerpull nodes")
 }
 
 /// The pid of a node's `peerpull run`.

@@ -1,8 +1,10 @@
-//! How the mirror behaves: what it mirrors and how long it waits.
+//! How the mirror behaves: what it mirrors, how long it waits, and whether
+//! (and how) it fetches from the upstream itself.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use peerpull_oci::Mirrored;
+use peerpull_oci::{Mirrored, Registry, Scheme};
 
 /// The mirror's settings.
 #[derive(Debug, Clone)]
@@ -25,6 +27,22 @@ pub struct Config {
     /// How many requests to peers one client request may make, hedges and
     /// resumes included.
     pub max_peer_attempts: usize,
+    /// Fetching from the upstream on a miss (`--upstream-fallback`); `None`
+    /// answers a miss with a 404 so containerd goes to the upstream itself.
+    pub pull_through: Option<PullThrough>,
+}
+
+/// How the mirror fetches from upstream registries.
+#[derive(Debug, Clone)]
+pub struct PullThrough {
+    /// The registry client's settings (credentials, TLS, time-outs).
+    pub client: peerpull_upstream::Config,
+    /// Where fetches are spooled (emptied at start).
+    pub spool_dir: PathBuf,
+    /// The most bytes the spool holds (`--spool-max-bytes`).
+    pub spool_max_bytes: u64,
+    /// How long a completed fetch stays in the spool when containerd does not take it.
+    pub spool_ttl: Duration,
 }
 
 impl Default for Config {
@@ -38,6 +56,30 @@ impl Default for Config {
             peer_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(5),
             max_peer_attempts: 6,
+            pull_through: None,
+        }
+    }
+}
+
+impl PullThrough {
+    /// Pull-through with the default client and spool settings, spooling in `spool_dir`.
+    pub fn new(spool_dir: PathBuf) -> Self {
+        Self {
+            client: peerpull_upstream::Config::default(),
+            spool_dir,
+            spool_max_bytes: 4 << 30,
+            spool_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Config {
+    /// The upstream registry `?ns=` names: the mirrored registry of that host
+    /// (with its scheme), or over HTTPS when every registry is mirrored.
+    pub(crate) fn upstream(&self, ns: &str) -> Option<Registry> {
+        match &self.mirrored {
+            Mirrored::Only(registries) => registries.iter().find(|r| r.host() == ns).cloned(),
+            Mirrored::All => Registry::new(Scheme::Https, ns).ok(),
         }
     }
 }

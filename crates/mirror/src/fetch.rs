@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::metrics::{Failure, Metrics};
 use crate::peers::Peers;
 use crate::transfer::TransferError;
-use crate::{Config, LOOP_GUARD};
+use crate::{Config, LOOP_GUARD, PULL_THROUGH};
 
 /// The HTTP client for peer requests.
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -58,6 +58,11 @@ pub(crate) struct Providers {
 impl Providers {
     pub(crate) fn new(lookup: BoxStream<'static, Provider>, wait: Duration, attempts: usize) -> Self {
         Self { lookup, queue: VecDeque::new(), seen: HashSet::new(), wait, exhausted: false, attempts_left: attempts }
+    }
+
+    /// No providers at all.
+    pub(crate) fn none() -> Self {
+        Self::new(futures::stream::empty().boxed(), Duration::ZERO, 0)
     }
 
     /// The next provider to ask, waiting at most the lookup wait.
@@ -111,6 +116,8 @@ pub(crate) struct Ask {
     pub(crate) path_and_query: String,
     /// The client's byte range, if any.
     pub(crate) range: Option<String>,
+    /// Ask the peer to fetch from the upstream for us (it is the one the cluster chose).
+    pub(crate) pull_through: bool,
 }
 
 /// A peer's answer that is good enough to serve.
@@ -181,6 +188,9 @@ impl Fetcher {
     ) -> Result<Opened, (Provider, Failure)> {
         let uri = format!("http://{}{}", provider.mirror, ask.path_and_query);
         let mut request = Request::builder().method(ask.method.clone()).uri(uri).header(LOOP_GUARD, "1");
+        if ask.pull_through {
+            request = request.header(PULL_THROUGH, "1");
+        }
         if let Some((start, end)) = from {
             request = request.header(header::RANGE, ByteRange { start, end_inclusive: end }.header_value());
         } else if let Some(range) = &ask.range {
@@ -231,9 +241,9 @@ pub(crate) async fn read_data(body: &mut Incoming, stall: Duration) -> Result<Op
     }
 }
 
-/// Streams a partial (or unsized) peer response as it comes, aborting on a stall.
-pub(crate) fn passthrough(opened: Opened, stall: Duration) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
-    futures::stream::unfold(Some(opened.response.into_body()), move |body| async move {
+/// Streams a partial (or unsized) response body as it comes, aborting on a stall.
+pub(crate) fn passthrough(body: Incoming, stall: Duration) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
+    futures::stream::unfold(Some(body), move |body| async move {
         let mut body = body?;
         match read_data(&mut body, stall).await {
             Ok(Some(data)) => Some((Ok(data), Some(body))),

@@ -2,9 +2,10 @@
 //!
 //! An HTTP server (hyper) speaking the read side of the OCI distribution API.
 //! A request is answered from a chain of sources tried in order: this
-//! node's store, then peers found through the router (hedged, resumable,
-//! verified); when none has the content, a fast 404 sends containerd to its
-//! next host. The crate owns no containerd or DHT state, and nothing that is
+//! node's store, an upstream fetch already under way on this node, peers
+//! found through the router (hedged, resumable, verified), and the upstream
+//! registry, fetched once for the whole cluster. When none can answer, a
+//! fast 404 sends containerd to its next host. The crate owns no containerd or DHT state, and nothing that is
 //! not `/v2` serving: advertising, readiness and the metrics endpoint are
 //! the node's (`peerpull-node`).
 //!
@@ -13,7 +14,10 @@
 //! - `request`: a request parsed into what it wants;
 //! - [`source`]: the sources (`local`, `peer`) and their [`source::Kind`];
 //! - `fetch`: hedged requests to peers within one attempts budget;
-//! - `transfer`: a peer's body streamed, resumed and verified;
+//! - `transfer`: a body streamed, resumed (from peers, then this node's own
+//!   fetch) and verified;
+//! - `spool`: what this node fetches from the upstream, on disk while it
+//!   streams, read by every request for it;
 //! - [`peers`]: [`Peers`], what the mirror needs from routing;
 //! - [`server`]: [`Server`], the accept loop with connection limits and
 //!   graceful shutdown, for any handler;
@@ -29,11 +33,12 @@ pub mod peers;
 mod request;
 pub mod server;
 pub mod source;
+mod spool;
 mod transfer;
 
-pub use config::Config;
+pub use config::{Config, PullThrough};
 pub use metrics::Metrics;
-pub use mirror::Mirror;
+pub use mirror::{Error, Mirror};
 pub use peers::Peers;
 #[cfg(any(test, feature = "test-util"))]
 pub use peers::Static;
@@ -41,5 +46,11 @@ pub use server::{Limits, Server};
 pub use transfer::TransferError;
 
 /// The header a node puts on requests to peers. A node receiving it answers
-/// from its own store only and never forwards, so requests cannot loop.
+/// from what it holds or is fetching and never asks other peers, so requests
+/// cannot loop.
 pub const LOOP_GUARD: &str = "x-peerpull-peer";
+
+/// With [`LOOP_GUARD`]: the asking node chose this one to fetch the content
+/// from the upstream for the cluster, and it may do so (never through
+/// another peer). See `source::upstream`.
+pub const PULL_THROUGH: &str = "x-peerpull-pull-through";

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -50,6 +51,23 @@ pub enum Failure {
     DigestMismatch,
 }
 
+/// How an upstream request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Upstream {
+    /// It answered with the content.
+    Ok,
+    /// It does not have it.
+    NotFound,
+    /// It refused (401, 403).
+    Denied,
+    /// It asked us to slow down (429).
+    RateLimited,
+    /// It could not be reached or did not answer in time.
+    Unreachable,
+    /// Any other failure (5xx, a broken answer).
+    Error,
+}
+
 /// Labels of `peerpull_mirror_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -69,6 +87,11 @@ struct ReasonLabels {
     reason: Failure,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Upstream,
+}
+
 /// Every metric of the mirror, registered once; clone freely.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -76,6 +99,10 @@ pub struct Metrics {
     resolve_duration: Histogram,
     bytes_served: Family<SourceLabels, Counter>,
     peer_fetch_failures: Family<ReasonLabels, Counter>,
+    upstream_requests: Family<OutcomeLabels, Counter>,
+    upstream_bytes: Counter,
+    transfers_shared: Counter,
+    spool_bytes: Gauge,
 }
 
 impl Metrics {
@@ -86,6 +113,10 @@ impl Metrics {
             resolve_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             bytes_served: Family::default(),
             peer_fetch_failures: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_bytes: Counter::default(),
+            transfers_shared: Counter::default(),
+            spool_bytes: Gauge::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
         peerpull.register(
@@ -108,6 +139,22 @@ impl Metrics {
             "Failed fetches from peers, by reason",
             metrics.peer_fetch_failures.clone(),
         );
+        peerpull.register(
+            "upstream_requests",
+            "Requests to upstream registries, by outcome",
+            metrics.upstream_requests.clone(),
+        );
+        peerpull.register(
+            "upstream_bytes",
+            "Body bytes fetched from upstream registries",
+            metrics.upstream_bytes.clone(),
+        );
+        peerpull.register(
+            "transfers_shared",
+            "Requests that joined an upstream fetch already under way on this node",
+            metrics.transfers_shared.clone(),
+        );
+        peerpull.register("spool_bytes", "Bytes reserved in the spool", metrics.spool_bytes.clone());
         metrics
     }
 
@@ -130,6 +177,26 @@ impl Metrics {
     /// Records how long finding the first good provider took.
     pub(crate) fn resolved_in(&self, seconds: f64) {
         self.resolve_duration.observe(seconds);
+    }
+
+    /// Counts one upstream request by how it ended.
+    pub(crate) fn upstream(&self, outcome: Upstream) {
+        self.upstream_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts body bytes fetched from an upstream.
+    pub(crate) fn upstream_bytes(&self, bytes: u64) {
+        self.upstream_bytes.inc_by(bytes);
+    }
+
+    /// Counts a request that joined a fetch under way.
+    pub(crate) fn shared(&self) {
+        self.transfers_shared.inc();
+    }
+
+    /// Sets the bytes reserved in the spool.
+    pub(crate) fn spool_bytes(&self, bytes: u64) {
+        self.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 
@@ -175,5 +242,31 @@ impl EncodeLabelValue for Cache {
 impl EncodeLabelValue for Failure {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Upstream {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Upstream::Ok => "ok",
+            Upstream::NotFound => "not_found",
+            Upstream::Denied => "denied",
+            Upstream::RateLimited => "rate_limited",
+            Upstream::Unreachable => "unreachable",
+            Upstream::Error => "error",
+        })
+    }
+}
+
+impl From<&peerpull_upstream::Error> for Upstream {
+    fn from(error: &peerpull_upstream::Error) -> Self {
+        use peerpull_upstream::Error as E;
+        match error {
+            E::NotFound { .. } => Upstream::NotFound,
+            E::Denied { .. } => Upstream::Denied,
+            E::RateLimited { .. } => Upstream::RateLimited,
+            E::Unreachable { .. } => Upstream::Unreachable,
+            E::Settings { .. } | E::Status { .. } | E::Protocol { .. } => Upstream::Error,
+        }
     }
 }

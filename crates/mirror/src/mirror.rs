@@ -6,16 +6,20 @@
 //! could, so containerd tries its next host at once. The request is counted
 //! once, from which source answered.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::{Request, Response};
 use peerpull_store::Store;
+use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, Body};
+use crate::fetch::{self, Fetcher};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
+use crate::spool::Spool;
 use crate::Config;
 
 /// The `/v2` mirror; cheap to clone.
@@ -28,6 +32,23 @@ struct Inner {
     config: Arc<Config>,
     sources: Vec<Box<dyn Source>>,
     metrics: Metrics,
+    spool: Option<Spool>,
+}
+
+/// Why a mirror could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The upstream client's settings are unusable.
+    #[error(transparent)]
+    Upstream(#[from] peerpull_upstream::Error),
+    /// The spool directory could not be prepared.
+    #[error("spool directory {}: {source}", dir.display())]
+    Spool {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl std::fmt::Debug for Mirror {
@@ -38,14 +59,39 @@ impl std::fmt::Debug for Mirror {
 }
 
 impl Mirror {
-    /// A mirror answering from `store`, then from the peers `peers` finds.
-    pub fn new(config: Config, store: Arc<dyn Store>, peers: Arc<dyn Peers>, metrics: Metrics) -> Self {
+    /// A mirror answering from `store`, then from the peers `peers` finds,
+    /// then (with [`Config::pull_through`]) from the upstream.
+    pub fn new(config: Config, store: Arc<dyn Store>, peers: Arc<dyn Peers>, metrics: Metrics) -> Result<Self, Error> {
         let config = Arc::new(config);
-        let sources: Vec<Box<dyn Source>> = vec![
-            Box::new(source::local::Local::new(store, metrics.clone())),
-            Box::new(source::peer::Peer::new(config.clone(), peers, metrics.clone())),
-        ];
-        Self { inner: Arc::new(Inner { config, sources, metrics }) }
+        let fetcher =
+            Fetcher { client: fetch::client(&config), config: config.clone(), metrics: metrics.clone(), peers };
+        let mut sources: Vec<Box<dyn Source>> =
+            vec![Box::new(source::local::Local::new(store.clone(), metrics.clone()))];
+        let mut spool = None;
+        if let Some(pull) = &config.pull_through {
+            let client = Arc::new(peerpull_upstream::Client::new(pull.client.clone())?);
+            let wait = pull.client.response_timeout;
+            let dir = pull.spool_dir.clone();
+            let made = Spool::new(dir.clone(), pull.spool_max_bytes, pull.spool_ttl, wait, store, metrics.clone())
+                .map_err(|source| Error::Spool { dir, source })?;
+            sources.push(Box::new(source::in_flight::InFlight::new(made.clone(), metrics.clone(), wait)));
+            sources.push(Box::new(source::peer::Peer::new(fetcher.clone())));
+            sources.push(Box::new(source::upstream::Upstream::new(client, made.clone(), fetcher, wait)));
+            spool = Some(made);
+        } else {
+            sources.push(Box::new(source::peer::Peer::new(fetcher)));
+        }
+        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool }) })
+    }
+
+    /// Keeps the spool tidy until `shutdown`: drops what containerd took or
+    /// what timed out. Returns at once without pull-through.
+    pub async fn maintain(&self, shutdown: CancellationToken) {
+        if let Some(spool) = &self.inner.spool {
+            spool.sweep(shutdown).await;
+        } else {
+            shutdown.cancelled().await;
+        }
     }
 
     /// Answers a `/v2` request (any other path is a 404 with an OCI error body).

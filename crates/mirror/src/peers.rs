@@ -14,6 +14,11 @@ pub trait Peers: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reports that `peer` served bad content or failed a transfer.
     async fn penalize(&self, peer: PeerId);
+
+    /// The node the cluster agrees should fetch `key` from the upstream,
+    /// passing over the peers in `except`: `None` for this node (also when
+    /// routing cannot tell).
+    async fn closest(&self, key: &Key, except: &[PeerId]) -> Option<Provider>;
 }
 
 #[async_trait::async_trait]
@@ -33,6 +38,13 @@ impl Peers for Router {
             tracing::warn!(%peer, %error, "penalising a peer failed");
         }
     }
+
+    async fn closest(&self, key: &Key, except: &[PeerId]) -> Option<Provider> {
+        Router::closest(self, key, except).await.unwrap_or_else(|error| {
+            tracing::warn!(%key, %error, "finding the closest node failed; fetching here");
+            None
+        })
+    }
 }
 
 /// A fixed set of providers, for tests.
@@ -43,6 +55,8 @@ pub struct Static {
     pub providers: Vec<Provider>,
     /// Delay before each provider is yielded.
     pub delay: std::time::Duration,
+    /// What `closest` answers for every key (`None`: this node).
+    pub closest: Option<Provider>,
     penalized: std::sync::Arc<std::sync::Mutex<Vec<PeerId>>>,
 }
 
@@ -51,6 +65,12 @@ impl Static {
     /// Providers returned for every key.
     pub fn new(providers: Vec<Provider>) -> Self {
         Self { providers, ..Self::default() }
+    }
+
+    /// The same, naming `provider` as the node to fetch every key from the upstream.
+    pub fn closest_is(mut self, provider: Provider) -> Self {
+        self.closest = Some(provider);
+        self
     }
 
     /// The peers penalised so far.
@@ -77,5 +97,9 @@ impl Peers for Static {
         if let Ok(mut penalized) = self.penalized.lock() {
             penalized.push(peer);
         }
+    }
+
+    async fn closest(&self, _key: &Key, except: &[PeerId]) -> Option<Provider> {
+        self.closest.filter(|p| !except.contains(&p.peer))
     }
 }

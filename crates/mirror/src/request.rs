@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Method, Request, Response};
 use peerpull_oci::{Digest, ErrorCode, Key, Reference, Route, TagOrDigest};
 
 use crate::body::{self, Body};
-use crate::LOOP_GUARD;
+use crate::{LOOP_GUARD, PULL_THROUGH};
 
 /// A content request: a manifest or blob, by tag or digest.
 #[derive(Debug)]
@@ -24,8 +24,16 @@ pub(crate) struct Wanted {
     pub(crate) head: bool,
     /// The client's `Range` header.
     pub(crate) range: Option<String>,
-    /// Sent by a peer (carries the loop guard): answer from the local store only.
+    /// The client's `Accept` header (manifest media types).
+    pub(crate) accept: Option<HeaderValue>,
+    /// Sent by a peer (carries the loop guard): never passed on to other peers.
     pub(crate) from_peer: bool,
+    /// A peer asks this node to fetch from the upstream on its behalf (see [`PULL_THROUGH`]).
+    pub(crate) pull_through: bool,
+    /// The repository, e.g. `library/nginx`.
+    pub(crate) name: String,
+    /// `/v2/…` without the query, as the upstream serves it.
+    pub(crate) path: String,
     /// `/v2/…?ns=…` as the client sent it, to ask peers the same.
     pub(crate) path_and_query: String,
 }
@@ -84,29 +92,34 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
         Ok(parsed) => parsed,
         Err(e) => return Parsed::Answer(body::error_with_status(e.code(), e.status(), e.to_string())),
     };
-    let (target, manifest) = match parsed.route {
+    let (target, manifest, name) = match parsed.route {
         Route::Base => return Parsed::Answer(base()),
-        Route::Blob { digest, .. } => (Target::Digest(digest), false),
-        Route::Manifest { reference: TagOrDigest::Digest(digest), .. } => (Target::Digest(digest), true),
+        Route::Blob { name, digest } => (Target::Digest(digest), false, name),
+        Route::Manifest { name, reference: TagOrDigest::Digest(digest) } => (Target::Digest(digest), true, name),
         Route::Manifest { name, reference: TagOrDigest::Tag(tag) } => {
             let Some(ns) = parsed.ns.as_deref() else {
                 let message = "tags are resolved only for a registry named by ?ns=";
                 return Parsed::Answer(body::error(ErrorCode::ManifestUnknown, message));
             };
             match Reference::new(ns, &name, Some(&tag), None) {
-                Ok(reference) => (Target::Tag(reference), true),
+                Ok(reference) => (Target::Tag(reference), true, name),
                 Err(e) => return Parsed::Answer(body::error(ErrorCode::NameInvalid, e.to_string())),
             }
         }
     };
     let headers = request.headers();
+    let from_peer = headers.contains_key(LOOP_GUARD);
     Parsed::Wanted(Box::new(Wanted {
         target,
         manifest,
         ns: parsed.ns,
         head,
         range: headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned),
-        from_peer: headers.contains_key(LOOP_GUARD),
+        accept: headers.get(header::ACCEPT).cloned(),
+        from_peer,
+        pull_through: from_peer && headers.contains_key(PULL_THROUGH),
+        name,
+        path: request.uri().path().to_owned(),
         path_and_query,
     }))
 }

@@ -1,46 +1,49 @@
-//! Streaming a peer's whole-content response: resumed when a peer fails,
+//! Streaming a whole-content response: resumed when its source fails,
 //! verified against the digest.
 //!
-//! [`transfer`] streams the body of the peer [`Fetcher::open`] chose. If
-//! that peer dies or stalls mid-stream, the transfer continues from another
-//! provider with a `Range` from the byte reached, so the client sees one
-//! uninterrupted response.
+//! [`Transfer`] streams the body of the peer [`Fetcher::open`] chose (or of
+//! the upstream). If that source dies or stalls mid-stream, the transfer
+//! continues from another provider with a `Range` from the byte reached,
+//! and, when none is left and a [`Fallback`] is given, from this node's own
+//! upstream fetch, so the client sees one uninterrupted response.
 //!
 //! Implementation notes: digest-addressed content is verified as it streams,
 //! and the most recent chunk is held back until the next one arrives. The
 //! last chunk is released only after the digest checked out, so a corrupt
 //! transfer can never complete as a success: the client is short of the
 //! announced `Content-Length` and sees the connection fail. Memory per
-//! transfer is that one chunk plus hyper's read buffer, whatever the size.
+//! transfer is that one chunk plus the read buffer, whatever the size.
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
 use futures::Stream;
 use hyper::body::Incoming;
 use peerpull_oci::{Digest, Verifier};
 use peerpull_routing::{PeerId, Provider};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::fetch::{read_data, Ask, Fetcher, Opened, Providers};
+use crate::fetch::{read_data, Ask, Fetcher, Providers};
 use crate::metrics::Failure;
-use crate::source::Kind;
+use crate::spool::SpoolError;
 
 /// Why a transfer was aborted.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     /// The bytes did not match the digest; the response must not complete.
-    #[error("content from peers does not match {expected}")]
+    #[error("content does not match {expected}")]
     Mismatch {
         /// The digest asked for.
         expected: Digest,
     },
     /// A pass-through transfer failed; it cannot be resumed.
-    #[error("peer transfer broke: {reason}")]
+    #[error("transfer broke: {reason}")]
     Broken {
         /// What failed.
         reason: Failure,
     },
-    /// No provider could continue the transfer.
-    #[error("transfer stopped at byte {offset} of {size}: no provider could continue it")]
+    /// No source could continue the transfer.
+    #[error("transfer stopped at byte {offset} of {size}: nothing could continue it")]
     Exhausted {
         /// Bytes delivered.
         offset: u64,
@@ -49,45 +52,28 @@ pub enum TransferError {
     },
 }
 
-/// Streams a whole-content peer response to the client, resuming from other
-/// providers on failure and verifying `expected` when given.
-pub(crate) fn transfer(
-    fetcher: Fetcher,
-    providers: Providers,
-    ask: Ask,
-    opened: Opened,
-    size: u64,
-    expected: Option<Digest>,
-) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
-    let Opened { provider, response } = opened;
-    let served = fetcher.metrics.served(Kind::Peer);
-    let state = Transfer {
-        fetcher,
-        providers,
-        ask,
-        body: Some(response.into_body()),
-        provider,
-        used: vec![provider.peer],
-        offset: 0,
-        size,
-        verifier: expected.map(Verifier::new),
-        held: None,
-        served,
-        done: false,
-    };
-    futures::stream::unfold(state, |mut state| async move {
-        let item = state.step().await?;
-        Some((item, state))
-    })
+/// Where a transfer reads from.
+pub(crate) enum Feed {
+    /// A response body (a peer's or the upstream's).
+    Body(Incoming),
+    /// This node's spool.
+    Spool(BoxStream<'static, Result<Bytes, SpoolError>>),
 }
 
-struct Transfer {
+/// The last resort of a transfer whose providers are exhausted: a stream of
+/// the content from this offset to the end (this node fetching it itself).
+pub(crate) type Fallback = Box<dyn FnOnce(u64) -> BoxFuture<'static, Option<Feed>> + Send>;
+
+/// A whole-content transfer, resumable and verified.
+pub(crate) struct Transfer {
     fetcher: Fetcher,
     providers: Providers,
     ask: Ask,
-    body: Option<Incoming>,
-    provider: Provider,
+    feed: Option<Feed>,
+    /// The peer the feed comes from, if a peer.
+    provider: Option<Provider>,
     used: Vec<PeerId>,
+    fallback: Option<Fallback>,
     offset: u64,
     size: u64,
     verifier: Option<Verifier>,
@@ -97,6 +83,50 @@ struct Transfer {
 }
 
 impl Transfer {
+    /// A transfer of `size` bytes from `feed` (from `provider`, if a peer),
+    /// counting bytes on `served` and verifying `expected` when given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        fetcher: Fetcher,
+        providers: Providers,
+        ask: Ask,
+        feed: Feed,
+        provider: Option<Provider>,
+        size: u64,
+        expected: Option<Digest>,
+        served: Counter,
+    ) -> Self {
+        Self {
+            fetcher,
+            providers,
+            ask,
+            feed: Some(feed),
+            provider,
+            used: provider.map(|p| p.peer).into_iter().collect(),
+            fallback: None,
+            offset: 0,
+            size,
+            verifier: expected.map(Verifier::new),
+            held: None,
+            served,
+            done: false,
+        }
+    }
+
+    /// Continues with `fallback` when no provider can.
+    pub(crate) fn or_else(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
+        self
+    }
+
+    /// The bytes, as a stream; an `Err` ends it and must abort the response.
+    pub(crate) fn stream(self) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
+        futures::stream::unfold(self, |mut state| async move {
+            let item = state.step().await?;
+            Some((item, state))
+        })
+    }
+
     /// The next item to send, or `None` at the end.
     async fn step(&mut self) -> Option<Result<Bytes, TransferError>> {
         if self.done {
@@ -120,8 +150,11 @@ impl Transfer {
                     }
                 }
                 Err(reason) => {
-                    self.fetcher.metrics.peer_failure(reason);
-                    tracing::warn!(peer = %self.provider.peer, offset = self.offset, size = self.size, %reason, "peer transfer broke; resuming");
+                    if self.provider.is_some() {
+                        self.fetcher.metrics.peer_failure(reason);
+                    }
+                    let peer = self.provider.map(|p| p.peer.to_string()).unwrap_or_else(|| "-".into());
+                    tracing::warn!(%peer, offset = self.offset, size = self.size, %reason, "transfer broke; resuming");
                     if let Err(e) = self.resume().await {
                         self.done = true;
                         return Some(Err(e));
@@ -131,27 +164,45 @@ impl Transfer {
         }
     }
 
-    /// Reads the next data of the current body; its end before `size` is a failure.
+    /// Reads the next data of the current feed; its end before `size` is a failure.
     async fn read(&mut self) -> Result<Bytes, Failure> {
-        let Some(body) = self.body.as_mut() else { return Err(Failure::Body) };
-        read_data(body, self.fetcher.config.stall_timeout).await?.ok_or(Failure::ShortBody)
+        match self.feed.as_mut() {
+            None => Err(Failure::Body),
+            Some(Feed::Body(body)) => {
+                read_data(body, self.fetcher.config.stall_timeout).await?.ok_or(Failure::ShortBody)
+            }
+            Some(Feed::Spool(stream)) => match stream.next().await {
+                Some(Ok(data)) => Ok(data),
+                Some(Err(SpoolError::Timeout)) => Err(Failure::Stall),
+                Some(Err(_)) => Err(Failure::Body),
+                None => Err(Failure::ShortBody),
+            },
+        }
     }
 
-    /// Continues from another provider at the current offset.
+    /// Continues from another provider at the current offset, else from the fallback.
     async fn resume(&mut self) -> Result<(), TransferError> {
-        self.body = None;
+        self.feed = None;
         let wait = self.fetcher.config.peer_timeout;
         while let Some(provider) = self.providers.next_within(wait).await {
             let from = Some((self.offset, self.size - 1));
             match self.fetcher.send(provider, self.ask.clone(), from).await {
                 Ok(opened) => {
                     tracing::info!(peer = %provider.peer, offset = self.offset, "transfer resumed from another peer");
-                    self.provider = provider;
+                    self.provider = Some(provider);
                     self.used.push(provider.peer);
-                    self.body = Some(opened.response.into_body());
+                    self.feed = Some(Feed::Body(opened.response.into_body()));
                     return Ok(());
                 }
                 Err((_, reason)) => self.fetcher.metrics.peer_failure(reason),
+            }
+        }
+        if let Some(fallback) = self.fallback.take() {
+            if let Some(feed) = fallback(self.offset).await {
+                tracing::info!(offset = self.offset, "transfer continues from this node's own fetch");
+                self.provider = None;
+                self.feed = Some(feed);
+                return Ok(());
             }
         }
         Err(TransferError::Exhausted { offset: self.offset, size: self.size })
@@ -165,7 +216,7 @@ impl Transfer {
             if !verifier.finish() {
                 self.fetcher.metrics.peer_failure(Failure::DigestMismatch);
                 for peer in &self.used {
-                    tracing::warn!(%peer, digest = %expected, "peer served content that does not match its digest");
+                    tracing::warn!(%peer, digest = %expected, "content does not match its digest");
                     self.fetcher.peers.penalize(*peer).await;
                 }
                 return Some(Err(TransferError::Mismatch { expected }));

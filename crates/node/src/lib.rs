@@ -89,6 +89,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The mirror could not be set up (upstream TLS files, the spool directory).
+    #[error(transparent)]
+    Mirror(#[from] peerpull_mirror::Error),
     /// A subsystem ended on its own.
     #[error("{0} stopped unexpectedly")]
     Stopped(&'static str),
@@ -129,7 +132,7 @@ impl Node {
         router.register_metrics(&mut registry);
         let health = Health::new(store.clone(), router.clone());
         let mirrored = config.mirror.mirrored.clone();
-        let mirror = Mirror::new(config.mirror, store.clone(), Arc::new(router.clone()), metrics);
+        let mirror = Mirror::new(config.mirror, store.clone(), Arc::new(router.clone()), metrics)?;
         let advertiser = Advertiser::new(store, router.clone(), mirrored, health.clone());
         Ok(Self {
             router,
@@ -168,6 +171,7 @@ impl Node {
     /// (the others are then stopped the same way).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Node { event_loop, mirror, registry, health, advertiser, server, .. } = self;
+        let sweeper = mirror.clone();
         let stop = shutdown.child_token();
         let mut tasks: JoinSet<&'static str> = JoinSet::new();
         let token = stop.clone();
@@ -193,6 +197,11 @@ impl Node {
         tasks.spawn(async move {
             advertiser.run(token).await;
             "advertiser"
+        });
+        let token = stop.clone();
+        tasks.spawn(async move {
+            sweeper.maintain(token).await;
+            "spool sweeper"
         });
 
         let unexpected = tokio::select! {

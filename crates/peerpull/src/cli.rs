@@ -173,6 +173,24 @@ pub(crate) struct RunArgs {
     pub(crate) data_dir: PathBuf,
     #[command(flatten)]
     pub(crate) tags: ResolveTagsArg,
+    /// On a miss, fetch from the upstream (once for the whole cluster) instead of answering 404.
+    #[arg(
+        long = "upstream-fallback",
+        env = "PEERPULL_UPSTREAM_FALLBACK",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = ArgAction::Set
+    )]
+    pub(crate) upstream_fallback: bool,
+    /// The most bytes the spool of upstream fetches (under --data-dir) holds; suffixes Ki, Mi, Gi, Ti, K, M, G, T.
+    #[arg(
+        long = "spool-max-bytes",
+        env = "PEERPULL_SPOOL_MAX_BYTES",
+        value_name = "BYTES",
+        default_value = "4Gi",
+        value_parser = parse_bytes
+    )]
+    pub(crate) spool_max_bytes: u64,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as peerpull_mirror=debug).
     #[arg(long = "log-level", env = "PEERPULL_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
     pub(crate) log_level: String,
@@ -190,26 +208,58 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-impl MirroredArgs {
-    /// The `hosts.toml` targets these flags name (`_default` for every registry).
-    pub(crate) fn targets(&self) -> Result<Vec<Target>, Failure> {
-        match &self.yaml.registries_yaml {
-            Some(path) => {
-                let yaml = RegistriesYaml::from_path(path).map_err(Failure::usage)?;
-                yaml.targets().map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", path.display())))
-            }
-            None => Ok(Target::of(&Mirrored::from_list(self.mirrored_registries.clone()))),
-        }
-    }
+/// The registries [`MirroredArgs`] name, and the `registries.yaml` they came from.
+#[derive(Debug)]
+pub(crate) struct Registries {
+    /// The `hosts.toml` targets (`_default` for every registry).
+    pub(crate) targets: Vec<Target>,
+    /// The file, when `--registries-yaml` named one (its `configs:` hold upstream settings).
+    pub(crate) yaml: Option<RegistriesYaml>,
+}
 
-    /// The registries these flags name.
-    pub(crate) fn mirrored(&self) -> Result<Mirrored, Failure> {
-        Ok(Target::mirrored(&self.targets()?))
+impl MirroredArgs {
+    /// Reads what these flags name.
+    pub(crate) fn load(&self) -> Result<Registries, Failure> {
+        let Some(path) = &self.yaml.registries_yaml else {
+            let targets = Target::of(&Mirrored::from_list(self.mirrored_registries.clone()));
+            return Ok(Registries { targets, yaml: None });
+        };
+        let yaml = RegistriesYaml::from_path(path).map_err(Failure::usage)?;
+        let targets = yaml.targets().map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", path.display())))?;
+        Ok(Registries { targets, yaml: Some(yaml) })
+    }
+}
+
+impl Registries {
+    /// The registries mirrored.
+    pub(crate) fn mirrored(&self) -> Mirrored {
+        Target::mirrored(&self.targets)
     }
 }
 
 fn parse_bootstrap(value: &str) -> Result<Bootstrap, String> {
     Bootstrap::parse(value).map_err(|e| e.to_string())
+}
+
+/// A byte count: digits with an optional suffix, `Ki`/`Mi`/`Gi`/`Ti` (powers of 1024) or `K`/`M`/`G`/`T` (of 1000).
+fn parse_bytes(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (digits, suffix) = value.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("{value:?} is not a byte count such as 4Gi"))?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(format!("{value:?}: unknown unit {suffix:?} (use Ki, Mi, Gi, Ti, K, M, G or T)")),
+    };
+    number.checked_mul(unit).ok_or_else(|| format!("{value:?} is too large"))
 }
 
 /// `peerpull doctor`.
@@ -250,5 +300,15 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(super::parse_bytes("4Gi"), Ok(4 << 30));
+        assert_eq!(super::parse_bytes("500M"), Ok(500_000_000));
+        assert_eq!(super::parse_bytes("1024"), Ok(1024));
+        assert!(super::parse_bytes("4GB").is_err_and(|e| e.contains("unknown unit")));
+        assert!(super::parse_bytes("Gi").is_err());
+        assert!(super::parse_bytes("99999999999Ti").is_err_and(|e| e.contains("too large")));
     }
 }

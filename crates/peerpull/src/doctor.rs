@@ -73,7 +73,7 @@ impl fmt::Display for Check {
 
 /// Runs every check and prints the report.
 pub(crate) fn run(args: DoctorArgs) -> Result<(), Failure> {
-    let targets = args.mirrored.targets()?;
+    let targets = args.mirrored.load()?.targets;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

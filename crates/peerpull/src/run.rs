@@ -5,9 +5,14 @@
 //! phases and the daemon exits 0; if a subsystem ends on its own, the node
 //! stops the others and the daemon exits 1.
 
+use std::collections::BTreeMap;
+
 use anyhow::anyhow;
+use peerpull_hosts::{RegistriesYaml, RegistryConfig};
+use peerpull_mirror::PullThrough;
 use peerpull_node::{Error, Listener, Node};
 use peerpull_store::containerd::Config as StoreConfig;
+use peerpull_upstream::{Credentials, RegistrySettings, Tls};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +31,16 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 async fn daemon(args: RunArgs) -> Result<(), Failure> {
-    let mirrored = args.mirrored.mirrored()?;
+    let registries = args.mirrored.load()?;
+    let mirrored = registries.mirrored();
+    let pull_through = args.upstream_fallback.then(|| PullThrough {
+        client: peerpull_upstream::Config {
+            registries: registries.yaml.as_ref().map(upstream_settings).unwrap_or_default(),
+            ..Default::default()
+        },
+        spool_max_bytes: args.spool_max_bytes,
+        ..PullThrough::new(args.data_dir.join("spool"))
+    });
     let config = peerpull_node::Config {
         containerd: StoreConfig {
             socket: args.containerd.containerd_socket,
@@ -43,6 +57,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         mirror: peerpull_mirror::Config {
             mirrored: mirrored.clone(),
             resolve_tags: args.tags.resolve_tags,
+            pull_through,
             ..Default::default()
         },
         limits: peerpull_mirror::Limits::default(),
@@ -74,10 +89,32 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Upstream credentials and TLS settings from a `registries.yaml`'s `configs:`.
+fn upstream_settings(yaml: &RegistriesYaml) -> BTreeMap<String, RegistrySettings> {
+    let settings = |config: &RegistryConfig| {
+        let auth = config.auth.as_ref();
+        let credentials = auth.and_then(|a| match (a.credentials(), &a.identitytoken) {
+            (Some((username, password)), _) => Some(Credentials::Basic { username, password }),
+            (None, Some(token)) => Some(Credentials::IdentityToken(token.clone())),
+            (None, None) => None,
+        });
+        let tls = config.tls.clone().unwrap_or_default();
+        let tls = Tls {
+            ca_file: tls.ca_file,
+            cert_file: tls.cert_file,
+            key_file: tls.key_file,
+            insecure_skip_verify: tls.insecure_skip_verify,
+        };
+        RegistrySettings { credentials, tls }
+    };
+    yaml.configs.iter().map(|(host, config)| (host.clone(), settings(config))).collect()
+}
+
 /// The exit a node error calls for, naming the flag behind a bad address.
 fn failure(error: Error) -> Failure {
     match error {
         Error::Store(e) => Failure::usage(e),
+        Error::Mirror(e @ peerpull_mirror::Error::Upstream(_)) => Failure::usage(e),
         Error::Listen { listener, addr, source } => {
             let flag = match listener {
                 Listener::Registry => "--registry-addr",

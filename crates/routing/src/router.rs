@@ -64,6 +64,7 @@ pub(crate) enum Command {
     Withdraw { keys: Vec<Key>, reply: oneshot::Sender<()> },
     Lookup { key: Key, tx: mpsc::Sender<Provider>, limit: usize },
     Penalize { peer: PeerId, reply: oneshot::Sender<()> },
+    Closest { key: Key, except: Vec<PeerId>, reply: oneshot::Sender<Option<Provider>> },
     PeerCount { reply: oneshot::Sender<usize> },
     ListenAddrs { reply: oneshot::Sender<Vec<SocketAddr>> },
 }
@@ -137,6 +138,20 @@ impl Router {
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout { op: "lookup" }),
         }
+    }
+
+    /// The node closest to `key` in the DHT's own sense (XOR distance of the
+    /// hashed key and peer ids) among this node and the live peerpull peers in
+    /// its routing table: `None` when it is this node. Every node computes the
+    /// same answer from the same table, so nodes that all miss a key at once
+    /// agree on one of them to fetch it. A closest peer not yet connected is
+    /// dialled first (bounded by `Config::dial_timeout`); one that cannot be
+    /// reached (or dies) is passed over for the next closest, as every other
+    /// node passes over it. Peers in `except` are passed over too: nodes that
+    /// saw the chosen one fail exclude it alike and agree on the next.
+    pub async fn closest(&self, key: &Key, except: &[PeerId]) -> Result<Option<Provider>, Error> {
+        let (key, except) = (key.clone(), except.to_vec());
+        self.call("closest", self.command_timeout, |reply| Command::Closest { key, except, reply }).await
     }
 
     /// Marks `peer` as having misbehaved (e.g. served bytes that failed

@@ -236,3 +236,32 @@ async fn the_router_publishes_its_peers_and_what_it_advertises() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_names_the_same_closest_node_for_a_key() {
+    let nodes = cluster(4).await;
+    eventually(Duration::from_secs(20), "every node knows the 4 others", || async {
+        let mut full = true;
+        for n in &nodes {
+            full &= n.router.peer_count().await.unwrap() == nodes.len() - 1;
+        }
+        full.then_some(())
+    })
+    .await;
+    let mut chosen = HashSet::new();
+    for i in 0..20 {
+        let key = key(&format!("sha256:closest-{i}"));
+        let mut answers = HashSet::new();
+        for n in &nodes {
+            let closest = n.router.closest(&key, &[]).await.unwrap();
+            if let Some(p) = closest {
+                let owner = nodes.iter().find(|o| o.router.local_peer_id() == p.peer).unwrap();
+                assert_eq!(p.mirror, owner.mirror, "the closest peer comes with its own mirror");
+            }
+            answers.insert(closest.map_or(n.router.local_peer_id(), |p| p.peer));
+        }
+        assert_eq!(answers.len(), 1, "key {i}: the nodes disagree: {answers:?}");
+        chosen.extend(answers);
+    }
+    assert!(chosen.len() >= 2, "20 keys all landed on one node: {chosen:?}");
+}

@@ -4,7 +4,9 @@
 //! and a real upstream registry ([`registry`]), generates deterministic OCI
 //! images and pushes them with `skopeo` ([`image`]), pulls into a node like
 //! kubelet does through CRI `PullImage` ([`cri`]), inspects what a node
-//! holds, and runs `peerpull` itself next to each node ([`peerpull`]). Every service is stopped and every temporary directory removed when
+//! holds, and runs `peerpull` itself next to each node ([`peerpull`]); a
+//! [`throttle`] slows the road to a service. Every service is stopped and
+//! every temporary directory removed when
 //! its handle is dropped, also when a test panics. Nothing outside tests and
 //! benchmarks depends on this crate.
 //!
@@ -34,6 +36,7 @@ mod net;
 pub mod peerpull;
 mod process;
 pub mod registry;
+pub mod throttle;
 
 pub use containerd::{Containerd, ContainerdOptions, NAMESPACE};
 pub use cri::PulledImage;
@@ -43,6 +46,7 @@ pub use inspect::ImageRecord;
 pub use net::{free_port, loopback_subnet, LoopbackSubnet};
 pub use peerpull::{Peerpull, PeerpullOptions};
 pub use registry::{AccessEntry, Upstream};
+pub use throttle::Throttle;
 
 /// Polls `check` every 50 ms until it yields `Some`, or fails after `timeout`.
 ///

@@ -6,18 +6,14 @@
 //! unsized one as it comes. A request from a peer (loop guard) is never
 //! passed on to other peers.
 
-use std::sync::Arc;
-
 use http::{header, Method, Response};
 use peerpull_oci::Digest;
 
 use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
-use crate::metrics::Metrics;
-use crate::peers::Peers;
 use crate::request::{Target, Wanted};
-use crate::{transfer, Config};
+use crate::transfer::{Feed, Transfer};
 
 /// Content from the peers that hold it.
 pub(crate) struct Peer {
@@ -25,8 +21,8 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(config: Arc<Config>, peers: Arc<dyn Peers>, metrics: Metrics) -> Self {
-        Self { fetcher: Fetcher { client: fetch::client(&config), config, metrics, peers } }
+    pub(crate) fn new(fetcher: Fetcher) -> Self {
+        Self { fetcher }
     }
 }
 
@@ -46,7 +42,12 @@ impl Source for Peer {
         let lookup = self.fetcher.peers.lookup(&key, config.lookup_limit).await;
         let mut providers = Providers::new(lookup, config.lookup_timeout, config.max_peer_attempts);
         let method = if wanted.head { Method::HEAD } else { Method::GET };
-        let ask = Ask { method, path_and_query: wanted.path_and_query.clone(), range: wanted.range.clone() };
+        let ask = Ask {
+            method,
+            path_and_query: wanted.path_and_query.clone(),
+            range: wanted.range.clone(),
+            pull_through: false,
+        };
         let opened = self.fetcher.open(&mut providers, &ask).await?;
         self.fetcher.metrics.resolved_in(started.elapsed().as_secs_f64());
         tracing::debug!(%key, peer = %opened.provider.peer, mirror = %opened.provider.mirror, "serving from a peer");
@@ -68,10 +69,14 @@ impl Source for Peer {
         let stream = match size {
             Some(size) if whole => {
                 let verify = expected.filter(|_| wanted.range.is_none());
-                body::stream(transfer::transfer(self.fetcher.clone(), providers, ask, opened, size, verify))
+                let served = self.fetcher.metrics.served(Kind::Peer);
+                let feed = Feed::Body(opened.response.into_body());
+                let provider = Some(opened.provider);
+                let fetcher = self.fetcher.clone();
+                body::stream(Transfer::new(fetcher, providers, ask, feed, provider, size, verify, served).stream())
             }
             // Partial or unsized answers pass through as they come, aborted on a stall.
-            _ => body::stream(fetch::passthrough(opened, config.stall_timeout)),
+            _ => body::stream(fetch::passthrough(opened.response.into_body(), config.stall_timeout)),
         };
         *response.body_mut() = stream;
         Some(response)

@@ -1,5 +1,6 @@
 //! Shared helpers of the mirror's black-box tests: mirrors over in-memory
-//! stores on 127.0.0.1:0, fake peers speaking raw HTTP, and a client.
+//! stores on 127.0.0.1:0, fake peers speaking raw HTTP, a fake upstream
+//! registry, and a client.
 
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
@@ -19,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod upstream;
+
 /// A running mirror over an in-memory store.
 pub struct Node {
     pub addr: SocketAddr,
@@ -32,7 +35,8 @@ impl Node {
     pub async fn start(store: Memory, peers: impl Peers, config: Config) -> Self {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
-        let mirror = Mirror::new(config, Arc::new(store.clone()), Arc::new(peers), metrics);
+        let mirror = Mirror::new(config, Arc::new(store.clone()), Arc::new(peers), metrics).unwrap();
+        let sweeper = mirror.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -41,6 +45,8 @@ impl Node {
             async move { mirror.handle(request).await }
         };
         tokio::spawn(Server::default().serve(listener, handler, stop.clone()));
+        let token = stop.clone();
+        tokio::spawn(async move { sweeper.maintain(token).await });
         Self { addr, store, registry, peer: PeerId::random(), stop }
     }
 

@@ -1,0 +1,251 @@
+//! The spool: what this node fetches from the upstream, on disk while it streams.
+//!
+//! One [`Entry`] per digest being (or just) fetched, in a file under
+//! `--data-dir/spool`. The first request for a digest starts the fetch
+//! ([`Spool::start`]); every later request on this node, or from a peer that
+//! asked this node to pull through, reads the same file as it grows
+//! ([`Entry::read`]), so the upstream sends each blob to this node once
+//! however many ask for it at the same time.
+//!
+//! Bounds: the entries' sizes add up to at most `max_bytes`. Making room
+//! evicts completed entries nobody reads, oldest first; a fetch that finds
+//! no room fails, and the mirror answers as if it could not fetch at all.
+//! A completed entry is dropped once containerd holds the blob (checked
+//! every [`SWEEP_EVERY`]) or `ttl` after it completed; a failed one at once.
+//!
+//! Verification: the fetch checks the digest as the bytes arrive. A reader
+//! hands out the last bytes of a blob only after the whole digest checked
+//! out, so unverified bytes never complete a response; on a mismatch the
+//! entry fails and every reader's response is cut short.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use peerpull_oci::Digest;
+use peerpull_store::Store;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+mod fill;
+mod read;
+
+pub(crate) use fill::{Opened, Opener};
+pub(crate) use read::{read, SpoolError};
+
+/// How often completed entries are checked against the store and their time-out.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// What is known of an entry's content once the upstream answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// The content's size in bytes.
+    pub(crate) size: u64,
+    /// Its media type, as the upstream sent it.
+    pub(crate) media_type: String,
+}
+
+/// Where an entry's fetch is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Waiting for the upstream's answer.
+    Opening,
+    /// Bytes `0..written` are in the file.
+    Writing { meta: Meta, written: u64 },
+    /// Every byte is in the file and the digest checked out.
+    Done { meta: Meta },
+    /// The fetch failed; readers stop.
+    Failed { reason: String },
+}
+
+/// One digest's fetch and its file.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) digest: Digest,
+    path: PathBuf,
+    state: watch::Sender<State>,
+    /// When the fetch completed, for the time-out.
+    completed: Mutex<Option<Instant>>,
+    /// Readers with the entry open; an entry is dropped only when there are none.
+    readers: AtomicUsize,
+    /// Bytes reserved in the spool for it.
+    reserved: AtomicU64,
+}
+
+/// The spool of one node; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Spool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    max_bytes: u64,
+    ttl: Duration,
+    stall: Duration,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_digest: HashMap<Digest, Arc<Entry>>,
+    /// Bytes reserved by the entries in `by_digest`.
+    used: u64,
+}
+
+impl Spool {
+    /// A spool in `dir` (emptied: what a previous run left is unverified),
+    /// holding at most `max_bytes`.
+    pub(crate) fn new(
+        dir: PathBuf,
+        max_bytes: u64,
+        ttl: Duration,
+        stall: Duration,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+    ) -> std::io::Result<Self> {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&dir)?;
+        let inner = Inner { dir, max_bytes, ttl, stall, store, metrics, entries: Mutex::default() };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The entry of `digest` being fetched or fetched, unless it failed.
+    pub(crate) fn get(&self, digest: &Digest) -> Option<Arc<Entry>> {
+        let entries = self.entries();
+        entries.by_digest.get(digest).filter(|e| !e.failed()).cloned()
+    }
+
+    /// The entry of `digest`: the one in flight, or a new one whose fetch
+    /// `open` starts (and resumes from an offset after a broken body).
+    pub(crate) fn start(&self, digest: &Digest, open: Opener) -> Arc<Entry> {
+        let mut entries = self.entries();
+        if let Some(entry) = entries.by_digest.get(digest).filter(|e| !e.failed()) {
+            self.inner.metrics.shared();
+            return entry.clone();
+        }
+        let path = self.inner.dir.join(digest.hex());
+        let entry = Arc::new(Entry {
+            digest: digest.clone(),
+            path,
+            state: watch::Sender::new(State::Opening),
+            completed: Mutex::new(None),
+            readers: AtomicUsize::new(0),
+            reserved: AtomicU64::new(0),
+        });
+        entries.by_digest.insert(digest.clone(), entry.clone());
+        drop(entries);
+        tokio::spawn(fill::fill(self.clone(), entry.clone(), open));
+        entry
+    }
+
+    /// Drops completed entries containerd now holds or that timed out, until `shutdown`.
+    pub(crate) async fn sweep(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let done: Vec<Arc<Entry>> =
+                self.entries().by_digest.values().filter(|e| e.is_done() && e.unread()).cloned().collect();
+            for entry in done {
+                let expired = entry.completed_at().is_some_and(|at| at.elapsed() >= self.inner.ttl);
+                if expired || self.inner.store.describe(&entry.digest).await.is_ok() {
+                    tracing::debug!(digest = %entry.digest, expired, "dropping a spool entry");
+                    self.remove(&entry);
+                }
+            }
+        }
+    }
+
+    /// Reserves `size` bytes for `entry`, evicting completed entries nobody
+    /// reads, oldest first; false when that does not make room.
+    fn reserve_for(&self, entry: &Entry, size: u64) -> bool {
+        let mut entries = self.entries();
+        while entries.used + size > self.inner.max_bytes {
+            let victim = entries
+                .by_digest
+                .values()
+                .filter(|e| e.is_done() && e.unread())
+                .min_by_key(|e| e.completed_at())
+                .cloned();
+            let Some(victim) = victim else { return false };
+            Self::forget(&mut entries, &victim);
+            tracing::debug!(digest = %victim.digest, "evicted from the spool");
+        }
+        if !entries.by_digest.get(&entry.digest).is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry)) {
+            return false;
+        }
+        entries.used += size;
+        entry.reserved.store(size, Ordering::Release);
+        self.inner.metrics.spool_bytes(entries.used);
+        true
+    }
+
+    /// Removes `entry` and its file.
+    fn remove(&self, entry: &Entry) {
+        let mut entries = self.entries();
+        if entries.by_digest.get(&entry.digest).is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry)) {
+            Self::forget(&mut entries, entry);
+            self.inner.metrics.spool_bytes(entries.used);
+        }
+    }
+
+    fn forget(entries: &mut Entries, entry: &Entry) {
+        entries.by_digest.remove(&entry.digest);
+        entries.used = entries.used.saturating_sub(entry.reserved.swap(0, Ordering::AcqRel));
+        // Readers that still hold the file open keep reading it.
+        let _ = std::fs::remove_file(&entry.path);
+    }
+
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        self.inner.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Entry {
+    /// Waits (at most `timeout`) for the upstream's answer: the size and media
+    /// type, or why there will be none.
+    pub(crate) async fn opened(&self, timeout: Duration) -> Result<Meta, SpoolError> {
+        let mut state = self.state.subscribe();
+        let waited = tokio::time::timeout(timeout, state.wait_for(|s| !matches!(s, State::Opening))).await;
+        match waited {
+            Err(_) => Err(SpoolError::Timeout),
+            Ok(Err(_)) => Err(SpoolError::Failed("the fetch went away".into())),
+            Ok(Ok(state)) => match &*state {
+                State::Writing { meta, .. } | State::Done { meta } => Ok(meta.clone()),
+                State::Failed { reason } => Err(SpoolError::Failed(reason.clone())),
+                State::Opening => Err(SpoolError::Timeout),
+            },
+        }
+    }
+
+    fn unread(&self) -> bool {
+        self.readers.load(Ordering::Acquire) == 0
+    }
+
+    fn failed(&self) -> bool {
+        matches!(&*self.state.borrow(), State::Failed { .. })
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(&*self.state.borrow(), State::Done { .. })
+    }
+
+    fn completed_at(&self) -> Option<Instant> {
+        *self.completed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

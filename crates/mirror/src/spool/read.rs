@@ -1,0 +1,116 @@
+//! Reading an entry while it is written: a range of its bytes as they land.
+//!
+//! A reader waits for the writer's progress, reads what is in the file in
+//! chunks of at most [`CHUNK`] bytes (the memory one reader holds), and
+//! hands out the chunk that ends the blob only once the digest checked out.
+
+use std::io::SeekFrom;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+use super::{Entry, State};
+
+/// The most bytes one read takes from the file.
+const CHUNK: u64 = 256 * 1024;
+
+/// Why a spool read ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpoolError {
+    /// The upstream fetch failed (or its bytes did not match the digest).
+    #[error("upstream fetch failed: {0}")]
+    Failed(String),
+    /// The fetch made no progress in time.
+    #[error("the upstream fetch made no progress in time")]
+    Timeout,
+    /// The spool file could not be read.
+    #[error("reading the spool: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Bytes `start..end` of `entry`, as they arrive; `wait` bounds each wait for progress.
+pub(crate) fn read(
+    entry: Arc<Entry>,
+    start: u64,
+    end: u64,
+    wait: Duration,
+) -> impl Stream<Item = Result<Bytes, SpoolError>> + Send {
+    entry.readers.fetch_add(1, Ordering::AcqRel);
+    let state = entry.state.subscribe();
+    let reader = Reader { entry, state, file: None, pos: start, end, wait, failed: false };
+    futures::stream::unfold(reader, |mut reader| async move {
+        if reader.failed || reader.pos >= reader.end {
+            return None;
+        }
+        let item = reader.next().await;
+        reader.failed = item.is_err();
+        Some((item, reader))
+    })
+}
+
+struct Reader {
+    entry: Arc<Entry>,
+    state: watch::Receiver<State>,
+    file: Option<tokio::fs::File>,
+    pos: u64,
+    end: u64,
+    wait: Duration,
+    failed: bool,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Result<Bytes, SpoolError> {
+        let (available, size) = self
+            .wait_for(|pos, state| match state {
+                State::Writing { meta, written } if *written > pos => Some((*written, meta.size)),
+                State::Done { meta } => Some((meta.size, meta.size)),
+                _ => None,
+            })
+            .await?;
+        let upto = available.min(self.end).min(self.pos + CHUNK);
+        if upto == size {
+            // The chunk that completes the blob waits for the verdict on the digest.
+            self.wait_for(|_, state| matches!(state, State::Done { .. }).then_some(())).await?;
+        }
+        if self.file.is_none() {
+            self.file = Some(tokio::fs::File::open(&self.entry.path).await?);
+        }
+        let Some(file) = self.file.as_mut() else { return Err(SpoolError::Timeout) };
+        file.seek(SeekFrom::Start(self.pos)).await?;
+        let mut buf = BytesMut::zeroed((upto - self.pos) as usize);
+        file.read_exact(&mut buf).await?;
+        self.pos = upto;
+        Ok(buf.freeze())
+    }
+
+    /// Waits until `ready` gives a value for the state; a failed fetch is an error.
+    async fn wait_for<T>(&mut self, ready: impl Fn(u64, &State) -> Option<T>) -> Result<T, SpoolError> {
+        loop {
+            {
+                let state = self.state.borrow_and_update();
+                if let State::Failed { reason } = &*state {
+                    return Err(SpoolError::Failed(reason.clone()));
+                }
+                if let Some(value) = ready(self.pos, &state) {
+                    return Ok(value);
+                }
+            }
+            match tokio::time::timeout(self.wait, self.state.changed()).await {
+                Err(_) => return Err(SpoolError::Timeout),
+                Ok(Err(_)) => return Err(SpoolError::Failed("the fetch went away".into())),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.entry.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}

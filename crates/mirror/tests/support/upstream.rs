@@ -1,0 +1,130 @@
+//! A fake upstream registry: serves fixed content by path, with `Range`,
+//! optionally slowly or corrupted, and counts the `GET`s of each path.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use peerpull_oci::{ByteRange, Digest, Registry};
+use tokio::net::TcpListener;
+
+/// How the fake misbehaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Behaviour {
+    /// Pause between 64 KiB chunks of a body.
+    pub chunk_delay: Duration,
+    /// Flip every byte of blob bodies.
+    pub corrupt: bool,
+    /// Answer every request with this status and nothing else.
+    pub status: Option<u16>,
+}
+
+/// A running fake registry.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    gets: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+struct Content {
+    bytes: Bytes,
+    media_type: String,
+    digest: Digest,
+}
+
+impl FakeUpstream {
+    /// Serves `files` (`path`, bytes, media type) as told by `how`.
+    pub async fn start(files: Vec<(String, Vec<u8>, &str)>, how: Behaviour) -> Self {
+        let files: HashMap<String, Arc<Content>> = files
+            .into_iter()
+            .map(|(path, bytes, media_type)| {
+                let digest = Digest::sha256_of(&bytes);
+                (path, Arc::new(Content { bytes: bytes.into(), media_type: media_type.to_owned(), digest }))
+            })
+            .collect();
+        let files = Arc::new(files);
+        let gets = Arc::new(Mutex::new(HashMap::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counted = gets.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (files, counted) = (files.clone(), counted.clone());
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let response = answer(&files, &counted, how, &request);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Self { addr, gets }
+    }
+
+    /// The registry as a mirror config names it.
+    pub fn registry(&self) -> Registry {
+        format!("http://{}", self.addr).parse().unwrap()
+    }
+
+    /// `?ns=` for it.
+    pub fn ns(&self) -> String {
+        format!("?ns={}", self.addr)
+    }
+
+    /// How many `GET`s `path` received.
+    pub fn gets(&self, path: &str) -> usize {
+        self.gets.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+fn answer(
+    files: &HashMap<String, Arc<Content>>,
+    gets: &Mutex<HashMap<String, usize>>,
+    how: Behaviour,
+    request: &Request<Incoming>,
+) -> Response<BoxBody<Bytes, Infallible>> {
+    let empty = |status: u16| Response::builder().status(status).body(Full::default().boxed()).unwrap();
+    if let Some(status) = how.status {
+        return empty(status);
+    }
+    let path = request.uri().path().to_owned();
+    let Some(content) = files.get(&path).cloned() else { return empty(404) };
+    if request.method() == http::Method::GET {
+        *gets.lock().unwrap().entry(path.clone()).or_default() += 1;
+    }
+    let size = content.bytes.len() as u64;
+    let range = request.headers().get("range").and_then(|v| ByteRange::parse(v.to_str().ok()?, size).ok());
+    let (start, end) = range.map_or((0, size), |r| (r.start, r.end_inclusive + 1));
+    let mut response = Response::builder()
+        .status(if range.is_some() { 206 } else { 200 })
+        .header("content-type", &content.media_type)
+        .header("content-length", (end - start).to_string())
+        .header("docker-content-digest", content.digest.to_string());
+    if let Some(range) = range {
+        response = response.header("content-range", range.content_range(size));
+    }
+    if request.method() == http::Method::HEAD {
+        return response.body(Full::default().boxed()).unwrap();
+    }
+    let mut bytes = content.bytes.slice(start as usize..end as usize).to_vec();
+    if how.corrupt && path.contains("/blobs/") {
+        bytes.iter_mut().for_each(|b| *b ^= 0xff);
+    }
+    let chunks: Vec<Bytes> = bytes.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
+    let delay = how.chunk_delay;
+    let stream = futures::stream::iter(chunks).then(move |chunk| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, Infallible>(Frame::data(chunk))
+    });
+    response.body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
+}

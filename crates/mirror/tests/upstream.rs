@@ -1,0 +1,165 @@
+//! The mirror fetching from the upstream on a miss: exact bytes, one upstream
+//! transfer however many ask at once, a node that lets another fetch for it
+//! and carries on by itself when that one fails, ranges, tags checked
+//! against their digest, and the fast 404 when the upstream cannot answer.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use peerpull_mirror::{Config, PullThrough, Static};
+use peerpull_oci::{media, Digest, ErrorBody, ErrorCode, Mirrored};
+use peerpull_store::Memory;
+use support::upstream::{Behaviour, FakeUpstream};
+use support::{bytes, fake_peer, get, header, request, Misbehaviour, Node};
+
+const REPO: &str = "team/app";
+
+/// A mirror config that pulls through from `upstream`, spooling in `dir`.
+fn pulling(upstream: &FakeUpstream, dir: &tempfile::TempDir) -> Config {
+    Config {
+        mirrored: Mirrored::Only(vec![upstream.registry()]),
+        pull_through: Some(PullThrough::new(dir.path().join("spool"))),
+        ..support::config()
+    }
+}
+
+fn blob_path(digest: &Digest) -> String {
+    format!("/v2/{REPO}/blobs/{digest}")
+}
+
+async fn upstream_with_blob(len: usize, how: Behaviour) -> (FakeUpstream, Vec<u8>, Digest) {
+    let blob = bytes(len, 9);
+    let digest = Digest::sha256_of(&blob);
+    let upstream = FakeUpstream::start(vec![(blob_path(&digest), blob.clone(), media::OCI_LAYER_GZIP)], how).await;
+    (upstream, blob, digest)
+}
+
+fn code(body: &[u8]) -> Option<ErrorCode> {
+    ErrorBody::from_json(body).ok().and_then(|b| b.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_cost_one_upstream_transfer() {
+    let slow = Behaviour { chunk_delay: Duration::from_millis(5), ..Behaviour::default() };
+    let (upstream, blob, digest) = upstream_with_blob(3 << 20, slow).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir)).await;
+    let url = node.url(&format!("{}{}", blob_path(&digest), upstream.ns()));
+    let pulls = (0..8).map(|_| get(&url, &[]));
+    for result in futures::future::join_all(pulls).await {
+        let (response, body) = result.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "docker-content-digest"), digest.to_string());
+        assert!(body.as_ref() == blob.as_slice(), "bytes differ");
+    }
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "eight pulls, one upstream transfer");
+    let metrics = node.metrics().await;
+    assert!(metrics.contains(&format!("peerpull_upstream_bytes_total {}", blob.len())), "{metrics}");
+    assert!(metrics.contains("peerpull_transfers_shared_total 7"), "{metrics}");
+
+    // A range of what was fetched comes from the spool, not the upstream.
+    let (response, body) = get(&url, &[("range", "bytes=100-199")]).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(body.as_ref(), &blob[100..200]);
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_streams_from_the_node_the_cluster_chose_and_finishes_alone_when_it_fails() {
+    let (upstream, blob, digest) = upstream_with_blob(2 << 20, Behaviour::default()).await;
+    let path = format!("{}{}", blob_path(&digest), upstream.ns());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fetcher = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir_a)).await;
+    let chosen = Static::default().closest_is(fetcher.provider());
+    let follower = Node::start(Memory::new(), chosen, pulling(&upstream, &dir_b)).await;
+    let (response, body) = get(&follower.url(&path), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(body.as_ref() == blob.as_slice());
+    let (response, body) = get(&fetcher.url(&path), &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), body.len()), (200, blob.len()));
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the chosen node fetched for both");
+    assert!(fetcher.metrics().await.contains(r#"source="in_flight"} "#), "the fetcher served from its spool");
+
+    // The chosen node dies after 700 kB: the follower fetches the rest itself.
+    let (upstream, blob, digest) = upstream_with_blob(2 << 20, Behaviour::default()).await;
+    let dying = fake_peer(blob.clone(), Misbehaviour::Truncate(700_001)).await;
+    let chosen = Static::default().closest_is(dying);
+    let dir = tempfile::tempdir().unwrap();
+    let follower = Node::start(Memory::new(), chosen, pulling(&upstream, &dir)).await;
+    let (response, body) = get(&follower.url(&format!("{}{}", blob_path(&digest), upstream.ns())), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(body.as_ref() == blob.as_slice(), "the response continued from the follower's own fetch");
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1);
+
+    // A chosen node that serves wrong bytes never completes the response.
+    let (upstream, blob, digest) = upstream_with_blob(1 << 20, Behaviour::default()).await;
+    let corrupt = fake_peer(blob, Misbehaviour::Corrupt).await;
+    let chosen = Static::default().closest_is(corrupt);
+    let dir = tempfile::tempdir().unwrap();
+    let follower = Node::start(Memory::new(), chosen.clone(), pulling(&upstream, &dir)).await;
+    let result = get(&follower.url(&format!("{}{}", blob_path(&digest), upstream.ns())), &[]).await;
+    assert!(result.is_err(), "a corrupt transfer completed");
+    assert_eq!(chosen.penalized(), vec![corrupt.peer]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_resolve_upstream_and_misses_stay_fast_404s() {
+    let manifest = format!(r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#, media::OCI_MANIFEST).into_bytes();
+    let manifest_digest = Digest::sha256_of(&manifest);
+    let files = vec![(format!("/v2/{REPO}/manifests/v1"), manifest.clone(), media::OCI_MANIFEST)];
+    let upstream = FakeUpstream::start(files, Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir)).await;
+    let tag = node.url(&format!("/v2/{REPO}/manifests/v1{}", upstream.ns()));
+    let (response, body) = request("HEAD", &tag, &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), body.len()), (200, 0));
+    assert_eq!(header(&response, "docker-content-digest"), manifest_digest.to_string());
+    let (response, body) = get(&tag, &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), media::OCI_MANIFEST);
+    assert_eq!(body.as_ref(), manifest.as_slice());
+
+    let missing = node.url(&format!("/v2/{REPO}/blobs/sha256:{}{}", "d".repeat(64), upstream.ns()));
+    let (response, body) = get(&missing, &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
+
+    // An upstream that is down, or refuses: a fast 404 so containerd tries its own way.
+    for status in [503, 401] {
+        let refusing = FakeUpstream::start(vec![], Behaviour { status: Some(status), ..Behaviour::default() }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(Memory::new(), Static::default(), pulling(&refusing, &dir)).await;
+        let started = std::time::Instant::now();
+        let url = node.url(&format!("/v2/{REPO}/blobs/sha256:{}{}", "e".repeat(64), refusing.ns()));
+        let (response, body) = get(&url, &[]).await.unwrap();
+        assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)), "{status}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{status}: the miss took {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_upstream_bytes_never_complete_a_response() {
+    let corrupt = Behaviour { corrupt: true, ..Behaviour::default() };
+    let (upstream, _, digest) = upstream_with_blob(1 << 20, corrupt).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir)).await;
+    let url = node.url(&format!("{}{}", blob_path(&digest), upstream.ns()));
+    assert!(get(&url, &[]).await.is_err(), "a corrupt upstream transfer completed");
+    assert!(node.metrics().await.contains("peerpull_spool_bytes 0"), "the failed entry gave its room back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_larger_than_the_spool_is_a_miss() {
+    let (upstream, _, digest) = upstream_with_blob(1 << 20, Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = pulling(&upstream, &dir);
+    if let Some(pull) = config.pull_through.as_mut() {
+        pull.spool_max_bytes = 512 * 1024;
+    }
+    let node = Node::start(Memory::new(), Static::default(), config).await;
+    let url = node.url(&format!("{}{}", blob_path(&digest), upstream.ns()));
+    let (response, body) = get(&url, &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
+}
