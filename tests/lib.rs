@@ -6,6 +6,7 @@
 //! [`Cluster`] of nodes on distinct loopback addresses with the same ports,
 //! each set up by `peerpull configure` as a cluster's init container does.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use peerpull_testbed::peerpull::configure;
@@ -33,17 +34,20 @@ pub struct Cluster {
 }
 
 /// How the nodes of a cluster run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Setup {
     /// `--upstream-fallback`: a miss is fetched from the upstream once for
     /// the cluster (the default, as deployed), or answered 404 so containerd
     /// goes upstream itself (scenarios about serving from peers alone).
     pub pull_through: bool,
+    /// A k3s `registries.yaml` to run with instead of `--mirrored-registry`
+    /// (it names the upstream and may hold its credentials).
+    pub registries_yaml: Option<PathBuf>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { pull_through: true }
+        Self { pull_through: true, registries_yaml: None }
     }
 }
 
@@ -59,7 +63,10 @@ pub async fn start_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Ve
     for mut node_options in options {
         let own = node_options.router_addr().to_string();
         node_options.bootstrap = routers.iter().filter(|r| **r != own).cloned().collect();
-        node_options.mirrored = vec![upstream.to_owned()];
+        match &setup.registries_yaml {
+            Some(path) => node_options.extra.extend(["--registries-yaml".to_owned(), path.display().to_string()]),
+            None => node_options.mirrored = vec![upstream.to_owned()],
+        }
         if !setup.pull_through {
             node_options.extra.extend(["--upstream-fallback".to_owned(), "false".to_owned()]);
         }
@@ -85,7 +92,7 @@ impl Cluster {
     /// The same, with nodes that answer a miss with 404 (no pull-through):
     /// scenarios about what peers alone serve.
     pub async fn peers_only(size: usize) -> Result<Self, Error> {
-        Self::start_with(size, Setup { pull_through: false }).await
+        Self::start_with(size, Setup { pull_through: false, ..Setup::default() }).await
     }
 
     /// Starts an upstream and `size` nodes set up as `setup` says.

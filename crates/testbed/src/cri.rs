@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::{ImageSpec, ImageStatusRequest, PullImageRequest, RemoveImageRequest};
+use k8s_cri::v1::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest, RemoveImageRequest};
 
 use crate::containerd::{Containerd, NAMESPACE};
 use crate::Error;
@@ -41,9 +41,21 @@ impl Containerd {
 
     /// Pulls `reference` through CRI `PullImage`, as kubelet does.
     pub async fn cri_pull(&self, reference: &str) -> Result<PulledImage, Error> {
+        self.cri_pull_as(reference, None).await
+    }
+
+    /// Pulls `reference` through CRI `PullImage` with `credentials` (user,
+    /// password), as kubelet does with an image pull secret.
+    pub async fn cri_pull_as(&self, reference: &str, credentials: Option<(&str, &str)>) -> Result<PulledImage, Error> {
         let mut client = self.images_client().await?;
+        let auth = credentials.map(|(username, password)| AuthConfig {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            ..Default::default()
+        });
         let request = PullImageRequest {
             image: Some(ImageSpec { image: reference.to_owned(), ..Default::default() }),
+            auth,
             ..Default::default()
         };
         let what = format!("CRI PullImage {reference}");

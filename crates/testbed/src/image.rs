@@ -232,11 +232,24 @@ impl Image {
     /// Pushes the image to `upstream` as `name` (`repo:tag`) and returns the
     /// reference to pull it by (`host:port/repo:tag`).
     pub async fn push(&self, upstream: &Upstream, name: &str) -> Result<String, Error> {
+        self.push_as(upstream, name, None).await
+    }
+
+    /// Pushes the image as [`Image::push`] does, logging in with `credentials` (user, password).
+    pub async fn push_as(
+        &self,
+        upstream: &Upstream,
+        name: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<String, Error> {
         let reference = format!("{}/{name}", upstream.host());
         let mut command = tokio::process::Command::new("skopeo");
         command
             .args(["--insecure-policy", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"])
             .arg("--retry-times=0");
+        if let Some((user, password)) = credentials {
+            command.arg(format!("--dest-creds={user}:{password}"));
+        }
         if self.index.is_some() {
             command.arg("--all");
         }

@@ -5,7 +5,8 @@
 //! images and pushes them with `skopeo` ([`image`]), pulls into a node like
 //! kubelet does through CRI `PullImage` ([`cri`]), inspects what a node
 //! holds, and runs `peerpull` itself next to each node ([`peerpull`]); a
-//! [`throttle`] slows the road to a service. Every service is stopped and
+//! [`throttle`] slows the road to a service; a [`token`] server gives the
+//! registry Docker Hub's token auth. Every service is stopped and
 //! every temporary directory removed when
 //! its handle is dropped, also when a test panics. Nothing outside tests and
 //! benchmarks depends on this crate.
@@ -37,6 +38,7 @@ pub mod peerpull;
 mod process;
 pub mod registry;
 pub mod throttle;
+pub mod token;
 
 pub use containerd::{Containerd, ContainerdOptions, NAMESPACE};
 pub use cri::PulledImage;
@@ -45,8 +47,9 @@ pub use image::{Blob, Image, ImageBuilder, Platform, PlatformImage};
 pub use inspect::ImageRecord;
 pub use net::{free_port, loopback_subnet, LoopbackSubnet};
 pub use peerpull::{Peerpull, PeerpullOptions};
-pub use registry::{AccessEntry, Upstream};
+pub use registry::{AccessEntry, Upstream, UpstreamOptions};
 pub use throttle::Throttle;
+pub use token::TokenServer;
 
 /// Polls `check` every 50 ms until it yields `Some`, or fails after `timeout`.
 ///

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::process::Service;
+use crate::token::TokenServer;
 use crate::{free_port, Error};
 
 /// How long the registry may take to answer after starting.
@@ -42,6 +43,21 @@ pub struct AccessEntry {
     pub bytes: u64,
 }
 
+/// How a registry is started.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamOptions<'a> {
+    /// The loopback address it listens on.
+    pub ip: IpAddr,
+    /// Token auth by this server (Docker Hub's scheme), instead of none.
+    pub token: Option<&'a TokenServer>,
+}
+
+impl Default for UpstreamOptions<'_> {
+    fn default() -> Self {
+        Self { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), token: None }
+    }
+}
+
 impl Upstream {
     /// Starts a registry on a free port of 127.0.0.1.
     pub async fn start() -> Result<Self, Error> {
@@ -50,15 +66,30 @@ impl Upstream {
 
     /// Starts a registry on a free port of `ip` (a loopback address).
     pub async fn start_on(ip: IpAddr) -> Result<Self, Error> {
+        Self::start_with(UpstreamOptions { ip, ..UpstreamOptions::default() }).await
+    }
+
+    /// Starts a registry as `options` say.
+    pub async fn start_with(options: UpstreamOptions<'_>) -> Result<Self, Error> {
         let dir = tempfile::Builder::new().prefix("pp-reg-").tempdir().map_err(Error::io("creating a temp dir"))?;
+        let ip = options.ip;
         let addr = SocketAddr::new(ip, free_port(ip)?);
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).map_err(Error::io("creating registry storage"))?;
         let config = dir.path().join("config.yml");
-        let yaml = format!(
+        let mut yaml = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             data.display()
         );
+        if let Some(tokens) = options.token {
+            yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                tokens.realm(),
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                tokens.certificate().display()
+            ));
+        }
         std::fs::write(&config, yaml).map_err(Error::io("writing registry config"))?;
         let log = dir.path().join("registry.log");
         let service = Service::new("docker-registry", &log);
