@@ -4,9 +4,12 @@
 //! `peerpull run` beside it on its own loopback address, and a real upstream
 //! registry. It pushes a sample image, pulls it on node 1 through CRI (as
 //! kubelet does), takes the upstream down, pulls it on nodes 2 and 3 from
-//! their peers, and prints who served what. Everything is torn down on exit
-//! or Ctrl-C; with `KEEP=1` the cluster keeps running and the commands to
-//! play with it are printed.
+//! their peers, and prints who served what. Then the upstream comes back
+//! with a new image that all three nodes pull at the same moment, and the
+//! upstream sends it once for the whole cluster. It exits non-zero when a
+//! pulled digest differs or the upstream sent a blob more than once.
+//! Everything is torn down on exit or Ctrl-C; with `KEEP=1` the cluster
+//! keeps running and the commands to play with it are printed.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -39,8 +42,10 @@ async fn main() -> std::process::ExitCode {
 struct Pull {
     node: usize,
     took: Duration,
-    from_peers: f64,
 }
+
+/// What a node's mirror served, by where it came from (bytes).
+const SOURCES: [&str; 4] = ["local", "in_flight", "peer", "upstream"];
 
 async fn demo(keep: bool) -> Result<(), Error> {
     step("starting 3 nodes (containerd + peerpull each) and an upstream registry");
@@ -60,12 +65,8 @@ async fn demo(keep: bool) -> Result<(), Error> {
     let reference = image.push(&cluster.upstream, "demo/app:v1").await?;
     step(&format!("pushed {reference} ({}, {:.1} MiB)", short(image.digest()), size as f64 / MIB as f64));
 
-    step("node 1 pulls it through CRI: no peer has it, so it comes from the upstream");
+    step("node 1 pulls it through CRI: no peer has it, so the cluster fetches it from the upstream");
     let mut pulls = vec![pull(&cluster, 0, &reference, image.digest()).await?];
-
-    let seen = cluster.mirror_url(1, "demo/app", "manifests", "v1");
-    cluster.wait_status(&seen, 200, SEEN).await?;
-    println!("  node 1 advertised the image in the DHT; node 2 can find it");
 
     step("THE OUTAGE: the upstream registry goes down");
     cluster.upstream.stop();
@@ -75,6 +76,11 @@ async fn demo(keep: bool) -> Result<(), Error> {
         cluster.upstream.url(),
         if direct.is_err() { "connection refused" } else { "answered?!" }
     );
+    for n in [1, 2] {
+        let seen = cluster.mirror_url(n, "demo/app", "manifests", "v1");
+        cluster.wait_status(&seen, 200, SEEN).await?;
+    }
+    println!("  node 1 advertised the image in the DHT; nodes 2 and 3 find it there");
 
     for n in [1, 2] {
         step(&format!("node {} pulls {reference} during the outage", n + 1));
@@ -82,10 +88,32 @@ async fn demo(keep: bool) -> Result<(), Error> {
     }
 
     let upstream_bytes = cluster.upstream.blob_bytes_served()? as f64;
-    let downloads = cluster.upstream.blob_downloads()?;
-    let most = image.blobs().iter().map(|b| downloads.get(&b.digest).copied().unwrap_or(0)).max().unwrap_or(0);
     println!("{}", summary(&cluster, &pulls, size, upstream_bytes).await?);
-    println!("  the upstream served each blob of the image at most {most} time(s) for the whole cluster");
+    at_most_once(&cluster, &image)?;
+
+    step("THE ROLLOUT: the upstream is back with a new image; all 3 nodes pull it at the same moment");
+    cluster.upstream.restart().await?;
+    let fresh = ImageBuilder::new("peerpull-demo-v2").layers(&[24 * MIB, 16 * MIB, 8 * MIB]).build()?;
+    let fresh_size = fresh.pull_size(&Platform::host());
+    let fresh_ref = fresh.push(&cluster.upstream, "demo/app:v2").await?;
+    let before = cluster.upstream.blob_bytes_served()?;
+    let started = Instant::now();
+    let all = futures::future::join_all((0..3).map(|n| pull(&cluster, n, &fresh_ref, fresh.digest()))).await;
+    for result in all {
+        result?;
+    }
+    let sent = cluster.upstream.blob_bytes_served()? - before;
+    println!(
+        "\n== rollout: {:.1} MiB image on 3 nodes at once in {:.2?}",
+        fresh_size as f64 / MIB as f64,
+        started.elapsed()
+    );
+    println!(
+        "  bytes from the upstream registry: {:.1} MiB = {:.2}x the image (without peerpull: 3x)",
+        sent as f64 / MIB as f64,
+        sent as f64 / fresh_size as f64
+    );
+    at_most_once(&cluster, &fresh)?;
     if keep {
         println!("{}", keep_instructions(&cluster, &reference)?);
         std::mem::forget(cluster);
@@ -93,35 +121,57 @@ async fn demo(keep: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Fails unless the upstream served each blob of `image` at most once for the whole cluster.
+fn at_most_once(cluster: &Cluster, image: &peerpull_testbed::Image) -> Result<(), Error> {
+    let downloads = cluster.upstream.blob_downloads()?;
+    let most = image.blobs().iter().map(|b| downloads.get(&b.digest).copied().unwrap_or(0)).max().unwrap_or(0);
+    println!("  the upstream served each blob of the image at most {most} time(s) for the whole cluster");
+    if most > 1 {
+        return Err(demo_failed(format!("the upstream served a blob of {} {most} times", short(image.digest()))));
+    }
+    Ok(())
+}
+
+fn demo_failed(what: String) -> Error {
+    Error::Io { what, source: std::io::ErrorKind::Other.into() }
+}
+
 async fn pull(cluster: &Cluster, n: usize, reference: &str, digest: &str) -> Result<Pull, Error> {
     let started = Instant::now();
     let pulled = cluster.nodes[n].containerd.cri_pull(reference).await?;
     let took = started.elapsed();
     let got = pulled.manifest_digest().unwrap_or("none");
-    let check = if got == digest { "matches the pushed digest" } else { "DIFFERS from the pushed digest" };
-    println!("  node {} pulled {} in {:.2?} ({check})", n + 1, short(got), took);
-    let from_peers = cluster.nodes[n].peerpull.metric(r#"peerpull_mirror_bytes_served_total{source="peer"}"#).await?;
-    Ok(Pull { node: n, took, from_peers })
+    if got != digest {
+        return Err(demo_failed(format!("node {} pulled {got}, not the pushed {digest}", n + 1)));
+    }
+    println!("  node {} pulled {} in {:.2?} (matches the pushed digest)", n + 1, short(got), took);
+    Ok(Pull { node: n, took })
 }
 
 async fn summary(cluster: &Cluster, pulls: &[Pull], size: u64, upstream: f64) -> Result<String, Error> {
     let mib = |b: f64| b / MIB as f64;
     let mut out = String::new();
     let _ = writeln!(out, "\n== summary: image of {:.1} MiB pulled on 3 nodes", mib(size as f64));
-    let _ = writeln!(out, "  {:<6} {:>10} {:>16} {:>20}", "node", "pull time", "MiB from peers", "MiB served to peers");
+    let _ = writeln!(out, "  MiB each node's mirror served (to its containerd and to peers), by source:");
+    let _ = writeln!(
+        out,
+        "  {:<6} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "node", "pull time", "held", "spool", "peers", "upstream"
+    );
+    let mut peers = 0.0;
     for pull in pulls {
         let peerpull = &cluster.nodes[pull.node].peerpull;
-        let served = peerpull.metric(r#"peerpull_mirror_bytes_served_total{source="local"}"#).await?;
-        let _ = writeln!(
-            out,
-            "  {:<6} {:>10.2?} {:>16.1} {:>20.1}",
-            pull.node + 1,
-            pull.took,
-            mib(pull.from_peers),
-            mib(served)
-        );
+        let mut row = format!("  {:<6} {:>10.2?}", pull.node + 1, pull.took);
+        for source in SOURCES {
+            let served =
+                peerpull.metric(&format!(r#"peerpull_mirror_bytes_served_total{{source="{source}"}}"#)).await?;
+            if source == "peer" {
+                peers += served;
+            }
+            let _ = write!(row, " {:>10.1}", mib(served));
+        }
+        let _ = writeln!(out, "{row}");
     }
-    let peers: f64 = pulls.iter().map(|p| p.from_peers).sum();
     let _ = writeln!(out, "  bytes from the upstream registry: {:.1} MiB (blobs, from its access log)", mib(upstream));
     let _ = writeln!(out, "  bytes from peers:                 {:.1} MiB", mib(peers));
     let _ = write!(out, "  every node holds the image (each pull above checked its digest)");

@@ -163,3 +163,33 @@ async fn a_blob_larger_than_the_spool_is_a_miss() {
     let (response, body) = get(&url, &[]).await.unwrap();
     assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_evicts_the_oldest_and_drops_what_containerd_took() {
+    let (a, b) = (bytes(1 << 20, 1), bytes(1 << 20, 2));
+    let (da, db) = (Digest::sha256_of(&a), Digest::sha256_of(&b));
+    let files =
+        vec![(blob_path(&da), a.clone(), media::OCI_LAYER_GZIP), (blob_path(&db), b.clone(), media::OCI_LAYER_GZIP)];
+    let upstream = FakeUpstream::start(files, Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = pulling(&upstream, &dir);
+    if let Some(pull) = config.pull_through.as_mut() {
+        pull.spool_max_bytes = (3 << 20) / 2;
+    }
+    let store = Memory::new();
+    let node = Node::start(store.clone(), Static::default(), config).await;
+    let url = |d: &Digest| node.url(&format!("{}{}", blob_path(d), upstream.ns()));
+    assert!(get(&url(&da), &[]).await.unwrap().1.as_ref() == a.as_slice());
+    assert!(get(&url(&db), &[]).await.unwrap().1.as_ref() == b.as_slice(), "a made room for b");
+    assert!(node.metrics().await.contains(&format!("peerpull_spool_bytes {}", 1 << 20)));
+    assert!(get(&url(&da), &[]).await.unwrap().1.as_ref() == a.as_slice());
+    assert_eq!(upstream.gets(&blob_path(&da)), 2, "a was evicted and fetched again");
+
+    // containerd now holds a: the spool lets it go.
+    store.insert(media::OCI_LAYER_GZIP, a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !node.metrics().await.contains("peerpull_spool_bytes 0\n") {
+        assert!(std::time::Instant::now() < deadline, "the spool kept what containerd holds");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -5,9 +5,12 @@
 //! sending Basic credentials), follows up to [`MAX_REDIRECTS`] redirects
 //! (credentials go to the registry's own host only, never to a CDN), and
 //! returns the first `2xx` response with its body unread. Anything else is
-//! an [`Error`] saying whether the registry is out of reach or said no.
+//! an [`Error`] saying whether the registry is out of reach or said no. A
+//! registry that answered `429` is not asked again until its `Retry-After`
+//! (10 s when it gave none, 10 min at most) has passed.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use peerpull_oci::Registry;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use tokio::time::Instant;
 
 use crate::auth::{self, Challenge, Tokens};
 use crate::{tls, Config, Credentials, Error, Tls};
@@ -28,6 +32,10 @@ use crate::{tls, Config, Credentials, Error, Tls};
 pub(crate) const MAX_REDIRECTS: usize = 5;
 /// The largest token response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+/// How long a registry that answered 429 without `Retry-After` is left alone.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// The longest a `Retry-After` is honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 type Http = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -53,6 +61,8 @@ pub struct Client {
     /// Clients for registries with TLS settings of their own.
     own: HashMap<String, Http>,
     tokens: Tokens,
+    /// Registries that answered 429, and until when they asked to be left alone.
+    quiet: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -71,7 +81,7 @@ impl Client {
                 own.insert(host.clone(), http(&config, host, &settings.tls)?);
             }
         }
-        Ok(Self { config, default, own, tokens: Tokens::default() })
+        Ok(Self { config, default, own, tokens: Tokens::default(), quiet: Mutex::default() })
     }
 
     /// Sends `fetch` to `registry`; the first `2xx` response, body unread.
@@ -80,6 +90,10 @@ impl Client {
         let base = registry.upstream_url();
         let scope = format!("repository:{}:pull", fetch.repository);
         let mut url = format!("{base}{}", fetch.path);
+        if let Some(until) = self.quiet_until(host) {
+            let retry_after = Some(until.saturating_duration_since(Instant::now()));
+            return Err(Error::RateLimited { url, retry_after });
+        }
         let mut authorization = self.tokens.get(host, &scope);
         let mut challenged = false;
         let mut redirects = 0;
@@ -123,11 +137,27 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
+                    let pause = retry_after.unwrap_or(DEFAULT_RETRY_AFTER).min(MAX_RETRY_AFTER);
+                    self.quiet
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(host.to_owned(), Instant::now() + pause);
                     return Err(Error::RateLimited { url, retry_after });
                 }
                 _ => return Err(Error::Status { url, status }),
             }
         }
+    }
+
+    /// When `host` asked to be left alone until, if that is still ahead.
+    fn quiet_until(&self, host: &str) -> Option<Instant> {
+        let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *quiet.get(host)?;
+        if until <= Instant::now() {
+            quiet.remove(host);
+            return None;
+        }
+        Some(until)
     }
 
     /// One request, bounded by the response time-out.

@@ -144,17 +144,32 @@ async fn redirects_are_followed_without_credentials() {
 
 #[tokio::test]
 async fn refusals_and_outages_are_told_apart() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    let limited = serve(Arc::new(move |_, _| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        respond(429, &[("retry-after", "7".into())], "")
+    }))
+    .await;
+    let other = serve(Arc::new(|_, _| respond(404, &[], ""))).await;
+    let client = client(None);
+    let registry = registry(limited);
+    let error = client.fetch(&registry, &get("/v2/team/app/blobs/limited")).await.unwrap_err();
+    assert!(matches!(error, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{error}");
+    assert!(error.is_outage());
+    // Until the Retry-After has passed, the registry is not asked again.
+    let error = client.fetch(&registry, &get("/v2/team/app/blobs/missing")).await.unwrap_err();
+    assert!(matches!(error, Error::RateLimited { retry_after: Some(d), .. } if d <= Duration::from_secs(7)), "{error}");
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "a request went out during the pause");
+    let error = client.fetch(&self::registry(other), &get("/v2/team/app/blobs/missing")).await.unwrap_err();
+    assert!(matches!(error, Error::NotFound { .. }), "other registries are still asked: {error}");
+
     let addr = serve(Arc::new(|request, _| match request.uri().path() {
-        "/v2/team/app/blobs/limited" => respond(429, &[("retry-after", "7".into())], ""),
         "/v2/team/app/blobs/broken" => respond(503, &[], ""),
         _ => respond(404, &[], ""),
     }))
     .await;
-    let client = client(None);
-    let registry = registry(addr);
-    let error = client.fetch(&registry, &get("/v2/team/app/blobs/limited")).await.unwrap_err();
-    assert!(matches!(error, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{error}");
-    assert!(error.is_outage());
+    let registry = self::registry(addr);
     let error = client.fetch(&registry, &get("/v2/team/app/blobs/broken")).await.unwrap_err();
     assert!(error.is_outage(), "{error}");
     let error = client.fetch(&registry, &get("/v2/team/app/blobs/missing")).await.unwrap_err();

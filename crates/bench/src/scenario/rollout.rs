@@ -164,7 +164,7 @@ fn section(cell: &Cell, args: &Args, nodes: usize, batch: usize, rate: u64) -> S
     );
     section.note("Time: from the first CRI PullImage until every node has the image. Bytes: blob bytes the shaped upstream served (its access log).");
     section.note("Physical limit: the image's blob bytes ÷ the configured upstream bandwidth, i.e. one copy through the shaped link.");
-    section.note("peerpull today has no cluster-wide single flight: nodes that pull at the same time each go to the upstream. In the rolling pattern the next batch starts as soon as the previous one is done, with no pause.");
+    section.note("peerpull runs as the chart deploys it (--upstream-fallback true): a blob no node holds is fetched from the upstream by one node for the whole cluster while the others stream it from that node. In the rolling pattern the next batch starts as soon as the previous one is done, with no pause.");
     let limit = "physical limit (size ÷ bandwidth)";
     let size = "image size";
     let n = cell.references.len();
