@@ -74,6 +74,14 @@ impl PullThrough {
 }
 
 impl Config {
+    /// The longest an upstream fetch may take to answer: a token exchange,
+    /// redirects and the content's own answer, each bounded by the client's
+    /// response time-out. A node streaming from the node that fetches for
+    /// it waits this long too, so it never gives up before that one does.
+    pub(crate) fn pull_through_timeout(&self) -> Duration {
+        self.pull_through.as_ref().map_or(self.peer_timeout, |p| p.client.response_timeout * 2)
+    }
+
     /// The upstream registry `?ns=` names: the mirrored registry of that host
     /// (with its scheme), or over HTTPS when every registry is mirrored.
     pub(crate) fn upstream(&self, ns: &str) -> Option<Registry> {

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::metrics::{Failure, Metrics};
 use crate::peers::Peers;
 use crate::transfer::TransferError;
-use crate::{Config, LOOP_GUARD, PULL_THROUGH};
+use crate::{Config, LOOP_GUARD, PULL_THROUGH, UPSTREAM_FAILED};
 
 /// The HTTP client for peer requests.
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -197,7 +197,9 @@ impl Fetcher {
             request = request.header(header::RANGE, range);
         }
         let request = request.body(Empty::new()).map_err(|_| (provider, Failure::Request))?;
-        let response = match tokio::time::timeout(self.config.peer_timeout, self.client.request(request)).await {
+        // A node pulling through for us may take as long as the upstream does to answer.
+        let wait = if ask.pull_through { self.config.pull_through_timeout() } else { self.config.peer_timeout };
+        let response = match tokio::time::timeout(wait, self.client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => return Err((provider, Failure::Connect)),
             Err(_) => return Err((provider, Failure::Timeout)),
@@ -206,7 +208,12 @@ impl Fetcher {
         let status = response.status();
         let ok = status == expected || (ask.range.is_some() && status == StatusCode::OK);
         if !ok {
-            return Err((provider, if status == StatusCode::NOT_FOUND { Failure::NotFound } else { Failure::Status }));
+            let reason = match status {
+                StatusCode::NOT_FOUND if response.headers().contains_key(UPSTREAM_FAILED) => Failure::UpstreamFailed,
+                StatusCode::NOT_FOUND => Failure::NotFound,
+                _ => Failure::Status,
+            };
+            return Err((provider, reason));
         }
         if let Some((start, end)) = from {
             let range = response

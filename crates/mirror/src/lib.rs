@@ -54,3 +54,8 @@ pub const LOOP_GUARD: &str = "x-peerpull-peer";
 /// from the upstream for the cluster, and it may do so (never through
 /// another peer). See `source::upstream`.
 pub const PULL_THROUGH: &str = "x-peerpull-pull-through";
+
+/// On the 404 a node answers a pull-through request with: the upstream
+/// itself could not serve it (refused, out of reach, wrong bytes), so the
+/// asking node answers a miss at once rather than asking the upstream again.
+pub(crate) const UPSTREAM_FAILED: &str = "x-peerpull-upstream-failed";

@@ -49,6 +49,8 @@ pub enum Failure {
     Body,
     /// The bytes did not match the digest.
     DigestMismatch,
+    /// The node asked to pull through could not get it from the upstream.
+    UpstreamFailed,
 }
 
 /// How an upstream request ended.
@@ -214,6 +216,7 @@ impl Failure {
             Failure::ShortBody => "short_body",
             Failure::Body => "body",
             Failure::DigestMismatch => "digest_mismatch",
+            Failure::UpstreamFailed => "upstream_failed",
         }
     }
 }

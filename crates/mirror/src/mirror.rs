@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
-use crate::spool::Spool;
+use crate::spool::{self, Spool};
 use crate::Config;
 
 /// The `/v2` mirror; cheap to clone.
@@ -72,7 +72,13 @@ impl Mirror {
             let client = Arc::new(peerpull_upstream::Client::new(pull.client.clone())?);
             let wait = pull.client.response_timeout;
             let dir = pull.spool_dir.clone();
-            let made = Spool::new(dir.clone(), pull.spool_max_bytes, pull.spool_ttl, wait, store, metrics.clone())
+            let limits = spool::Limits {
+                max_bytes: pull.spool_max_bytes,
+                ttl: pull.spool_ttl,
+                stall: config.stall_timeout,
+                open_timeout: config.pull_through_timeout(),
+            };
+            let made = Spool::new(dir.clone(), limits, store, metrics.clone())
                 .map_err(|source| Error::Spool { dir, source })?;
             sources.push(Box::new(source::in_flight::InFlight::new(made.clone(), metrics.clone(), wait)));
             sources.push(Box::new(source::peer::Peer::new(fetcher.clone())));
@@ -117,7 +123,9 @@ impl Mirror {
         }
         for source in &self.inner.sources {
             if let Some(response) = source.answer(wanted).await {
-                return (response, Some(source.kind()));
+                // A source may answer a miss itself (a node that pulled through for a peer, in vain).
+                let hit = response.status() != http::StatusCode::NOT_FOUND;
+                return (response, hit.then(|| source.kind()));
             }
         }
         (body::error(wanted.unknown(), "no node holds this content"), None)

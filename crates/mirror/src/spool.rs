@@ -12,6 +12,9 @@
 //! no room fails, and the mirror answers as if it could not fetch at all.
 //! A completed entry is dropped once containerd holds the blob (checked
 //! every [`SWEEP_EVERY`]) or `ttl` after it completed; a failed one at once.
+//! Every request that reads an entry holds a [`Lease`] on it, taken under
+//! the spool's lock, and a leased entry is never evicted or swept, so its
+//! file is there when the reader opens it.
 //!
 //! Verification: the fetch checks the digest as the bytes arrive. A reader
 //! hands out the last bytes of a blob only after the whole digest checked
@@ -60,7 +63,17 @@ pub(crate) enum State {
     /// Every byte is in the file and the digest checked out.
     Done { meta: Meta },
     /// The fetch failed; readers stop.
-    Failed { reason: String },
+    Failed(Failed),
+}
+
+/// Why a fetch failed, and whose failure it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failed {
+    /// What happened.
+    pub(crate) reason: String,
+    /// The upstream's doing (it refused, could not be reached, sent wrong
+    /// bytes), as opposed to this node's (no room, a disk error).
+    pub(crate) upstream: bool,
 }
 
 /// One digest's fetch and its file.
@@ -83,12 +96,26 @@ pub(crate) struct Spool {
     inner: Arc<Inner>,
 }
 
+/// How much a spool holds and how long it waits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The most bytes its entries reserve together.
+    pub(crate) max_bytes: u64,
+    /// How long a completed entry containerd did not take stays.
+    pub(crate) ttl: Duration,
+    /// An upstream body that sends nothing for this long is resumed.
+    pub(crate) stall: Duration,
+    /// The longest the upstream may take to answer a fetch (auth and redirects included).
+    pub(crate) open_timeout: Duration,
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
     max_bytes: u64,
     ttl: Duration,
     stall: Duration,
+    open_timeout: Duration,
     store: Arc<dyn Store>,
     metrics: Metrics,
     entries: Mutex<Entries>,
@@ -102,39 +129,37 @@ struct Entries {
 }
 
 impl Spool {
-    /// A spool in `dir` (emptied: what a previous run left is unverified),
-    /// holding at most `max_bytes`.
-    pub(crate) fn new(
-        dir: PathBuf,
-        max_bytes: u64,
-        ttl: Duration,
-        stall: Duration,
-        store: Arc<dyn Store>,
-        metrics: Metrics,
-    ) -> std::io::Result<Self> {
+    /// A spool in `dir` (emptied: what a previous run left is unverified), within `limits`.
+    pub(crate) fn new(dir: PathBuf, limits: Limits, store: Arc<dyn Store>, metrics: Metrics) -> std::io::Result<Self> {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         std::fs::create_dir_all(&dir)?;
-        let inner = Inner { dir, max_bytes, ttl, stall, store, metrics, entries: Mutex::default() };
+        let Limits { max_bytes, ttl, stall, open_timeout } = limits;
+        let inner = Inner { dir, max_bytes, ttl, stall, open_timeout, store, metrics, entries: Mutex::default() };
         Ok(Self { inner: Arc::new(inner) })
     }
 
-    /// The entry of `digest` being fetched or fetched, unless it failed.
-    pub(crate) fn get(&self, digest: &Digest) -> Option<Arc<Entry>> {
+    /// A lease on the entry of `digest` being fetched or fetched, unless it failed.
+    pub(crate) fn get(&self, digest: &Digest) -> Option<Lease> {
         let entries = self.entries();
-        entries.by_digest.get(digest).filter(|e| !e.failed()).cloned()
+        entries.by_digest.get(digest).filter(|e| !e.failed()).map(|e| Lease::new(e.clone()))
     }
 
-    /// The entry of `digest`: the one in flight, or a new one whose fetch
-    /// `open` starts (and resumes from an offset after a broken body).
-    pub(crate) fn start(&self, digest: &Digest, open: Opener) -> Arc<Entry> {
+    /// A lease on the entry of `digest`: the one in flight, or a new one whose
+    /// fetch `open` starts (and resumes from an offset after a broken body).
+    pub(crate) fn start(&self, digest: &Digest, open: Opener) -> Lease {
         let mut entries = self.entries();
-        if let Some(entry) = entries.by_digest.get(digest).filter(|e| !e.failed()) {
-            self.inner.metrics.shared();
-            return entry.clone();
+        if let Some(entry) = entries.by_digest.get(digest) {
+            if !entry.failed() {
+                self.inner.metrics.shared();
+                return Lease::new(entry.clone());
+            }
+            // A failed fetch not yet cleaned up: give its room back now.
+            let failed = entry.clone();
+            Self::forget(&mut entries, &failed);
         }
         let path = self.inner.dir.join(digest.hex());
         let entry = Arc::new(Entry {
@@ -146,9 +171,10 @@ impl Spool {
             reserved: AtomicU64::new(0),
         });
         entries.by_digest.insert(digest.clone(), entry.clone());
+        let lease = Lease::new(entry.clone());
         drop(entries);
-        tokio::spawn(fill::fill(self.clone(), entry.clone(), open));
-        entry
+        tokio::spawn(fill::fill(self.clone(), entry, open));
+        lease
     }
 
     /// Drops completed entries containerd now holds or that timed out, until `shutdown`.
@@ -164,8 +190,13 @@ impl Spool {
             for entry in done {
                 let expired = entry.completed_at().is_some_and(|at| at.elapsed() >= self.inner.ttl);
                 if expired || self.inner.store.describe(&entry.digest).await.is_ok() {
-                    tracing::debug!(digest = %entry.digest, expired, "dropping a spool entry");
-                    self.remove(&entry);
+                    let mut entries = self.entries();
+                    // A reader may have taken a lease while the store answered.
+                    if entry.unread() && Self::current(&entries, &entry) {
+                        tracing::debug!(digest = %entry.digest, expired, "dropping a spool entry");
+                        Self::forget(&mut entries, &entry);
+                        self.inner.metrics.spool_bytes(entries.used);
+                    }
                 }
             }
         }
@@ -174,6 +205,9 @@ impl Spool {
     /// Reserves `size` bytes for `entry`, evicting completed entries nobody
     /// reads, oldest first; false when that does not make room.
     fn reserve_for(&self, entry: &Entry, size: u64) -> bool {
+        if size > self.inner.max_bytes {
+            return false;
+        }
         let mut entries = self.entries();
         while entries.used + size > self.inner.max_bytes {
             let victim = entries
@@ -186,7 +220,7 @@ impl Spool {
             Self::forget(&mut entries, &victim);
             tracing::debug!(digest = %victim.digest, "evicted from the spool");
         }
-        if !entries.by_digest.get(&entry.digest).is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry)) {
+        if !Self::current(&entries, entry) {
             return false;
         }
         entries.used += size;
@@ -195,13 +229,20 @@ impl Spool {
         true
     }
 
-    /// Removes `entry` and its file.
-    fn remove(&self, entry: &Entry) {
+    /// Marks `entry` failed and removes it with its file, at once: readers
+    /// see the failure and stop, whatever they hold.
+    fn fail(&self, entry: &Entry, failed: Failed) {
         let mut entries = self.entries();
-        if entries.by_digest.get(&entry.digest).is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry)) {
+        entry.state.send_replace(State::Failed(failed));
+        if Self::current(&entries, entry) {
             Self::forget(&mut entries, entry);
             self.inner.metrics.spool_bytes(entries.used);
         }
+    }
+
+    /// Whether `entry` is the one the spool holds for its digest.
+    fn current(entries: &Entries, entry: &Entry) -> bool {
+        entries.by_digest.get(&entry.digest).is_some_and(|e| std::ptr::eq(Arc::as_ptr(e), entry))
     }
 
     fn forget(entries: &mut Entries, entry: &Entry) {
@@ -216,6 +257,34 @@ impl Spool {
     }
 }
 
+/// A reader's hold on an entry: while any lease is alive the entry is
+/// neither evicted nor swept. Taken under the spool's lock.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    entry: Arc<Entry>,
+}
+
+impl Lease {
+    fn new(entry: Arc<Entry>) -> Self {
+        entry.readers.fetch_add(1, Ordering::AcqRel);
+        Self { entry }
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Entry;
+
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.entry.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Entry {
     /// Waits (at most `timeout`) for the upstream's answer: the size and media
     /// type, or why there will be none.
@@ -224,10 +293,10 @@ impl Entry {
         let waited = tokio::time::timeout(timeout, state.wait_for(|s| !matches!(s, State::Opening))).await;
         match waited {
             Err(_) => Err(SpoolError::Timeout),
-            Ok(Err(_)) => Err(SpoolError::Failed("the fetch went away".into())),
+            Ok(Err(_)) => Err(SpoolError::Failed(Failed { reason: "the fetch went away".into(), upstream: false })),
             Ok(Ok(state)) => match &*state {
                 State::Writing { meta, .. } | State::Done { meta } => Ok(meta.clone()),
-                State::Failed { reason } => Err(SpoolError::Failed(reason.clone())),
+                State::Failed(failed) => Err(SpoolError::Failed(failed.clone())),
                 State::Opening => Err(SpoolError::Timeout),
             },
         }
@@ -238,7 +307,7 @@ impl Entry {
     }
 
     fn failed(&self) -> bool {
-        matches!(&*self.state.borrow(), State::Failed { .. })
+        matches!(&*self.state.borrow(), State::Failed(_))
     }
 
     fn is_done(&self) -> bool {

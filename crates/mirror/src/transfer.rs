@@ -14,6 +14,8 @@
 //! announced `Content-Length` and sees the connection fail. Memory per
 //! transfer is that one chunk plus the read buffer, whatever the size.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
@@ -79,6 +81,8 @@ pub(crate) struct Transfer {
     verifier: Option<Verifier>,
     held: Option<Bytes>,
     served: Counter,
+    /// How long a body may send nothing before the feed counts as stalled.
+    stall: Duration,
     done: bool,
 }
 
@@ -96,6 +100,7 @@ impl Transfer {
         expected: Option<Digest>,
         served: Counter,
     ) -> Self {
+        let stall = fetcher.config.stall_timeout;
         Self {
             fetcher,
             providers,
@@ -108,9 +113,17 @@ impl Transfer {
             size,
             verifier: expected.map(Verifier::new),
             held: None,
+            stall,
             served,
             done: false,
         }
+    }
+
+    /// Waits up to `stall` for each body chunk instead of the stall time-out: a
+    /// node fetching from the upstream for us may pause while it resumes.
+    pub(crate) fn patient(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
     }
 
     /// Continues with `fallback` when no provider can.
@@ -168,9 +181,7 @@ impl Transfer {
     async fn read(&mut self) -> Result<Bytes, Failure> {
         match self.feed.as_mut() {
             None => Err(Failure::Body),
-            Some(Feed::Body(body)) => {
-                read_data(body, self.fetcher.config.stall_timeout).await?.ok_or(Failure::ShortBody)
-            }
+            Some(Feed::Body(body)) => read_data(body, self.stall).await?.ok_or(Failure::ShortBody),
             Some(Feed::Spool(stream)) => match stream.next().await {
                 Some(Ok(data)) => Ok(data),
                 Some(Err(SpoolError::Timeout)) => Err(Failure::Stall),

@@ -140,6 +140,22 @@ async fn tags_resolve_upstream_and_misses_stay_fast_404s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_upstream_refuses_the_chosen_node_the_others_do_not_ask_again() {
+    let refusing = FakeUpstream::start(vec![], Behaviour { status: Some(401), ..Behaviour::default() }).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fetcher = Node::start(Memory::new(), Static::default(), pulling(&refusing, &dir_a)).await;
+    let follower =
+        Node::start(Memory::new(), Static::default().closest_is(fetcher.provider()), pulling(&refusing, &dir_b)).await;
+    let url = follower.url(&format!("/v2/{REPO}/blobs/sha256:{}{}", "f".repeat(64), refusing.ns()));
+    let (response, body) = get(&url, &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
+    assert_eq!(refusing.requests(), 1, "only the chosen node asked the upstream");
+    let metrics = follower.metrics().await;
+    assert!(metrics.contains(r#"cache="miss",source=""} 1"#), "{metrics}");
+    assert!(fetcher.metrics().await.contains(r#"peerpull_upstream_requests_total{outcome="denied"} 1"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_upstream_bytes_never_complete_a_response() {
     let corrupt = Behaviour { corrupt: true, ..Behaviour::default() };
     let (upstream, _, digest) = upstream_with_blob(1 << 20, corrupt).await;

@@ -11,6 +11,7 @@ use anyhow::anyhow;
 use peerpull_hosts::{RegistriesYaml, RegistryConfig};
 use peerpull_mirror::PullThrough;
 use peerpull_node::{Error, Listener, Node};
+use peerpull_oci::Mirrored;
 use peerpull_store::containerd::Config as StoreConfig;
 use peerpull_upstream::{Credentials, RegistrySettings, Tls};
 use tokio::signal::unix::{signal, SignalKind};
@@ -35,7 +36,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
     let mirrored = registries.mirrored();
     let pull_through = args.upstream_fallback.then(|| PullThrough {
         client: peerpull_upstream::Config {
-            registries: registries.yaml.as_ref().map(upstream_settings).unwrap_or_default(),
+            registries: registries.yaml.as_ref().map(|y| upstream_settings(y, &mirrored)).unwrap_or_default(),
             ..Default::default()
         },
         spool_max_bytes: args.spool_max_bytes,
@@ -90,7 +91,12 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
 }
 
 /// Upstream credentials and TLS settings from a `registries.yaml`'s `configs:`.
-fn upstream_settings(yaml: &RegistriesYaml) -> BTreeMap<String, RegistrySettings> {
+///
+/// A `"*"` entry applies to each registry named under `mirrors:` that has no
+/// entry of its own, and to no other host: with every registry mirrored, the
+/// host comes from whoever sends the request, and credentials must not
+/// follow it anywhere.
+fn upstream_settings(yaml: &RegistriesYaml, mirrored: &Mirrored) -> BTreeMap<String, RegistrySettings> {
     let settings = |config: &RegistryConfig| {
         let auth = config.auth.as_ref();
         let credentials = auth.and_then(|a| match (a.credentials(), &a.identitytoken) {
@@ -107,7 +113,23 @@ fn upstream_settings(yaml: &RegistriesYaml) -> BTreeMap<String, RegistrySettings
         };
         RegistrySettings { credentials, tls }
     };
-    yaml.configs.iter().map(|(host, config)| (host.clone(), settings(config))).collect()
+    let mut out: BTreeMap<String, RegistrySettings> = yaml
+        .configs
+        .iter()
+        .filter(|(host, _)| *host != "*")
+        .map(|(host, config)| (host.clone(), settings(config)))
+        .collect();
+    if let Some(wildcard) = yaml.configs.get("*") {
+        if matches!(mirrored, Mirrored::All) {
+            tracing::warn!(
+                "registries.yaml: configs.\"*\" is not used while every registry is mirrored; name the registries"
+            );
+        }
+        for registry in mirrored.registries() {
+            out.entry(registry.host().to_owned()).or_insert_with(|| settings(wildcard));
+        }
+    }
+    out
 }
 
 /// The exit a node error calls for, naming the flag behind a bad address.
@@ -135,5 +157,34 @@ async fn stop_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn wildcard_credentials_go_only_to_named_registries() {
+        let text = "mirrors:\n  docker.io:\n  ghcr.io:\nconfigs:\n  \"*\":\n    auth: {username: all, password: pw}\n  ghcr.io:\n    auth: {username: gh, password: pw}\n";
+        let yaml = RegistriesYaml::parse(text, Path::new("registries.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let registry = |s: &str| s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+        let named = Mirrored::Only(vec![registry("docker.io"), registry("ghcr.io")]);
+        let settings = upstream_settings(&yaml, &named);
+        let user = |host: &str| match settings.get(host).and_then(|s| s.credentials.clone()) {
+            Some(Credentials::Basic { username, .. }) => Some(username),
+            _ => None,
+        };
+        assert_eq!(user("docker.io").as_deref(), Some("all"));
+        assert_eq!(user("ghcr.io").as_deref(), Some("gh"), "a registry's own entry wins");
+        assert!(!settings.contains_key("*"));
+        let everything = upstream_settings(&yaml, &Mirrored::All);
+        assert_eq!(
+            everything.keys().collect::<Vec<_>>(),
+            ["ghcr.io"],
+            "no wildcard when the host is the client's choice"
+        );
     }
 }

@@ -11,11 +11,10 @@
 //! `provides` (advertised keys, throttled announcements) and `bootstrap`
 //! (schedule and targets). Swarm events are dispatched in `swarm_events`.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt as _};
 use libp2p::{
-    kad::KBucketKey,
     swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, DialError},
     Multiaddr, PeerId, Swarm,
 };
@@ -37,12 +36,14 @@ use crate::{
 };
 
 mod bootstrap;
+mod closest;
 mod lookups;
 mod peers;
 mod provides;
 mod swarm_events;
 
 use bootstrap::{Bootstrapper, Resolved};
+use closest::Closest;
 use lookups::{Lookups, Start};
 use peers::{Peers, Status};
 use provides::Provides;
@@ -54,9 +55,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// How long announcements wait for the first routing-table walk after the
 /// first peer arrived, should that walk not finish.
 const FIRST_WALK_GRACE: Duration = Duration::from_secs(10);
-
-/// A `closest` caller waiting for a peer: the key, the peers it passes over, the reply.
-type ClosestWait = (Key, Vec<PeerId>, oneshot::Sender<Option<Provider>>);
 
 /// Owns the swarm; run it with [`EventLoop::run`] on its own task.
 pub struct EventLoop {
@@ -80,8 +78,8 @@ pub struct EventLoop {
     resolving: FuturesUnordered<BoxFuture<'static, Resolved>>,
     next_sweep: Instant,
     metrics: Metrics,
-    /// `closest` callers waiting for the closest peer to connect and identify.
-    closest_waiting: HashMap<PeerId, Vec<ClosestWait>>,
+    /// `Router::closest`: walks towards keys, their answers, waiting callers.
+    closest: Closest,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -125,7 +123,7 @@ impl EventLoop {
             resolving: FuturesUnordered::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             metrics,
-            closest_waiting: HashMap::new(),
+            closest: Closest::default(),
             config,
         })
     }
@@ -171,7 +169,7 @@ impl EventLoop {
                 let _ = reply.send(());
             }
             Command::Lookup { key, tx, limit } => self.start_lookup(&key, limit, tx),
-            Command::Closest { key, except, reply } => self.closest(&key, except, reply),
+            Command::Closest { key, except, reply } => self.closest(key, except, reply),
             Command::Penalize { peer, reply } => {
                 self.peers.penalize(peer, Instant::now() + self.config.penalty);
                 let _ = reply.send(());
@@ -237,60 +235,9 @@ impl EventLoop {
         }
     }
 
-    /// Answers `reply` with the node closest to `key`: `None` for this one.
-    fn closest(&mut self, key: &Key, except: Vec<PeerId>, reply: oneshot::Sender<Option<Provider>>) {
-        let target = KBucketKey::new(record_key(key));
-        let own = KBucketKey::from(self.local).distance(&target);
-        let closer: Vec<PeerId> = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .get_closest_local_peers(&target)
-            .take_while(|peer| peer.distance(&target) < own)
-            .map(|peer| *peer.preimage())
-            .filter(|peer| !except.contains(peer))
-            .collect();
-        let now = Instant::now();
-        for peer in closer {
-            match self.peers.status(peer, now) {
-                Status::Ready(mirror) => {
-                    let _ = reply.send(Some(Provider { peer, mirror }));
-                    return;
-                }
-                // Unreachable, or not a peerpull node: every node passes over it alike.
-                Status::Skip => continue,
-                Status::Wait { dial } => {
-                    if dial {
-                        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
-                        if let Err(e) = self.swarm.dial(opts) {
-                            if !matches!(e, DialError::DialPeerConditionFalse(_)) {
-                                tracing::debug!(%peer, error = %e, "cannot dial the closest peer");
-                                self.peers.on_dial_failed(peer, now + self.config.unreachable_backoff);
-                                continue;
-                            }
-                        }
-                    }
-                    self.peers.await_peer(peer, now + self.config.dial_timeout);
-                    self.closest_waiting.entry(peer).or_default().push((key.clone(), except, reply));
-                    return;
-                }
-            }
-        }
-        let _ = reply.send(None);
-    }
-
     /// A peer a lookup waited for became usable (`Some`) or will not (`None`).
     fn peer_resolved(&mut self, peer: PeerId, mirror: Option<SocketAddr>) {
-        for (key, except, reply) in self.closest_waiting.remove(&peer).unwrap_or_default() {
-            match mirror {
-                Some(mirror) => {
-                    let _ = reply.send(Some(Provider { peer, mirror }));
-                }
-                // Gone, or not reachable (now marked so): the next closest node, as every node will choose.
-                None if !reply.is_closed() => self.closest(&key, except, reply),
-                None => {}
-            }
-        }
+        self.closest_resolved(peer, mirror);
         match mirror {
             Some(mirror) => {
                 let penalised = self.peers.is_penalised(&peer, Instant::now());
@@ -320,6 +267,7 @@ impl EventLoop {
             self.peer_resolved(peer, None);
         }
         self.provides.schedule(now);
+        self.expire_walks(now);
         if self.walking_until.is_some_and(|t| now >= t) {
             tracing::debug!(peer = %self.local, "first routing walk still running; announcing anyway");
             self.walking_until = None;
@@ -356,6 +304,7 @@ impl EventLoop {
             let dropped = self.swarm.behaviour_mut().kad.store_mut().sweep(std::time::Instant::now());
             self.peers.gc(now);
             self.lookups.gc(now);
+            self.closest.gc(now);
             tracing::trace!(
                 dropped,
                 stored_keys = self.swarm.behaviour_mut().kad.store_mut().key_count(),

@@ -20,6 +20,8 @@ const CONCURRENT_LOOKUPS: usize = 32;
 /// How many lookups run one at a time, before the rest run concurrently.
 const SEQUENTIAL_SAMPLE: usize = 200;
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Keys whose closest node every node is asked for.
+const CLOSEST_KEYS: usize = 20;
 
 /// `PEERPULL_SCALE_NODES` / `PEERPULL_SCALE_KEYS` shrink or grow the run.
 fn env_or(name: &str, default: usize) -> usize {
@@ -182,7 +184,23 @@ async fn run(nodes_n: usize, keys_n: usize) {
         peers[0],
         peers[nodes_n - 1]
     );
+    // Every node names the same node to fetch a key from the upstream.
+    let mut disagreements = 0;
+    for k in 0..CLOSEST_KEYS {
+        let key = Key::Digest(Digest::sha256_of(format!("closest/{k}").as_bytes()));
+        let mut chosen = std::collections::HashSet::new();
+        for n in &nodes {
+            let closest = n.router.closest(&key, &[]).await.unwrap();
+            chosen.insert(closest.map_or(n.router.local_peer_id(), |p| p.peer));
+        }
+        if chosen.len() > 1 {
+            disagreements += 1;
+            eprintln!("scale: key {k}: the nodes named {} different fetchers", chosen.len());
+        }
+    }
+    println!("scale: closest node: {disagreements} of {CLOSEST_KEYS} keys with more than one fetcher named");
     println!("scale: total {:?}", t0.elapsed());
+    assert_eq!(disagreements, 0, "nodes disagree on the fetcher of some keys");
     assert!(missing.is_empty(), "{} of {} keys were not found (see MISSING lines)", missing.len(), nodes_n * keys_n);
     assert_eq!(one_at_a_time.len() + burst.len(), nodes_n * keys_n);
 }

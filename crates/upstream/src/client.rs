@@ -34,6 +34,8 @@ pub(crate) const MAX_REDIRECTS: usize = 5;
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// How long a registry that answered 429 without `Retry-After` is left alone.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How long a registry that did not answer in time is left alone.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(5);
 /// The longest a `Retry-After` is honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
@@ -100,7 +102,15 @@ impl Client {
         loop {
             let own_host = same_authority(&url, &base);
             let credentials = authorization.as_ref().filter(|_| own_host);
-            let response = self.send(host, &base, &url, fetch, credentials).await?;
+            let response = match self.send(host, &base, &url, fetch, credentials).await {
+                Ok(response) => response,
+                Err(error @ Error::Unreachable { source: None, .. }) => {
+                    // It timed out: a black hole costs every request the full time-out, so pause.
+                    self.pause(host, UNREACHABLE_PAUSE);
+                    return Err(error);
+                }
+                Err(error) => return Err(error),
+            };
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
@@ -130,23 +140,25 @@ impl Client {
                     return Err(Error::Denied { url, status });
                 }
                 StatusCode::NOT_FOUND => return Err(Error::NotFound { url }),
-                StatusCode::TOO_MANY_REQUESTS => {
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let pause = retry_after.unwrap_or(DEFAULT_RETRY_AFTER).min(MAX_RETRY_AFTER);
-                    self.quiet
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(host.to_owned(), Instant::now() + pause);
-                    return Err(Error::RateLimited { url, retry_after });
-                }
+                StatusCode::TOO_MANY_REQUESTS => return Err(self.rate_limited(host, url, &response)),
                 _ => return Err(Error::Status { url, status }),
             }
         }
+    }
+
+    /// A `429` from `host`: leave it alone until its `Retry-After` has passed.
+    fn rate_limited(&self, host: &str, url: String, response: &Response<Incoming>) -> Error {
+        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+        self.pause(host, retry_after.unwrap_or(DEFAULT_RETRY_AFTER).min(MAX_RETRY_AFTER));
+        Error::RateLimited { url, retry_after }
+    }
+
+    /// Sends nothing to `host` for `pause`.
+    fn pause(&self, host: &str, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        let at = quiet.entry(host.to_owned()).or_insert(until);
+        *at = (*at).max(until);
     }
 
     /// When `host` asked to be left alone until, if that is still ahead.
@@ -195,6 +207,8 @@ impl Client {
         url: &str,
     ) -> Result<HeaderValue, Error> {
         let credentials = self.config.settings(host).and_then(|s| s.credentials.as_ref());
+        // Credentials of an HTTPS registry never travel in the clear to a token service.
+        let credentials = credentials.filter(|_| !(base.starts_with("https://") && realm_is_plain(&challenge)));
         let (realm, service, asked) = match challenge {
             Challenge::Basic => {
                 let denied = Error::Denied { url: url.to_owned(), status: StatusCode::UNAUTHORIZED };
@@ -229,14 +243,22 @@ impl Client {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(Error::Denied { url: realm, status });
         }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(self.rate_limited(host, realm, &response));
+        }
         if !status.is_success() {
             return Err(Error::Status { url: realm, status });
         }
-        let body = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| Error::Protocol { url: realm.clone(), what: format!("token response: {e}") })?
-            .to_bytes();
+        let timeout = self.config.response_timeout;
+        let collected = tokio::time::timeout(timeout, Limited::new(response.into_body(), MAX_TOKEN_RESPONSE).collect());
+        let body = match collected.await {
+            Err(_) => {
+                let what = format!("token response body not sent within {timeout:?}");
+                return Err(Error::Unreachable { url: realm, what, source: None });
+            }
+            Ok(Err(e)) => return Err(Error::Protocol { url: realm, what: format!("token response: {e}") }),
+            Ok(Ok(body)) => body.to_bytes(),
+        };
         let (value, lifetime) = auth::parse_token(&body)
             .ok_or_else(|| Error::Protocol { url: realm.clone(), what: "token response without a token".into() })?;
         self.tokens.put(host, scope, value.clone(), lifetime);
@@ -267,6 +289,21 @@ impl Client {
             _ => &self.default,
         }
     }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date.
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+/// Whether `challenge` sends us to a plain-HTTP token service.
+fn realm_is_plain(challenge: &Challenge) -> bool {
+    matches!(challenge, Challenge::Bearer { realm, .. } if realm.to_ascii_lowercase().starts_with("http://"))
 }
 
 /// A hyper client with `tls`, bounded connect time and pooled connections.
@@ -334,5 +371,24 @@ mod tests {
             encode(&[("scope", "repository:a/b:pull"), ("service", "x y")]),
             "scope=repository%3Aa%2Fb%3Apull&service=x%20y"
         );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let parsed = retry_after(&later).unwrap_or_default();
+        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120), "{parsed:?}");
+        assert_eq!(retry_after("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO), "a date passed");
+        assert_eq!(retry_after("soon"), None);
+    }
+
+    #[test]
+    fn credentials_do_not_go_to_a_plain_token_service() {
+        let plain = Challenge::Bearer { realm: "HTTP://auth.example/token".into(), service: None, scope: None };
+        let tls = Challenge::Bearer { realm: "https://auth.example/token".into(), service: None, scope: None };
+        assert!(realm_is_plain(&plain));
+        assert!(!realm_is_plain(&tls));
+        assert!(!realm_is_plain(&Challenge::Basic));
     }
 }

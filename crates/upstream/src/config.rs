@@ -12,7 +12,9 @@ pub struct Config {
     /// Upper bound on waiting for a response's headers, per request and redirect.
     pub response_timeout: Duration,
     /// Settings by registry host as `?ns=` names it (`docker.io`,
-    /// `registry.example:5000`); `*` applies to every host without its own.
+    /// `registry.example:5000`). A host without an entry gets none: no
+    /// credentials, the system's roots. (There is no wildcard on purpose: a
+    /// mirror's clients name the host, and credentials must not follow.)
     pub registries: BTreeMap<String, RegistrySettings>,
 }
 
@@ -63,9 +65,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The settings for `host`: its own, else those of `*`, else none.
+    /// The settings for `host`, if it has any.
     pub fn settings(&self, host: &str) -> Option<&RegistrySettings> {
-        self.registries.get(host).or_else(|| self.registries.get("*"))
+        self.registries.get(host)
     }
 }
 

@@ -47,7 +47,7 @@ impl Source for InFlight {
 
 /// The answer to `wanted` from a spool `entry` whose upstream answered with `meta`.
 pub(crate) fn respond(
-    entry: std::sync::Arc<spool::Entry>,
+    entry: spool::Lease,
     meta: spool::Meta,
     wanted: &Wanted,
     wait: Duration,

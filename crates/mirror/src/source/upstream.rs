@@ -1,9 +1,9 @@
 //! The upstream registry, fetched once for the whole cluster: the last source.
 //!
 //! A digest no node holds is fetched from the upstream by one node only:
-//! the node closest to the digest's key in the DHT ([`Peers::closest`]),
-//! which every node computes alike from its routing table, so nodes that
-//! miss at the same moment agree without talking to each other. Any other
+//! the node closest to the digest's key in the DHT ([`Peers::closest`](crate::Peers::closest)),
+//! which every node finds alike (a Kademlia walk towards the key), so nodes
+//! that miss at the same moment agree without a coordinator. Any other
 //! node asks that one to pull through ([`PULL_THROUGH`](crate::PULL_THROUGH))
 //! and streams the bytes from it while they arrive (from its spool, with
 //! `Range` from any offset it already has). If the chosen node cannot
@@ -20,9 +20,13 @@
 //! containerd tries its own `server` as it always did.
 //!
 //! Implementation notes: the choice of fetcher needs no coordination but
-//! relies on nodes seeing the same routing table; while the cluster's
-//! membership changes, two nodes may briefly both fetch. The fetcher serves
-//! every follower itself (a star); followers do not serve onward.
+//! relies on the walks of different nodes ending at the same peers; while
+//! the cluster's membership changes, two nodes may briefly both fetch. A
+//! chosen node that cannot pull through (down, `--upstream-fallback false`)
+//! is passed over for the next closest, up to [`MAX_CHOSEN`]; one whose
+//! upstream refused answers a 404 marked so, and the asking node answers a
+//! miss without asking the upstream again. The fetcher serves every follower
+//! itself (a star); followers do not serve onward.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +34,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
-use peerpull_oci::{ByteRange, Digest, Key, Registry};
+use peerpull_oci::{ByteRange, Digest, ErrorCode, Key, Registry};
 use peerpull_routing::Provider;
 use peerpull_upstream::Fetch;
 
@@ -38,15 +42,29 @@ use super::in_flight::respond;
 use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
-use crate::metrics::{Metrics, Upstream as Outcome};
+use crate::metrics::{Failure, Metrics, Upstream as Outcome};
 use crate::request::{Target, Wanted};
-use crate::spool::{self, Opened, Opener, Spool};
+use crate::spool::{self, Opened, Opener, Spool, SpoolError};
 use crate::transfer::{Fallback, Feed, Transfer};
+use crate::UPSTREAM_FAILED;
 
 /// The `Accept` list for manifests fetched by this node: every kind, so the
 /// registry answers with the manifest as stored.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How many chosen nodes a miss asks to pull through before fetching here.
+const MAX_CHOSEN: usize = 3;
+
+/// How asking the chosen node to pull through went.
+enum Through {
+    /// It answers; the response streams from it.
+    Streaming(Response<Body>),
+    /// It could not get it from the upstream either: a miss.
+    UpstreamFailed,
+    /// It did not answer well (down, pull-through off, its own trouble).
+    PeerFailed,
+}
 
 /// Content from the upstream registry.
 pub(crate) struct Upstream {
@@ -110,25 +128,25 @@ impl Upstream {
     /// This node fetches `digest` (or joins its fetch under way) and answers from the spool.
     async fn spooled(&self, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Option<Response<Body>> {
         let entry = self.spool.start(digest, self.opener(registry.clone(), Self::fetch(wanted, Method::GET)));
-        let meta = match entry.opened(self.wait).await {
+        let meta = match entry.opened(self.fetcher.config.pull_through_timeout()).await {
             Ok(meta) => meta,
             Err(error) => {
                 tracing::debug!(%digest, %error, "no upstream fetch; answering a miss");
-                return None;
+                // Tell a node that asked us to pull through that asking the upstream again is pointless.
+                let upstream_failed = matches!(&error, SpoolError::Failed(failed) if failed.upstream);
+                return (wanted.pull_through && upstream_failed).then(|| {
+                    let mut response = body::error(ErrorCode::BlobUnknown, "the upstream could not serve it");
+                    response.headers_mut().insert(UPSTREAM_FAILED, HeaderValue::from_static("1"));
+                    response
+                });
             }
         };
         Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream)))
     }
 
     /// Streams `digest` from `peer`, the node chosen to fetch it, falling back to
-    /// this node's own fetch if the peer fails; `None` if the peer does not answer.
-    async fn through(
-        &self,
-        peer: Provider,
-        wanted: &Wanted,
-        digest: &Digest,
-        registry: &Registry,
-    ) -> Option<Response<Body>> {
+    /// this node's own fetch if the peer fails mid-blob.
+    async fn through(&self, peer: Provider, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Through {
         let ask = Ask {
             method: Method::GET,
             path_and_query: wanted.path_and_query.clone(),
@@ -137,10 +155,14 @@ impl Upstream {
         };
         let opened = match self.fetcher.send(peer, ask.clone(), None).await {
             Ok(opened) => opened,
+            Err((_, Failure::UpstreamFailed)) => {
+                tracing::debug!(peer = %peer.peer, %digest, "the upstream could not serve the chosen node; answering a miss");
+                return Through::UpstreamFailed;
+            }
             Err((_, reason)) => {
                 self.metrics.peer_failure(reason);
                 tracing::debug!(peer = %peer.peer, mirror = %peer.mirror, %reason, "the chosen node cannot pull through; fetching here");
-                return None;
+                return Through::PeerFailed;
             }
         };
         tracing::debug!(%digest, peer = %peer.peer, "streaming from the node that fetches it");
@@ -163,13 +185,14 @@ impl Upstream {
                     Some(digest.clone()),
                     served,
                 )
-                .or_else(self.fallback(wanted, digest, registry, size, peer));
+                .or_else(self.fallback(wanted, digest, registry, size, peer))
+                .patient(self.fetcher.config.stall_timeout + self.fetcher.config.pull_through_timeout());
                 body::stream(transfer.stream())
             }
             _ => body::stream(fetch::passthrough(opened.response.into_body(), self.fetcher.config.stall_timeout)),
         };
         *response.body_mut() = stream;
-        Some(response)
+        Through::Streaming(response)
     }
 
     /// Continues a transfer of `digest` (`size` bytes) after `failed`, the node
@@ -257,11 +280,16 @@ impl Source for Upstream {
         let registry = self.fetcher.config.upstream(wanted.ns.as_deref()?)?;
         match (&wanted.target, wanted.head) {
             (Target::Digest(digest), false) => {
-                if !wanted.from_peer {
-                    if let Some(peer) = self.fetcher.peers.closest(&Key::Digest(digest.clone()), &[]).await {
-                        if let Some(response) = self.through(peer, wanted, digest, &registry).await {
-                            return Some(response);
-                        }
+                // Ask the node the cluster chose; if it cannot pull through, the one
+                // chosen next (every node passes over the failed one alike), or this one.
+                let key = Key::Digest(digest.clone());
+                let mut failed = Vec::new();
+                while !wanted.from_peer && failed.len() < MAX_CHOSEN {
+                    let Some(peer) = self.fetcher.peers.closest(&key, &failed).await else { break };
+                    match self.through(peer, wanted, digest, &registry).await {
+                        Through::Streaming(response) => return Some(response),
+                        Through::UpstreamFailed => return None,
+                        Through::PeerFailed => failed.push(peer.peer),
                     }
                 }
                 self.spooled(wanted, digest, &registry).await

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use peerpull_oci::Verifier;
 use tokio::io::AsyncWriteExt;
 
-use super::{Entry, Meta, Spool, State};
+use super::{Entry, Failed, Meta, Spool, State};
 use crate::fetch::read_data;
 
 /// How many times one fetch is resumed after its body broke.
@@ -35,22 +35,41 @@ pub(super) async fn fill(spool: Spool, entry: Arc<Entry>, open: Opener) {
             tracing::debug!(digest = %entry.digest, size = meta.size, "fetched from the upstream");
             entry.state.send_replace(State::Done { meta });
         }
-        Err(reason) => {
-            tracing::info!(digest = %entry.digest, %reason, "upstream fetch failed");
-            entry.state.send_replace(State::Failed { reason });
-            spool.remove(&entry);
+        Err(failed) => {
+            tracing::info!(digest = %entry.digest, reason = %failed.reason, upstream = failed.upstream, "upstream fetch failed");
+            spool.fail(&entry, failed);
         }
     }
 }
 
-async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, String> {
-    let Opened { meta, mut body } = open(0).await?;
+/// A failure that is the upstream's.
+fn upstream(reason: String) -> Failed {
+    Failed { reason, upstream: true }
+}
+
+/// A failure that is this node's.
+fn local(reason: String) -> Failed {
+    Failed { reason, upstream: false }
+}
+
+/// Opens the upstream content from `offset`, within the spool's deadline for it.
+async fn opened(spool: &Spool, open: &Opener, offset: u64) -> Result<Opened, Failed> {
+    let deadline = spool.inner.open_timeout;
+    match tokio::time::timeout(deadline, open(offset)).await {
+        Ok(answer) => answer.map_err(upstream),
+        Err(_) => Err(upstream(format!("the upstream did not answer within {deadline:?}"))),
+    }
+}
+
+async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Failed> {
+    let Opened { meta, mut body } = opened(spool, open, 0).await?;
     let size = meta.size;
     if !spool.reserve_for(entry, size) {
-        return Err(format!("the spool has no room for {size} bytes"));
+        return Err(local(format!("the spool has no room for {size} bytes")));
     }
+    let path = &entry.path;
     let mut file =
-        tokio::fs::File::create(&entry.path).await.map_err(|e| format!("creating {}: {e}", entry.path.display()))?;
+        tokio::fs::File::create(path).await.map_err(|e| local(format!("creating {}: {e}", path.display())))?;
     entry.state.send_replace(State::Writing { meta: meta.clone(), written: 0 });
     let mut verifier = Verifier::new(entry.digest.clone());
     let (mut written, mut resumes) = (0u64, 0);
@@ -60,8 +79,8 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Stri
             Ok(Some(data)) => {
                 let room = size - written;
                 let data = if data.len() as u64 > room { data.slice(..room as usize) } else { data };
-                file.write_all(&data).await.map_err(|e| format!("writing the spool: {e}"))?;
-                file.flush().await.map_err(|e| format!("writing the spool: {e}"))?;
+                file.write_all(&data).await.map_err(|e| local(format!("writing the spool: {e}")))?;
+                file.flush().await.map_err(|e| local(format!("writing the spool: {e}")))?;
                 verifier.update(&data);
                 written += data.len() as u64;
                 spool.inner.metrics.upstream_bytes(data.len() as u64);
@@ -74,15 +93,15 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Stri
             Ok(None) | Err(_) => {
                 resumes += 1;
                 if resumes > MAX_RESUMES {
-                    return Err(format!("the upstream body broke at byte {written} of {size}"));
+                    return Err(upstream(format!("the upstream body broke at byte {written} of {size}")));
                 }
                 tracing::info!(digest = %entry.digest, offset = written, "upstream body broke; resuming");
-                body = open(written).await?.body;
+                body = opened(spool, open, written).await?.body;
             }
         }
     }
     if !verifier.finish() {
-        return Err(format!("the upstream's bytes do not match {}", entry.digest));
+        return Err(upstream(format!("the upstream's bytes do not match {}", entry.digest)));
     }
     Ok(meta)
 }

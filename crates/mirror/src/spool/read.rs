@@ -5,8 +5,6 @@
 //! hands out the chunk that ends the blob only once the digest checked out.
 
 use std::io::SeekFrom;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,7 +12,7 @@ use futures::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
-use super::{Entry, State};
+use super::{Failed, Lease, State};
 
 /// The most bytes one read takes from the file.
 const CHUNK: u64 = 256 * 1024;
@@ -23,8 +21,8 @@ const CHUNK: u64 = 256 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SpoolError {
     /// The upstream fetch failed (or its bytes did not match the digest).
-    #[error("upstream fetch failed: {0}")]
-    Failed(String),
+    #[error("upstream fetch failed: {}", .0.reason)]
+    Failed(Failed),
     /// The fetch made no progress in time.
     #[error("the upstream fetch made no progress in time")]
     Timeout,
@@ -33,14 +31,13 @@ pub(crate) enum SpoolError {
     Io(#[from] std::io::Error),
 }
 
-/// Bytes `start..end` of `entry`, as they arrive; `wait` bounds each wait for progress.
+/// Bytes `start..end` of the leased entry, as they arrive; `wait` bounds each wait for progress.
 pub(crate) fn read(
-    entry: Arc<Entry>,
+    entry: Lease,
     start: u64,
     end: u64,
     wait: Duration,
 ) -> impl Stream<Item = Result<Bytes, SpoolError>> + Send {
-    entry.readers.fetch_add(1, Ordering::AcqRel);
     let state = entry.state.subscribe();
     let reader = Reader { entry, state, file: None, pos: start, end, wait, failed: false };
     futures::stream::unfold(reader, |mut reader| async move {
@@ -54,7 +51,7 @@ pub(crate) fn read(
 }
 
 struct Reader {
-    entry: Arc<Entry>,
+    entry: Lease,
     state: watch::Receiver<State>,
     file: Option<tokio::fs::File>,
     pos: u64,
@@ -93,8 +90,8 @@ impl Reader {
         loop {
             {
                 let state = self.state.borrow_and_update();
-                if let State::Failed { reason } = &*state {
-                    return Err(SpoolError::Failed(reason.clone()));
+                if let State::Failed(failed) = &*state {
+                    return Err(SpoolError::Failed(failed.clone()));
                 }
                 if let Some(value) = ready(self.pos, &state) {
                     return Ok(value);
@@ -102,15 +99,11 @@ impl Reader {
             }
             match tokio::time::timeout(self.wait, self.state.changed()).await {
                 Err(_) => return Err(SpoolError::Timeout),
-                Ok(Err(_)) => return Err(SpoolError::Failed("the fetch went away".into())),
+                Ok(Err(_)) => {
+                    return Err(SpoolError::Failed(Failed { reason: "the fetch went away".into(), upstream: false }))
+                }
                 Ok(Ok(())) => {}
             }
         }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.entry.readers.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -81,6 +81,11 @@ impl FakeUpstream {
         format!("?ns={}", self.addr)
     }
 
+    /// How many requests of any kind it received.
+    pub fn requests(&self) -> usize {
+        self.gets("*")
+    }
+
     /// How many `GET`s `path` received.
     pub fn gets(&self, path: &str) -> usize {
         self.gets.lock().unwrap().get(path).copied().unwrap_or(0)
@@ -94,6 +99,7 @@ fn answer(
     request: &Request<Incoming>,
 ) -> Response<BoxBody<Bytes, Infallible>> {
     let empty = |status: u16| Response::builder().status(status).body(Full::default().boxed()).unwrap();
+    *gets.lock().unwrap().entry("*".to_owned()).or_default() += 1;
     if let Some(status) = how.status {
         return empty(status);
     }

@@ -76,6 +76,13 @@ impl EventLoop {
                     }
                 }
             }
+            QueryResult::GetClosestPeers(result) if step.last => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                self.on_walked(&id, peers.into_iter().map(|p| p.peer_id).collect());
+            }
             QueryResult::StartProviding(result) => {
                 if let Err(e) = &result {
                     tracing::debug!(error = %e, "announcement reached fewer peers than hoped");
