@@ -36,9 +36,11 @@ pub struct Cluster {
 /// How the nodes of a cluster run.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    /// `--upstream-fallback`: a miss is fetched from the upstream once for
-    /// the cluster (the default, as deployed), or answered 404 so containerd
-    /// goes upstream itself (scenarios about serving from peers alone).
+    /// The upstream's part, as deployed (the default): a miss is fetched
+    /// from the upstream once for the cluster, and tags are resolved there
+    /// first. Off (`--upstream-fallback false --tag-resolution peers-first`)
+    /// for scenarios about what peers alone serve: a miss is a 404 so
+    /// containerd goes upstream itself, and tags come from peers first.
     pub pull_through: bool,
     /// A k3s `registries.yaml` to run with instead of `--mirrored-registry`
     /// (it names the upstream and may hold its credentials).
@@ -68,7 +70,8 @@ pub async fn start_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Ve
             None => node_options.mirrored = vec![upstream.to_owned()],
         }
         if !setup.pull_through {
-            node_options.extra.extend(["--upstream-fallback".to_owned(), "false".to_owned()]);
+            let flags = ["--upstream-fallback", "false", "--tag-resolution", "peers-first"];
+            node_options.extra.extend(flags.map(str::to_owned));
         }
         let containerd = Containerd::start().await?;
         configure(&containerd, &node_options.mirror_url(), &[upstream.to_owned()]).await?;

@@ -27,16 +27,33 @@ pub struct Config {
     /// How many requests to peers one client request may make, hedges and
     /// resumes included.
     pub max_peer_attempts: usize,
+    /// How this node reaches upstream registries (credentials, TLS, time-outs).
+    pub upstream: peerpull_upstream::Config,
+    /// Where a tag is resolved first (`--tag-resolution`).
+    pub tag_resolution: TagResolution,
+    /// How long the upstream may take to resolve a tag before this node's
+    /// store and its peers answer instead (`--tag-timeout`).
+    pub tag_timeout: Duration,
     /// Fetching from the upstream on a miss (`--upstream-fallback`); `None`
     /// answers a miss with a 404 so containerd goes to the upstream itself.
     pub pull_through: Option<PullThrough>,
 }
 
-/// How the mirror fetches from upstream registries.
+/// Where a tag is resolved first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagResolution {
+    /// Ask the upstream (a cheap `HEAD`); this node's store and its peers
+    /// answer only when the upstream cannot (down, slow, 5xx, 429), so tags
+    /// are fresh while it is up and still resolve in an outage.
+    UpstreamFirst,
+    /// This node's store, then peers, then the upstream: for a flaky or
+    /// metered upstream; a tag that moved upstream may be served stale.
+    PeersFirst,
+}
+
+/// How the mirror fetches from upstream registries on a miss.
 #[derive(Debug, Clone)]
 pub struct PullThrough {
-    /// The registry client's settings (credentials, TLS, time-outs).
-    pub client: peerpull_upstream::Config,
     /// Where fetches are spooled (emptied at start).
     pub spool_dir: PathBuf,
     /// The most bytes the spool holds (`--spool-max-bytes`).
@@ -56,20 +73,18 @@ impl Default for Config {
             peer_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(5),
             max_peer_attempts: 6,
+            upstream: peerpull_upstream::Config::default(),
+            tag_resolution: TagResolution::UpstreamFirst,
+            tag_timeout: Duration::from_secs(2),
             pull_through: None,
         }
     }
 }
 
 impl PullThrough {
-    /// Pull-through with the default client and spool settings, spooling in `spool_dir`.
+    /// Pull-through with the default spool settings, spooling in `spool_dir`.
     pub fn new(spool_dir: PathBuf) -> Self {
-        Self {
-            client: peerpull_upstream::Config::default(),
-            spool_dir,
-            spool_max_bytes: 4 << 30,
-            spool_ttl: Duration::from_secs(600),
-        }
+        Self { spool_dir, spool_max_bytes: 4 << 30, spool_ttl: Duration::from_secs(600) }
     }
 }
 
@@ -79,7 +94,10 @@ impl Config {
     /// response time-out. A node streaming from the node that fetches for
     /// it waits this long too, so it never gives up before that one does.
     pub(crate) fn pull_through_timeout(&self) -> Duration {
-        self.pull_through.as_ref().map_or(self.peer_timeout, |p| p.client.response_timeout * 2)
+        match self.pull_through {
+            Some(_) => self.upstream.response_timeout * 2,
+            None => self.peer_timeout,
+        }
     }
 
     /// The upstream registry `?ns=` names: the mirrored registry of that host

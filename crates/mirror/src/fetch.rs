@@ -118,6 +118,8 @@ pub(crate) struct Ask {
     pub(crate) range: Option<String>,
     /// Ask the peer to fetch from the upstream for us (it is the one the cluster chose).
     pub(crate) pull_through: bool,
+    /// Refuse an answer that does not name its digest (a tag's: what the bytes are checked against).
+    pub(crate) needs_digest: bool,
 }
 
 /// A peer's answer that is good enough to serve.
@@ -214,6 +216,10 @@ impl Fetcher {
                 _ => Failure::Status,
             };
             return Err((provider, reason));
+        }
+        let named = response.headers().get(crate::body::DOCKER_CONTENT_DIGEST).and_then(|v| v.to_str().ok());
+        if ask.needs_digest && named.and_then(|v| v.parse::<peerpull_oci::Digest>().ok()).is_none() {
+            return Err((provider, Failure::NoDigest));
         }
         if let Some((start, end)) = from {
             let range = response

@@ -18,6 +18,7 @@
 //!   fetch) and verified;
 //! - `spool`: what this node fetches from the upstream, on disk while it
 //!   streams, read by every request for it;
+//! - `tags`: tags resolved against the upstream first;
 //! - [`peers`]: [`Peers`], what the mirror needs from routing;
 //! - [`server`]: [`Server`], the accept loop with connection limits and
 //!   graceful shutdown, for any handler;
@@ -34,9 +35,10 @@ mod request;
 pub mod server;
 pub mod source;
 mod spool;
+mod tags;
 mod transfer;
 
-pub use config::{Config, PullThrough};
+pub use config::{Config, PullThrough, TagResolution};
 pub use metrics::Metrics;
 pub use mirror::{Error, Mirror};
 pub use peers::Peers;

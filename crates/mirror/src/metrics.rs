@@ -51,6 +51,8 @@ pub enum Failure {
     DigestMismatch,
     /// The node asked to pull through could not get it from the upstream.
     UpstreamFailed,
+    /// A peer answered a tag without naming the digest it points at.
+    NoDigest,
 }
 
 /// How an upstream request ended.
@@ -105,6 +107,8 @@ pub struct Metrics {
     upstream_bytes: Counter,
     transfers_shared: Counter,
     spool_bytes: Gauge,
+    tags_resolved: Family<SourceLabels, Counter>,
+    tags_in_outage: Counter,
 }
 
 impl Metrics {
@@ -119,6 +123,8 @@ impl Metrics {
             upstream_bytes: Counter::default(),
             transfers_shared: Counter::default(),
             spool_bytes: Gauge::default(),
+            tags_resolved: Family::default(),
+            tags_in_outage: Counter::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
         peerpull.register(
@@ -157,6 +163,16 @@ impl Metrics {
             metrics.transfers_shared.clone(),
         );
         peerpull.register("spool_bytes", "Bytes reserved in the spool", metrics.spool_bytes.clone());
+        peerpull.register(
+            "tags_resolved",
+            "Tags resolved, by where the answer came from",
+            metrics.tags_resolved.clone(),
+        );
+        peerpull.register(
+            "tags_resolved_in_outage",
+            "Tags answered by this node or its peers because the upstream could not answer",
+            metrics.tags_in_outage.clone(),
+        );
         metrics
     }
 
@@ -196,6 +212,15 @@ impl Metrics {
         self.transfers_shared.inc();
     }
 
+    /// Counts a tag resolved by `source` (none: not resolved), `outage` when the upstream could not answer.
+    pub(crate) fn tag(&self, source: Option<Source>, outage: bool) {
+        let Some(source) = source else { return };
+        self.tags_resolved.get_or_create(&SourceLabels { source }).inc();
+        if outage {
+            self.tags_in_outage.inc();
+        }
+    }
+
     /// Sets the bytes reserved in the spool.
     pub(crate) fn spool_bytes(&self, bytes: u64) {
         self.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -217,6 +242,7 @@ impl Failure {
             Failure::Body => "body",
             Failure::DigestMismatch => "digest_mismatch",
             Failure::UpstreamFailed => "upstream_failed",
+            Failure::NoDigest => "no_digest",
         }
     }
 }

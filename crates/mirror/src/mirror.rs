@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::{Request, Response};
+use peerpull_oci::ErrorCode;
 use peerpull_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,8 @@ use crate::peers::Peers;
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
-use crate::Config;
+use crate::tags::{Tags, Verdict};
+use crate::{Config, TagResolution};
 
 /// The `/v2` mirror; cheap to clone.
 #[derive(Clone)]
@@ -33,6 +35,7 @@ struct Inner {
     sources: Vec<Box<dyn Source>>,
     metrics: Metrics,
     spool: Option<Spool>,
+    tags: Tags,
 }
 
 /// Why a mirror could not be set up.
@@ -68,9 +71,10 @@ impl Mirror {
         let mut sources: Vec<Box<dyn Source>> =
             vec![Box::new(source::local::Local::new(store.clone(), metrics.clone()))];
         let mut spool = None;
+        let client = Arc::new(peerpull_upstream::Client::new(config.upstream.clone())?);
+        let tags = Tags::new(client.clone(), config.tag_timeout, metrics.clone());
         if let Some(pull) = &config.pull_through {
-            let client = Arc::new(peerpull_upstream::Client::new(pull.client.clone())?);
-            let wait = pull.client.response_timeout;
+            let wait = config.upstream.response_timeout;
             let dir = pull.spool_dir.clone();
             let limits = spool::Limits {
                 max_bytes: pull.spool_max_bytes,
@@ -87,7 +91,7 @@ impl Mirror {
         } else {
             sources.push(Box::new(source::peer::Peer::new(fetcher)));
         }
-        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool }) })
+        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool, tags }) })
     }
 
     /// Keeps the spool tidy until `shutdown`: drops what containerd took or
@@ -118,10 +122,46 @@ impl Mirror {
             let message = format!("registry {} is not mirrored here", wanted.registry());
             return (body::error(wanted.unknown(), message), None);
         }
-        if matches!(wanted.target, Target::Tag(_)) && !config.resolve_tags {
+        let Target::Tag(reference) = &wanted.target else { return self.chain(wanted, false).await };
+        if !config.resolve_tags {
             return (body::error(wanted.unknown(), "tags are not resolved by this mirror"), None);
         }
-        for source in &self.inner.sources {
+        let metrics = &self.inner.metrics;
+        // A peer's request for a tag is answered from what this node holds (loop guard).
+        let upstream_first = config.tag_resolution == TagResolution::UpstreamFirst && !wanted.from_peer;
+        let registry = wanted.ns.as_deref().and_then(|ns| config.upstream(ns));
+        let (Some(registry), Some(tag), true) = (registry, reference.tag(), upstream_first) else {
+            let (response, source) = self.chain(wanted, false).await;
+            metrics.tag(source, false);
+            return (response, source);
+        };
+        match self.inner.tags.resolve(&registry, &wanted.name, tag, wanted.accept.as_ref()).await {
+            Verdict::Found(descriptor) => {
+                metrics.tag(Some(Kind::Upstream), false);
+                if wanted.head {
+                    let prepared =
+                        source::content_response(wanted, &descriptor.digest, descriptor.size, &descriptor.media_type);
+                    let (source::Prepared::Content(response, _) | source::Prepared::Refused(response)) = prepared;
+                    return (response, Some(Kind::Upstream));
+                }
+                // The manifest's bytes by digest, from whoever has them first.
+                self.chain(&wanted.for_digest(descriptor.digest), false).await
+            }
+            Verdict::Absent => (body::error(ErrorCode::ManifestUnknown, "the upstream has no such tag"), None),
+            Verdict::Denied => (body::error(ErrorCode::ManifestUnknown, "the upstream refused this node"), None),
+            Verdict::Outage => {
+                let (response, source) = self.chain(wanted, true).await;
+                metrics.tag(source, true);
+                (response, source)
+            }
+        }
+    }
+
+    /// The answer of the first source that has `wanted` (passing over the
+    /// upstream when `outage`), or a miss.
+    async fn chain(&self, wanted: &Wanted, outage: bool) -> (Response<Body>, Option<Kind>) {
+        let sources = self.inner.sources.iter().filter(|s| !(outage && s.kind() == Kind::Upstream));
+        for source in sources {
             if let Some(response) = source.answer(wanted).await {
                 // A source may answer a miss itself (a node that pulled through for a peer, in vain).
                 let hit = response.status() != http::StatusCode::NOT_FOUND;

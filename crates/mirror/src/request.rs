@@ -63,6 +63,25 @@ impl Wanted {
         }
     }
 
+    /// The same request for the manifest `digest` (a tag's target).
+    pub(crate) fn for_digest(&self, digest: Digest) -> Wanted {
+        let path = format!("/v2/{}/manifests/{digest}", self.name);
+        let query = self.path_and_query.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+        Wanted {
+            target: Target::Digest(digest),
+            manifest: true,
+            ns: self.ns.clone(),
+            head: self.head,
+            range: self.range.clone(),
+            accept: self.accept.clone(),
+            from_peer: self.from_peer,
+            pull_through: self.pull_through,
+            name: self.name.clone(),
+            path_and_query: format!("{path}{query}"),
+            path,
+        }
+    }
+
     /// The registry `?ns=` names, as the metrics label it.
     pub(crate) fn registry(&self) -> &str {
         self.ns.as_deref().unwrap_or("unknown")

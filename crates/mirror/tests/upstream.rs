@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use peerpull_mirror::{Config, PullThrough, Static};
+use peerpull_mirror::{Config, PullThrough, Static, TagResolution};
 use peerpull_oci::{media, Digest, ErrorBody, ErrorCode, Mirrored};
 use peerpull_store::Memory;
 use support::upstream::{Behaviour, FakeUpstream};
@@ -22,6 +22,7 @@ fn pulling(upstream: &FakeUpstream, dir: &tempfile::TempDir) -> Config {
     Config {
         mirrored: Mirrored::Only(vec![upstream.registry()]),
         pull_through: Some(PullThrough::new(dir.path().join("spool"))),
+        tag_resolution: TagResolution::UpstreamFirst,
         ..support::config()
     }
 }
@@ -109,7 +110,10 @@ async fn a_node_streams_from_the_node_the_cluster_chose_and_finishes_alone_when_
 async fn tags_resolve_upstream_and_misses_stay_fast_404s() {
     let manifest = format!(r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#, media::OCI_MANIFEST).into_bytes();
     let manifest_digest = Digest::sha256_of(&manifest);
-    let files = vec![(format!("/v2/{REPO}/manifests/v1"), manifest.clone(), media::OCI_MANIFEST)];
+    let files = vec![
+        (format!("/v2/{REPO}/manifests/v1"), manifest.clone(), media::OCI_MANIFEST),
+        (format!("/v2/{REPO}/manifests/{manifest_digest}"), manifest.clone(), media::OCI_MANIFEST),
+    ];
     let upstream = FakeUpstream::start(files, Behaviour::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir)).await;

@@ -46,7 +46,12 @@ impl Running {
                 data_dir: dir.path().to_owned(),
                 ..Default::default()
             },
-            mirror: peerpull_mirror::Config { mirrored, ..Default::default() },
+            mirror: peerpull_mirror::Config {
+                mirrored,
+                // No upstream here: tags come from the store and peers.
+                tag_resolution: peerpull_mirror::TagResolution::PeersFirst,
+                ..Default::default()
+            },
             limits: peerpull_mirror::Limits::default(),
             registry_addr: any,
             metrics_addr: any,

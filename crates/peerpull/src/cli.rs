@@ -173,6 +173,24 @@ pub(crate) struct RunArgs {
     pub(crate) data_dir: PathBuf,
     #[command(flatten)]
     pub(crate) tags: ResolveTagsArg,
+    /// Where a tag is resolved first: upstream-first (fresh while the upstream answers; this node and its
+    /// peers when it cannot) or peers-first (a flaky or metered upstream; tags that moved may be stale).
+    #[arg(
+        long = "tag-resolution",
+        env = "PEERPULL_TAG_RESOLUTION",
+        value_name = "MODE",
+        default_value = "upstream-first"
+    )]
+    pub(crate) tag_resolution: TagResolutionArg,
+    /// How long the upstream may take to resolve a tag before this node and its peers answer (Go syntax).
+    #[arg(
+        long = "tag-timeout",
+        env = "PEERPULL_TAG_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "2s",
+        value_parser = parse_duration
+    )]
+    pub(crate) tag_timeout: std::time::Duration,
     /// On a miss, fetch from the upstream (once for the whole cluster) instead of answering 404.
     #[arg(
         long = "upstream-fallback",
@@ -197,6 +215,15 @@ pub(crate) struct RunArgs {
     /// Log format.
     #[arg(long = "log-format", env = "PEERPULL_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
     pub(crate) log_format: LogFormat,
+}
+
+/// `--tag-resolution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TagResolutionArg {
+    /// The upstream first; this node and its peers when it cannot answer.
+    UpstreamFirst,
+    /// This node and its peers first; the upstream last.
+    PeersFirst,
 }
 
 /// How logs are written.
@@ -239,6 +266,15 @@ impl Registries {
 
 fn parse_bootstrap(value: &str) -> Result<Bootstrap, String> {
     Bootstrap::parse(value).map_err(|e| e.to_string())
+}
+
+/// A Go duration (`1500ms`, `2s`, `1m`), more than zero.
+fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    let parsed: DialTimeout = value.parse().map_err(|e: peerpull_hosts::DurationError| e.to_string())?;
+    match parsed.duration() {
+        d if d.is_zero() => Err(format!("{value:?} must be more than zero")),
+        d => Ok(d),
+    }
 }
 
 /// A byte count: digits with an optional suffix, `Ki`/`Mi`/`Gi`/`Ti` (powers of 1024) or `K`/`M`/`G`/`T` (of 1000).
@@ -309,6 +345,9 @@ mod tests {
         assert_eq!(super::parse_bytes("1024"), Ok(1024));
         assert!(super::parse_bytes("4GB").is_err_and(|e| e.contains("unknown unit")));
         assert!(super::parse_bytes("Gi").is_err());
+        assert_eq!(super::parse_duration("1500ms"), Ok(std::time::Duration::from_millis(1500)));
+        assert!(super::parse_duration("0s").is_err_and(|e| e.contains("more than zero")));
+        assert!(super::parse_duration("2 seconds").is_err());
         assert!(super::parse_bytes("99999999999Ti").is_err_and(|e| e.contains("too large")));
     }
 }

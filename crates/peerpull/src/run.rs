@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use anyhow::anyhow;
 use peerpull_hosts::{RegistriesYaml, RegistryConfig};
-use peerpull_mirror::PullThrough;
+use peerpull_mirror::{PullThrough, TagResolution};
 use peerpull_node::{Error, Listener, Node};
 use peerpull_oci::Mirrored;
 use peerpull_store::containerd::Config as StoreConfig;
@@ -17,7 +17,7 @@ use peerpull_upstream::{Credentials, RegistrySettings, Tls};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, TagResolutionArg};
 use crate::exit::Failure;
 use crate::logging;
 
@@ -34,14 +34,18 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
 async fn daemon(args: RunArgs) -> Result<(), Failure> {
     let registries = args.mirrored.load()?;
     let mirrored = registries.mirrored();
+    let upstream = peerpull_upstream::Config {
+        registries: registries.yaml.as_ref().map(|y| upstream_settings(y, &mirrored)).unwrap_or_default(),
+        ..Default::default()
+    };
     let pull_through = args.upstream_fallback.then(|| PullThrough {
-        client: peerpull_upstream::Config {
-            registries: registries.yaml.as_ref().map(|y| upstream_settings(y, &mirrored)).unwrap_or_default(),
-            ..Default::default()
-        },
         spool_max_bytes: args.spool_max_bytes,
         ..PullThrough::new(args.data_dir.join("spool"))
     });
+    let tag_resolution = match args.tag_resolution {
+        TagResolutionArg::UpstreamFirst => TagResolution::UpstreamFirst,
+        TagResolutionArg::PeersFirst => TagResolution::PeersFirst,
+    };
     let config = peerpull_node::Config {
         containerd: StoreConfig {
             socket: args.containerd.containerd_socket,
@@ -58,6 +62,9 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         mirror: peerpull_mirror::Config {
             mirrored: mirrored.clone(),
             resolve_tags: args.tags.resolve_tags,
+            upstream,
+            tag_resolution,
+            tag_timeout: args.tag_timeout,
             pull_through,
             ..Default::default()
         },

@@ -59,12 +59,16 @@ fn registry(addr: SocketAddr) -> Registry {
     format!("http://{addr}").parse().unwrap()
 }
 
-fn client(credentials: Option<Credentials>) -> Client {
-    let mut registries = BTreeMap::new();
-    if let Some(credentials) = credentials {
-        registries.insert("*".to_owned(), RegistrySettings { credentials: Some(credentials), ..Default::default() });
-    }
+/// A client with `credentials` for the registry at `addr`.
+fn client_for(addr: SocketAddr, credentials: Credentials) -> Client {
+    let settings = RegistrySettings { credentials: Some(credentials), ..Default::default() };
+    let registries = BTreeMap::from([(addr.to_string(), settings)]);
     Client::new(Config { registries, ..Config::default() }).unwrap()
+}
+
+/// A client without credentials.
+fn client() -> Client {
+    Client::new(Config::default()).unwrap()
 }
 
 async fn body(response: Response<Incoming>) -> String {
@@ -92,7 +96,7 @@ async fn token_flow_with_a_cached_token() {
         respond(401, &[("www-authenticate", challenge)], "")
     }))
     .await;
-    let client = client(None);
+    let client = client();
     for _ in 0..3 {
         let response = client.fetch(&registry(addr), &get("/v2/team/app/manifests/v1")).await.unwrap();
         assert_eq!(body(response).await, "manifest");
@@ -108,9 +112,9 @@ async fn basic_credentials_when_asked_and_denied_without() {
     }))
     .await;
     let credentials = Credentials::Basic { username: "me".into(), password: "pw".into() };
-    let response = client(Some(credentials)).fetch(&registry(addr), &get("/v2/team/app/blobs/x")).await.unwrap();
+    let response = client_for(addr, credentials).fetch(&registry(addr), &get("/v2/team/app/blobs/x")).await.unwrap();
     assert_eq!(body(response).await, "blob");
-    let error = client(None).fetch(&registry(addr), &get("/v2/team/app/blobs/x")).await.unwrap_err();
+    let error = client().fetch(&registry(addr), &get("/v2/team/app/blobs/x")).await.unwrap_err();
     assert!(matches!(error, Error::Denied { status: StatusCode::UNAUTHORIZED, .. }), "{error}");
     assert!(!error.is_outage());
 }
@@ -130,7 +134,7 @@ async fn redirects_are_followed_without_credentials() {
     .await;
     let credentials = Credentials::Basic { username: "me".into(), password: "pw".into() };
     let fetch = Fetch { range: Some("bytes=2-".into()), ..get("/v2/team/app/blobs/x") };
-    let response = client(Some(credentials)).fetch(&registry(addr), &fetch).await.unwrap();
+    let response = client_for(addr, credentials).fetch(&registry(addr), &fetch).await.unwrap();
     assert_eq!(response.status(), 206);
     assert_eq!(body(response).await, "ob");
 
@@ -138,7 +142,7 @@ async fn redirects_are_followed_without_credentials() {
         respond(302, &[("location", format!("http://{addr}{}", request.uri().path()))], "")
     }))
     .await;
-    let error = client(None).fetch(&registry(looping), &get("/v2/team/app/blobs/x")).await.unwrap_err();
+    let error = client().fetch(&registry(looping), &get("/v2/team/app/blobs/x")).await.unwrap_err();
     assert!(matches!(error, Error::Protocol { .. }), "{error}");
 }
 
@@ -152,7 +156,7 @@ async fn refusals_and_outages_are_told_apart() {
     }))
     .await;
     let other = serve(Arc::new(|_, _| respond(404, &[], ""))).await;
-    let client = client(None);
+    let client = client();
     let registry = registry(limited);
     let error = client.fetch(&registry, &get("/v2/team/app/blobs/limited")).await.unwrap_err();
     assert!(matches!(error, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{error}");

@@ -47,6 +47,7 @@ impl Source for Peer {
             path_and_query: wanted.path_and_query.clone(),
             range: wanted.range.clone(),
             pull_through: false,
+            needs_digest: matches!(wanted.target, Target::Tag(_)),
         };
         let opened = self.fetcher.open(&mut providers, &ask).await?;
         self.fetcher.metrics.resolved_in(started.elapsed().as_secs_f64());

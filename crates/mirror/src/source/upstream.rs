@@ -152,6 +152,7 @@ impl Upstream {
             path_and_query: wanted.path_and_query.clone(),
             range: wanted.range.clone(),
             pull_through: true,
+            needs_digest: false,
         };
         let opened = match self.fetcher.send(peer, ask.clone(), None).await {
             Ok(opened) => opened,
@@ -207,7 +208,13 @@ impl Upstream {
             Box::pin(async move {
                 let next = fetcher.peers.closest(&Key::Digest(digest.clone()), &[failed.peer]).await;
                 if let Some(peer) = next {
-                    let ask = Ask { method: Method::GET, path_and_query, range: None, pull_through: true };
+                    let ask = Ask {
+                        method: Method::GET,
+                        path_and_query,
+                        range: None,
+                        pull_through: true,
+                        needs_digest: false,
+                    };
                     match fetcher.send(peer, ask, Some((offset, size - 1))).await {
                         Ok(opened) => {
                             tracing::info!(peer = %peer.peer, offset, "continuing from the node the cluster chose next");
@@ -252,8 +259,13 @@ impl Upstream {
         let served = self.metrics.served(Kind::Upstream);
         let stream = match size {
             Some(size) if upstream.status() == StatusCode::OK => {
-                let ask =
-                    Ask { method, path_and_query: wanted.path_and_query.clone(), range: None, pull_through: false };
+                let ask = Ask {
+                    method,
+                    path_and_query: wanted.path_and_query.clone(),
+                    range: None,
+                    pull_through: false,
+                    needs_digest: false,
+                };
                 let feed = Feed::Body(upstream.into_body());
                 body::stream(
                     Transfer::new(self.fetcher.clone(), Providers::none(), ask, feed, None, size, expected, served)

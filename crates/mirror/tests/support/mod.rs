@@ -75,6 +75,8 @@ impl Drop for Node {
 /// Test timings: short hedges and stalls so failures show quickly.
 pub fn config() -> Config {
     Config {
+        // These mirrors have no upstream: tags come from their store and peers.
+        tag_resolution: peerpull_mirror::TagResolution::PeersFirst,
         hedge_delay: Duration::from_millis(100),
         stall_timeout: Duration::from_millis(500),
         lookup_timeout: Duration::from_millis(300),
@@ -120,6 +122,8 @@ pub enum Misbehaviour {
     Silent,
     /// Announces the full length, sends `n` bytes, then stalls forever.
     Stall(usize),
+    /// Names the right digest in `Docker-Content-Digest` but sends wrong bytes.
+    WrongDigest,
 }
 
 /// A fake peer answering every request with `content` misbehaving as told.
@@ -150,6 +154,13 @@ pub async fn fake_peer(content: Vec<u8>, how: Misbehaviour) -> Provider {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                     }
                     Misbehaviour::Corrupt => {
+                        let wrong: Vec<u8> = content.iter().map(|b| b ^ 0xff).collect();
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        let _ = stream.write_all(&wrong).await;
+                    }
+                    Misbehaviour::WrongDigest => {
+                        let named = peerpull_oci::Digest::sha256_of(&content);
+                        let head = head.replace("\r\n\r\n", &format!("\r\nDocker-Content-Digest: {named}\r\n\r\n"));
                         let wrong: Vec<u8> = content.iter().map(|b| b ^ 0xff).collect();
                         let _ = stream.write_all(head.as_bytes()).await;
                         let _ = stream.write_all(&wrong).await;

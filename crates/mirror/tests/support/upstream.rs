@@ -27,12 +27,16 @@ pub struct Behaviour {
     pub corrupt: bool,
     /// Answer every request with this status and nothing else.
     pub status: Option<u16>,
+    /// Accept requests and never answer.
+    pub hang: bool,
 }
 
 /// A running fake registry.
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     gets: Arc<Mutex<HashMap<String, usize>>>,
+    how: Arc<Mutex<Behaviour>>,
+    files: Arc<Mutex<HashMap<String, Arc<Content>>>>,
 }
 
 struct Content {
@@ -51,24 +55,43 @@ impl FakeUpstream {
                 (path, Arc::new(Content { bytes: bytes.into(), media_type: media_type.to_owned(), digest }))
             })
             .collect();
-        let files = Arc::new(files);
+        let files = Arc::new(Mutex::new(files));
+        let how = Arc::new(Mutex::new(how));
         let gets = Arc::new(Mutex::new(HashMap::new()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let counted = gets.clone();
+        let (counted, serving, behaving) = (gets.clone(), files.clone(), how.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (files, counted) = (files.clone(), counted.clone());
+                let (files, counted, how) = (serving.clone(), counted.clone(), behaving.clone());
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let response = answer(&files, &counted, how, &request);
-                    async move { Ok::<_, Infallible>(response) }
+                    let how = *how.lock().unwrap();
+                    let response = answer(&files.lock().unwrap(), &counted, how, &request);
+                    async move {
+                        if how.hang {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
                 );
             }
         });
-        Self { addr, gets }
+        Self { addr, gets, how, files }
+    }
+
+    /// Behaves as `how` from now on.
+    pub fn behave(&self, how: Behaviour) {
+        *self.how.lock().unwrap() = how;
+    }
+
+    /// Serves `bytes` at `path` from now on (replacing what was there).
+    pub fn put(&self, path: &str, bytes: Vec<u8>, media_type: &str) {
+        let digest = Digest::sha256_of(&bytes);
+        let content = Arc::new(Content { bytes: bytes.into(), media_type: media_type.to_owned(), digest });
+        self.files.lock().unwrap().insert(path.to_owned(), content);
     }
 
     /// The registry as a mirror config names it.
