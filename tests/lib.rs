@@ -45,11 +45,14 @@ pub struct Setup {
     /// A k3s `registries.yaml` to run with instead of `--mirrored-registry`
     /// (it names the upstream and may hold its credentials).
     pub registries_yaml: Option<PathBuf>,
+    /// The cluster's pre-shared key (as the Helm chart deploys: a fresh one
+    /// by default); `None` runs an open cluster.
+    pub psk: Option<String>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { pull_through: true, registries_yaml: None }
+        Self { pull_through: true, registries_yaml: None, psk: Some(peerpull_testbed::new_psk()) }
     }
 }
 
@@ -65,6 +68,7 @@ pub async fn start_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Ve
     for mut node_options in options {
         let own = node_options.router_addr().to_string();
         node_options.bootstrap = routers.iter().filter(|r| **r != own).cloned().collect();
+        node_options.psk = setup.psk.clone();
         match &setup.registries_yaml {
             Some(path) => node_options.extra.extend(["--registries-yaml".to_owned(), path.display().to_string()]),
             None => node_options.mirrored = vec![upstream.to_owned()],

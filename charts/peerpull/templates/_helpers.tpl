@@ -110,3 +110,10 @@ containerd's certs.d: the volume and its mount, shared by configure and cleanup.
     path: {{ required "peerpull.containerdRegistryConfigPath is required" .Values.peerpull.containerdRegistryConfigPath }}
     type: DirectoryOrCreate
 {{- end }}
+
+{{/*
+The Secret holding the pre-shared key: the one named by psk.existingSecret, or the chart's own.
+*/}}
+{{- define "peerpull.pskSecret" -}}
+{{- default (printf "%s-psk" (include "peerpull.fullname" .)) .Values.peerpull.psk.existingSecret -}}
+{{- end }}

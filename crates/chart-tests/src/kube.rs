@@ -8,7 +8,7 @@
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::de::DeserializeOwned;
@@ -26,6 +26,7 @@ pub fn typed_round_trip(doc: &Doc) -> Result<bool, Error> {
         ("apps/v1", "DaemonSet") => round_trip::<DaemonSet>(&json),
         ("batch/v1", "Job") => round_trip::<Job>(&json),
         ("v1", "ConfigMap") => round_trip::<ConfigMap>(&json),
+        ("v1", "Secret") => round_trip::<Secret>(&json),
         ("v1", "Service") => round_trip::<Service>(&json),
         ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(&json),
         ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<NetworkPolicy>(&json),

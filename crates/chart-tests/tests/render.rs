@@ -29,8 +29,10 @@ fn defaults_render_the_expected_objects() -> Result {
         ("DaemonSet", "peerpull"),
         ("DaemonSet (hook)", "peerpull-cleanup"),
         ("Job (hook)", "peerpull-cleanup-wait"),
+        ("NetworkPolicy", "peerpull"),
         ("Role (hook)", "peerpull-cleanup"),
         ("RoleBinding (hook)", "peerpull-cleanup"),
+        ("Secret", "peerpull-psk"),
         ("Service", "peerpull-bootstrap"),
         ("Service", "peerpull-metrics"),
         ("ServiceAccount", "peerpull"),
@@ -318,10 +320,9 @@ fn toggles_add_and_remove_exactly_their_objects() -> Result {
     for (values, added) in [
         ("serviceMonitor:\n  enabled: true\n", vec![("ServiceMonitor", "peerpull")]),
         ("grafanaDashboard:\n  enabled: true\n", vec![("ConfigMap", "peerpull-dashboard")]),
-        ("networkPolicy:\n  enabled: true\n", vec![("NetworkPolicy", "peerpull")]),
         (
-            "serviceMonitor:\n  enabled: true\ngrafanaDashboard:\n  enabled: true\nnetworkPolicy:\n  enabled: true\n",
-            vec![("ServiceMonitor", "peerpull"), ("ConfigMap", "peerpull-dashboard"), ("NetworkPolicy", "peerpull")],
+            "serviceMonitor:\n  enabled: true\ngrafanaDashboard:\n  enabled: true\n",
+            vec![("ServiceMonitor", "peerpull"), ("ConfigMap", "peerpull-dashboard")],
         ),
     ] {
         let got: BTreeSet<_> = render(values)?.objects().into_iter().collect();
@@ -331,9 +332,20 @@ fn toggles_add_and_remove_exactly_their_objects() -> Result {
         assert!(base.is_subset(&got), "{values} removed objects");
     }
     // Off again (explicitly) is the defaults.
-    let off =
-        "serviceMonitor:\n  enabled: false\ngrafanaDashboard:\n  enabled: false\nnetworkPolicy:\n  enabled: false\n";
+    let off = "serviceMonitor:\n  enabled: false\ngrafanaDashboard:\n  enabled: false\n";
     assert_eq!(render(off)?.objects().into_iter().collect::<BTreeSet<_>>(), base);
+
+    // On by default, each can be turned off: the NetworkPolicy, and the generated key.
+    for (values, removed) in [
+        ("networkPolicy:\n  enabled: false\n", ("NetworkPolicy", "peerpull")),
+        ("peerpull:\n  psk:\n    enabled: false\n", ("Secret", "peerpull-psk")),
+        ("peerpull:\n  psk:\n    existingSecret: cluster-key\n", ("Secret", "peerpull-psk")),
+    ] {
+        let got: BTreeSet<_> = render(values)?.objects().into_iter().collect();
+        let gone: BTreeSet<_> = base.difference(&got).cloned().collect();
+        assert_eq!(gone, BTreeSet::from([(removed.0.to_owned(), removed.1.to_owned())]), "{values}");
+        assert!(got.is_subset(&base), "{values}");
+    }
 
     // The uninstall hook goes with cleanup.enabled, and with the mirror configuration.
     let hooks: BTreeSet<_> = base.iter().filter(|(k, _)| k.ends_with("(hook)")).cloned().collect();
@@ -551,4 +563,38 @@ fn renderer_follows_helm_semantics() -> Result {
     let error = renderer.render("", &["--kube-version", "v1.22.0"]).err().ok_or("rendered for Kubernetes 1.22")?;
     assert!(error.to_string().contains("incompatible"), "{error}");
     Ok(())
+}
+
+#[test]
+fn the_cluster_is_private_by_default() -> Result {
+    use k8s_openapi::api::core::v1::Secret;
+    let manifest = render("")?;
+    let secret: Secret = manifest.typed("Secret", "peerpull-psk")?;
+    let key = secret.data.unwrap_or_default().remove("psk").ok_or("no psk in the Secret")?;
+    let key = String::from_utf8(key.0)?;
+    assert!(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()), "not 32 bytes in hex: {key:?}");
+    let (_, pod) = daemonset(&manifest, DS)?;
+    let run = container(&pod.containers, "peerpull")?;
+    let args = args(run);
+    assert!(args.contains(&"--psk-file=/etc/peerpull/psk/psk".to_owned()), "{args:?}");
+    assert!(args.contains(&"--client-cidr=$(NODE_IP)".to_owned()), "{args:?}");
+    let mount = run.volume_mounts.iter().flatten().find(|m| m.name == "psk").ok_or("no psk mount")?;
+    assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/peerpull/psk", Some(true)));
+    let source = volume(&pod, "psk")?.secret.as_ref().ok_or("the psk volume is not a Secret")?;
+    assert_eq!(source.secret_name.as_deref(), Some("peerpull-psk"));
+    let parsed = accepted_by_peerpull(run)?;
+    assert!(parsed.contains("\"/etc/peerpull/psk/psk\"") && parsed.contains(NODE_IP), "{parsed}");
+
+    // A Secret of the operator's own is mounted instead.
+    let (_, pod) = daemonset(&render("peerpull:\n  psk:\n    existingSecret: cluster-key\n")?, DS)?;
+    assert_eq!(volume(&pod, "psk")?.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("cluster-key"));
+    // Off: no key and no flag.
+    let (_, pod) = daemonset(&render("peerpull:\n  psk:\n    enabled: false\n")?, DS)?;
+    assert!(volume(&pod, "psk").is_err());
+    assert!(!args_of(&pod).iter().any(|a| a.starts_with("--psk-file")));
+    Ok(())
+}
+
+fn args_of(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
+    pod.containers.iter().find(|c| c.name == "peerpull").map(args).unwrap_or_default()
 }

@@ -37,6 +37,27 @@ pub struct Config {
     /// Fetching from the upstream on a miss (`--upstream-fallback`); `None`
     /// answers a miss with a 404 so containerd goes to the upstream itself.
     pub pull_through: Option<PullThrough>,
+    /// Proof of cluster membership on requests between mirrors; `None`
+    /// trusts any request that claims to come from a peer.
+    pub membership: Option<Membership>,
+    /// Networks allowed to use the mirror as a client, besides loopback
+    /// (`--client-cidr` and this node's own addresses); `None`: anyone.
+    pub clients: Option<Vec<ipnet::IpNet>>,
+}
+
+/// What this node proves its membership with.
+#[derive(Clone)]
+pub struct Membership {
+    /// The key every cluster node derives from the pre-shared key.
+    pub key: [u8; 32],
+    /// This node's peer id, named in its proofs.
+    pub peer_id: String,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
 }
 
 /// Where a tag is resolved first.
@@ -77,6 +98,8 @@ impl Default for Config {
             tag_resolution: TagResolution::UpstreamFirst,
             tag_timeout: Duration::from_secs(2),
             pull_through: None,
+            membership: None,
+            clients: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use peerpull_oci::ByteRange;
 use peerpull_routing::{PeerId, Provider};
 use tokio::time::Instant;
 
+use crate::auth::{Proofs, PROOF};
 use crate::metrics::{Failure, Metrics};
 use crate::peers::Peers;
 use crate::transfer::TransferError;
@@ -135,6 +136,8 @@ pub(crate) struct Fetcher {
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Metrics,
     pub(crate) peers: Arc<dyn Peers>,
+    /// Signs this node's requests to peers, in a keyed cluster.
+    pub(crate) proofs: Option<Proofs>,
 }
 
 impl Fetcher {
@@ -190,6 +193,9 @@ impl Fetcher {
     ) -> Result<Opened, (Provider, Failure)> {
         let uri = format!("http://{}{}", provider.mirror, ask.path_and_query);
         let mut request = Request::builder().method(ask.method.clone()).uri(uri).header(LOOP_GUARD, "1");
+        if let Some(proof) = self.proofs.as_ref().and_then(|p| p.sign(&ask.method, &ask.path_and_query)) {
+            request = request.header(PROOF, proof);
+        }
         if ask.pull_through {
             request = request.header(PULL_THROUGH, "1");
         }

@@ -23,8 +23,10 @@
 //! - [`server`]: [`Server`], the accept loop with connection limits and
 //!   graceful shutdown, for any handler;
 //! - [`metrics`]: [`Metrics`], the Prometheus metrics of serving;
+//! - [`auth`]: proof of membership between mirrors, allowed client addresses;
 //! - [`body`]: response bodies and OCI error responses.
 
+pub mod auth;
 pub mod body;
 mod config;
 mod fetch;
@@ -38,7 +40,7 @@ mod spool;
 mod tags;
 mod transfer;
 
-pub use config::{Config, PullThrough, TagResolution};
+pub use config::{Config, Membership, PullThrough, TagResolution};
 pub use metrics::Metrics;
 pub use mirror::{Error, Mirror};
 pub use peers::Peers;

@@ -14,6 +14,7 @@ use peerpull_oci::ErrorCode;
 use peerpull_store::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, Proofs, RemoteAddr, PROOF};
 use crate::body::{self, Body};
 use crate::fetch::{self, Fetcher};
 use crate::metrics::Metrics;
@@ -22,7 +23,7 @@ use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
 use crate::tags::{Tags, Verdict};
-use crate::{Config, TagResolution};
+use crate::{Config, TagResolution, LOOP_GUARD};
 
 /// The `/v2` mirror; cheap to clone.
 #[derive(Clone)]
@@ -36,6 +37,7 @@ struct Inner {
     metrics: Metrics,
     spool: Option<Spool>,
     tags: Tags,
+    proofs: Option<Proofs>,
 }
 
 /// Why a mirror could not be set up.
@@ -66,8 +68,10 @@ impl Mirror {
     /// then (with [`Config::pull_through`]) from the upstream.
     pub fn new(config: Config, store: Arc<dyn Store>, peers: Arc<dyn Peers>, metrics: Metrics) -> Result<Self, Error> {
         let config = Arc::new(config);
+        let proofs = config.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
+        let client = fetch::client(&config);
         let fetcher =
-            Fetcher { client: fetch::client(&config), config: config.clone(), metrics: metrics.clone(), peers };
+            Fetcher { client, config: config.clone(), metrics: metrics.clone(), peers, proofs: proofs.clone() };
         let mut sources: Vec<Box<dyn Source>> =
             vec![Box::new(source::local::Local::new(store.clone(), metrics.clone()))];
         let mut spool = None;
@@ -91,7 +95,7 @@ impl Mirror {
         } else {
             sources.push(Box::new(source::peer::Peer::new(fetcher)));
         }
-        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool, tags }) })
+        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool, tags, proofs }) })
     }
 
     /// Keeps the spool tidy until `shutdown`: drops what containerd took or
@@ -106,6 +110,9 @@ impl Mirror {
 
     /// Answers a `/v2` request (any other path is a 404 with an OCI error body).
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
+        if let Some(refused) = self.refuse(&request) {
+            return refused;
+        }
         let wanted = match request::parse(&request) {
             Parsed::Wanted(wanted) => wanted,
             Parsed::Answer(response) => return response,
@@ -113,6 +120,24 @@ impl Mirror {
         let (response, source) = self.answer(&wanted).await;
         self.inner.metrics.request(wanted.registry(), source);
         response
+    }
+
+    /// The refusal for a request that may not be served: a peer's must prove
+    /// membership (401), anyone else must be an allowed client (403).
+    fn refuse<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
+        let headers = request.headers();
+        if headers.contains_key(LOOP_GUARD) {
+            let proofs = self.inner.proofs.as_ref()?;
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            let refused = proofs.check(request.method(), path, headers.get(PROOF)).err()?;
+            tracing::info!(%refused, remote = ?remote(request), "refused a peer request");
+            return Some(body::error(ErrorCode::Unauthorized, refused.to_string()));
+        }
+        if auth::allowed(self.inner.config.clients.as_deref(), remote(request)) {
+            return None;
+        }
+        tracing::debug!(remote = ?remote(request), "refused a client outside the allowed networks");
+        Some(body::error(ErrorCode::Denied, "this mirror serves its own node's containerd only"))
     }
 
     /// The response and the source that gave it (`None`: a miss).
@@ -170,4 +195,9 @@ impl Mirror {
         }
         (body::error(wanted.unknown(), "no node holds this content"), None)
     }
+}
+
+/// The address `request` came from, when the server recorded it.
+fn remote<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
+    request.extensions().get::<RemoteAddr>().map(|r| r.0.ip())
 }

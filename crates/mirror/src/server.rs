@@ -1,7 +1,8 @@
 //! The accept loop: bounded connections, header timeouts, graceful shutdown.
 //!
 //! [`Server::serve`] accepts HTTP/1.1 connections on a listener until its
-//! shutdown token fires and hands each request to a handler: the
+//! shutdown token fires and hands each request, with the client's address
+//! as a [`RemoteAddr`] extension, to a handler: the
 //! [`Mirror`](crate::Mirror) for the `/v2` port, or whatever the daemon
 //! routes to it (health and metrics endpoints). It holds a semaphore permit
 //! per connection, so at most [`Limits::max_connections`] are served at once.
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::RemoteAddr;
 use crate::body::Body;
 
 /// How many connections a server takes and how long it waits.
@@ -87,7 +89,8 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(RemoteAddr(peer));
                 let answer = handler(request);
                 async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });

@@ -144,3 +144,59 @@ async fn hedges_and_resumes_share_one_attempts_budget() {
     assert_eq!(response.status(), 200);
     assert!(body.as_ref() == blob.as_slice(), "resumed bytes differ");
 }
+
+fn member(key: u8) -> peerpull_mirror::Config {
+    let membership = peerpull_mirror::Membership { key: [key; 32], peer_id: format!("node-{key}") };
+    peerpull_mirror::Config { membership: Some(membership), ..support::config() }
+}
+
+#[tokio::test]
+async fn requests_between_mirrors_prove_membership() {
+    let blob = bytes(100_000, 8);
+    let store = Memory::new();
+    let digest = store.insert(media::OCI_LAYER_GZIP, blob.clone()).digest.to_string();
+    let a = Node::start(store, Static::default(), member(1)).await;
+    let path = format!("/v2/team/app/blobs/{digest}{NS}");
+
+    // A member's request carries a proof and is served.
+    let b = Node::start(Memory::new(), Static::new(vec![a.provider()]), member(1)).await;
+    let (response, body) = get(&b.url(&path), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(body.as_ref() == blob.as_slice());
+
+    // A request that claims to be a peer's without proof, or with another key's, is refused.
+    let (response, body) = get(&a.url(&path), &[(peerpull_mirror::LOOP_GUARD, "1")]).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::Unauthorized));
+    let outsider = Node::start(Memory::new(), Static::new(vec![a.provider()]), member(2)).await;
+    assert_eq!(get(&outsider.url(&path), &[]).await.unwrap().0.status(), 404);
+    assert!(outsider.metrics().await.contains(r#"peerpull_peer_fetch_failures_total{reason="status"} 1"#));
+}
+
+#[tokio::test]
+async fn only_allowed_clients_use_the_mirror() {
+    use peerpull_mirror::auth::RemoteAddr;
+    let store = Memory::new();
+    let digest = store.insert(media::OCI_LAYER_GZIP, bytes(1000, 9)).digest;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = peerpull_mirror::Config { clients: Some(vec!["10.0.0.0/8".parse().unwrap()]), ..support::config() };
+    let metrics = peerpull_mirror::Metrics::new(&mut registry);
+    let mirror = peerpull_mirror::Mirror::new(
+        config,
+        std::sync::Arc::new(store),
+        std::sync::Arc::new(Static::default()),
+        metrics,
+    )
+    .unwrap();
+    let ask = |from: &str| {
+        let mut request = http::Request::get(format!("/v2/team/app/blobs/{digest}{NS}")).body(()).unwrap();
+        request.extensions_mut().insert(RemoteAddr(from.parse().unwrap()));
+        request
+    };
+    assert_eq!(mirror.handle(ask("127.0.0.1:40000")).await.status(), 200, "loopback: this node");
+    assert_eq!(mirror.handle(ask("10.1.2.3:40000")).await.status(), 200, "an allowed network");
+    let refused = mirror.handle(ask("192.0.2.7:40000")).await;
+    assert_eq!(refused.status(), 403);
+    let body = http_body_util::BodyExt::collect(refused.into_body()).await.unwrap().to_bytes();
+    assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::Denied));
+}

@@ -2,7 +2,8 @@
 //!
 //! A node is ready when containerd answers, its initial advertisement is
 //! done, and the DHT has at least one peer (or the node stands alone).
-//! [`Health::checks`] reports each of the three with its detail, for
+//! [`Health::checks`] reports each of the three with its detail, and
+//! whether the cluster is private (never a reason to be unready), for
 //! `/readyz?verbose` and `peerpull doctor`; [`Health::check`] only whether
 //! all passed, for probes.
 
@@ -19,6 +20,8 @@ pub struct Health {
     store: Arc<dyn Store>,
     router: Router,
     advertised: Arc<AtomicBool>,
+    /// The pre-shared key's fingerprint, when the cluster is private.
+    private: Option<String>,
 }
 
 /// One readiness check and how it went.
@@ -33,9 +36,10 @@ pub struct Check {
 }
 
 impl Health {
-    /// Readiness of a node over `store` and `router`.
-    pub fn new(store: Arc<dyn Store>, router: Router) -> Self {
-        Self { store, router, advertised: Arc::new(AtomicBool::new(false)) }
+    /// Readiness of a node over `store` and `router`; `private` is the
+    /// fingerprint of the cluster's pre-shared key, if it has one.
+    pub fn new(store: Arc<dyn Store>, router: Router, private: Option<String>) -> Self {
+        Self { store, router, advertised: Arc::new(AtomicBool::new(false)), private }
     }
 
     /// Records that the initial advertisement finished.
@@ -69,7 +73,14 @@ impl Health {
             (true, Err(_)) => Check::passed("routing", "ready"),
             (false, _) => Check::failed("routing", "no peer in the routing table"),
         };
-        vec![containerd, advertisement, routing]
+        // Not a condition of readiness, but worth saying where operators look.
+        let membership = match &self.private {
+            Some(key) => Check::passed("membership", format!("private cluster, pre-shared key {key}")),
+            None => {
+                Check::passed("membership", "OPEN: no pre-shared key, any host that reaches the router port can join")
+            }
+        };
+        vec![containerd, advertisement, routing, membership]
     }
 }
 

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peerpull_mirror::{Limits, Metrics, Mirror, Server};
+use peerpull_mirror::{Limits, Membership, Metrics, Mirror, Server};
 use peerpull_routing::{EventLoop, PeerId, Router};
 use peerpull_store::containerd::{Config as StoreConfig, Containerd};
 use peerpull_store::{Store, StoreError};
@@ -125,14 +125,27 @@ impl Node {
         let mut routing = config.routing;
         routing.mirror_addr = local_addr(&registry_listener, config.registry_addr);
         let addr = routing.listen;
+        let psk = routing.psk.clone();
         let (router, event_loop) = Router::start(routing).map_err(|source| Error::Router { addr, source })?;
+        let mut mirror_config = config.mirror;
+        match &psk {
+            Some(psk) => {
+                let key = psk.derive("mirror-proof");
+                mirror_config.membership = Some(Membership { key, peer_id: router.local_peer_id().to_string() });
+                tracing::info!(key = %psk.fingerprint(), "private cluster: only nodes with the same pre-shared key join");
+            }
+            None => tracing::warn!(
+                "no pre-shared key (--psk-file): any host that reaches the router port can join the DHT, \
+                 announce content and be sent requests; peer requests carry no proof"
+            ),
+        }
 
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         router.register_metrics(&mut registry);
-        let health = Health::new(store.clone(), router.clone());
-        let mirrored = config.mirror.mirrored.clone();
-        let mirror = Mirror::new(config.mirror, store.clone(), Arc::new(router.clone()), metrics)?;
+        let health = Health::new(store.clone(), router.clone(), psk.map(|p| p.fingerprint()));
+        let mirrored = mirror_config.mirrored.clone();
+        let mirror = Mirror::new(mirror_config, store.clone(), Arc::new(router.clone()), metrics)?;
         let advertiser = Advertiser::new(store, router.clone(), mirrored, health.clone());
         Ok(Self {
             router,

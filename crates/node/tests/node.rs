@@ -119,7 +119,9 @@ async fn both_ports_answer_health_and_readiness_says_why_not() {
     assert_eq!(
         verbose,
         "[+]containerd ok: answers\n[+]advertisement ok: initial advertisement done\n\
-         [+]routing ok: 0 peers in the routing table\nreadyz check passed\n"
+         [+]routing ok: 0 peers in the routing table\n\
+         [+]membership ok: OPEN: no pre-shared key, any host that reaches the router port can join\n\
+         readyz check passed\n"
     );
     assert_eq!(node.get(node.metrics, "/v2/").await.0, 404, "the metrics port does not serve /v2");
     assert_eq!(node.get(node.registry, "/v2/").await.0, 200);

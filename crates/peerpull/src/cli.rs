@@ -168,6 +168,20 @@ pub(crate) struct RunArgs {
     pub(crate) bootstrap: Vec<Bootstrap>,
     #[command(flatten)]
     pub(crate) mirrored: MirroredArgs,
+    /// The cluster's pre-shared key file (64 hex characters, or a libp2p swarm.key): only nodes with the same
+    /// key join the DHT, and requests between mirrors prove it. Without it any host that reaches the ports is trusted.
+    #[arg(long = "psk-file", env = "PEERPULL_PSK_FILE", value_name = "PATH")]
+    pub(crate) psk_file: Option<PathBuf>,
+    /// A network allowed to use this mirror as containerd does, besides loopback and this node's own
+    /// addresses (repeatable; 0.0.0.0/0 and ::/0 allow everyone).
+    #[arg(
+        long = "client-cidr",
+        env = "PEERPULL_CLIENT_CIDR",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub(crate) client_cidrs: Vec<ipnet::IpNet>,
     /// Where the node identity and state are kept.
     #[arg(long = "data-dir", env = "PEERPULL_DATA_DIR", value_name = "DIR", default_value = "/var/lib/peerpull")]
     pub(crate) data_dir: PathBuf,
@@ -268,6 +282,15 @@ fn parse_bootstrap(value: &str) -> Result<Bootstrap, String> {
     Bootstrap::parse(value).map_err(|e| e.to_string())
 }
 
+/// A network in CIDR notation; a bare address is that one address.
+fn parse_cidr(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{value:?} is not a network (10.0.0.0/8) or an address"))
+}
+
 /// A Go duration (`1500ms`, `2s`, `1m`), more than zero.
 fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
     let parsed: DialTimeout = value.parse().map_err(|e: peerpull_hosts::DurationError| e.to_string())?;
@@ -346,6 +369,9 @@ mod tests {
         assert!(super::parse_bytes("4GB").is_err_and(|e| e.contains("unknown unit")));
         assert!(super::parse_bytes("Gi").is_err());
         assert_eq!(super::parse_duration("1500ms"), Ok(std::time::Duration::from_millis(1500)));
+        assert_eq!(super::parse_cidr("10.0.0.7").map(|n| n.to_string()), Ok("10.0.0.7/32".to_owned()));
+        assert_eq!(super::parse_cidr(" 10.0.0.0/8 ").map(|n| n.to_string()), Ok("10.0.0.0/8".to_owned()));
+        assert!(super::parse_cidr("10.0.0.0/33").is_err());
         assert!(super::parse_duration("0s").is_err_and(|e| e.contains("more than zero")));
         assert!(super::parse_duration("2 seconds").is_err());
         assert!(super::parse_bytes("99999999999Ti").is_err_and(|e| e.contains("too large")));

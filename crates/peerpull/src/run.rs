@@ -6,12 +6,15 @@
 //! stops the others and the daemon exits 1.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use anyhow::anyhow;
+use ipnet::IpNet;
 use peerpull_hosts::{RegistriesYaml, RegistryConfig};
 use peerpull_mirror::{PullThrough, TagResolution};
 use peerpull_node::{Error, Listener, Node};
 use peerpull_oci::Mirrored;
+use peerpull_routing::Psk;
 use peerpull_store::containerd::Config as StoreConfig;
 use peerpull_upstream::{Credentials, RegistrySettings, Tls};
 use tokio::signal::unix::{signal, SignalKind};
@@ -33,6 +36,9 @@ pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
 
 async fn daemon(args: RunArgs) -> Result<(), Failure> {
     let registries = args.mirrored.load()?;
+    let psk = args.psk_file.as_deref().map(Psk::from_file).transpose().map_err(Failure::usage)?;
+    let mut clients = own_addresses();
+    clients.extend(args.client_cidrs.iter().copied());
     let mirrored = registries.mirrored();
     let upstream = peerpull_upstream::Config {
         registries: registries.yaml.as_ref().map(|y| upstream_settings(y, &mirrored)).unwrap_or_default(),
@@ -57,6 +63,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             mirror_addr: args.listen.registry_addr,
             bootstrap: args.bootstrap,
             data_dir: args.data_dir,
+            psk,
             ..Default::default()
         },
         mirror: peerpull_mirror::Config {
@@ -66,6 +73,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             tag_resolution,
             tag_timeout: args.tag_timeout,
             pull_through,
+            clients: Some(clients),
             ..Default::default()
         },
         limits: peerpull_mirror::Limits::default(),
@@ -95,6 +103,26 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
     result.map_err(failure)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This node's own addresses (every interface's), which may use the mirror as
+/// containerd does; loopback always may.
+fn own_addresses() -> Vec<IpNet> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces
+            .filter_map(|i| i.address)
+            .filter_map(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+            })
+            .map(IpNet::from)
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list this node's addresses; only loopback and --client-cidr may use the mirror");
+            Vec::new()
+        }
+    }
 }
 
 /// Upstream credentials and TLS settings from a `registries.yaml`'s `configs:`.

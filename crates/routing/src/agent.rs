@@ -2,10 +2,14 @@
 //!
 //! Each node tells its peers where its own `/v2` mirror listens by putting
 //! `mirror=<ip>:<port>` in the Identify agent version string, e.g.
-//! `peerpull/0.1.0 mirror=10.0.0.7:5000`. A node that binds its mirror to an
-//! unspecified IP (`0.0.0.0`, `::`) announces that; the receiving side then
-//! fills in the IP it reaches the peer at ([`resolve`]). The address is never
-//! assumed equal to ours.
+//! `peerpull/0.1.0 mirror=10.0.0.7:5000`. The receiving side trusts the
+//! port only: the mirror is contacted at the IP of the peer's libp2p
+//! connection ([`resolve`]), so a peer cannot send others' requests to an
+//! address of its choosing (a metadata service, a kubelet port). A peer
+//! connecting from loopback or link-local addresses is refused unless this
+//! node itself runs on such addresses; nodes sharing one host on loopback
+//! aliases (test clusters) keep their announced loopback address, since the
+//! source of a loopback connection is always 127.0.0.1.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,28 +28,70 @@ pub(crate) fn decode(agent: &str) -> Option<SocketAddr> {
     agent.split_whitespace().find_map(|part| part.strip_prefix("mirror=")?.parse().ok())
 }
 
-/// The mirror address to use for a peer that announced `announced`.
-///
-/// A specific IP is used as announced. For an unspecified IP we take, in
-/// order: the IP of the connection if the peer also listens there, the IP we
-/// dialed the peer at, a listen address of the peer's own with the same
-/// loopback-ness as the connection, and finally the connection's remote IP.
+/// Where this node's own router runs, which decides which peer addresses are acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Own {
+    /// It listens on loopback (a test cluster on one host): loopback peers are fine.
+    pub(crate) loopback: bool,
+    /// It listens on a link-local address: link-local peers are fine.
+    pub(crate) link_local: bool,
+}
+
+impl Own {
+    pub(crate) fn of(listen: IpAddr) -> Self {
+        Self { loopback: listen.is_loopback(), link_local: is_link_local(listen) }
+    }
+}
+
+/// The mirror address to use for a peer that announced `announced`, over a
+/// connection from `remote`: the connection's IP with the announced port.
+/// `None` when the peer cannot be used (no or an unacceptable address).
 pub(crate) fn resolve(
     announced: SocketAddr,
     remote: Option<IpAddr>,
     dialed: bool,
     listen_addrs: &[Multiaddr],
+    own: Own,
 ) -> Option<SocketAddr> {
-    if !announced.ip().is_unspecified() {
+    let ip = remote?;
+    if ip.is_unspecified() || ip.is_multicast() {
+        return None;
+    }
+    if ip.is_loopback() {
+        // Only nodes sharing this host on loopback aliases: trust their loopback announcements.
+        return own.loopback.then(|| loopback_alias(announced, ip, dialed, listen_addrs)).flatten();
+    }
+    if is_link_local(ip) && !own.link_local {
+        return None;
+    }
+    Some(SocketAddr::new(ip, announced.port()))
+}
+
+/// On one host's loopback aliases: the announced loopback address, or for an
+/// unspecified one, the IP we dialed, else a loopback listen address of the peer.
+fn loopback_alias(
+    announced: SocketAddr,
+    remote: IpAddr,
+    dialed: bool,
+    listen_addrs: &[Multiaddr],
+) -> Option<SocketAddr> {
+    if announced.ip().is_loopback() {
         return Some(announced);
     }
-    let listen: Vec<IpAddr> = listen_addrs.iter().filter_map(ip_of).filter(|ip| !ip.is_unspecified()).collect();
-    let ip = match remote {
-        Some(r) if dialed || listen.contains(&r) => r,
-        Some(r) => listen.iter().copied().find(|ip| ip.is_loopback() == r.is_loopback()).unwrap_or(r),
-        None => listen.first().copied()?,
-    };
+    if !announced.ip().is_unspecified() {
+        return None;
+    }
+    let listen: Vec<IpAddr> = listen_addrs.iter().filter_map(ip_of).filter(|ip| ip.is_loopback()).collect();
+    let ip = if dialed || listen.contains(&remote) { remote } else { listen.first().copied().unwrap_or(remote) };
     Some(SocketAddr::new(ip, announced.port()))
+}
+
+/// 169.254.0.0/16 and fe80::/10.
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
 }
 
 /// The IP of a multiaddr that starts with `/ip4` or `/ip6`.
@@ -91,24 +137,47 @@ mod tests {
         assert_eq!(decode("peerpull/1 mirror=nonsense"), None);
     }
 
-    #[test]
-    fn specific_ip_is_kept() {
-        let a: SocketAddr = "127.0.0.3:5000".parse().unwrap();
-        assert_eq!(resolve(a, Some("127.0.0.9".parse().unwrap()), true, &[]), Some(a));
+    const CLUSTER: Own = Own { loopback: false, link_local: false };
+    const ONE_HOST: Own = Own { loopback: true, link_local: false };
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
     }
 
     #[test]
-    fn unspecified_ip_takes_the_peers_address() {
+    fn a_peer_is_contacted_at_its_connections_ip_whatever_it_announces() {
+        for announced in ["169.254.169.254:80", "10.0.0.99:10250", "127.0.0.1:5000", "0.0.0.0:5000"] {
+            let announced: SocketAddr = announced.parse().unwrap();
+            let got = resolve(announced, ip("10.0.0.5"), false, &[], CLUSTER);
+            assert_eq!(got, Some(SocketAddr::new("10.0.0.5".parse().unwrap(), announced.port())), "{announced}");
+        }
+        let a: SocketAddr = "10.0.0.5:5000".parse().unwrap();
+        assert_eq!(resolve(a, None, false, &[], CLUSTER), None);
+        assert_eq!(resolve(a, ip("0.0.0.0"), false, &[], CLUSTER), None);
+    }
+
+    #[test]
+    fn loopback_and_link_local_peers_only_where_this_node_runs_on_them() {
+        let a: SocketAddr = "127.0.0.3:5000".parse().unwrap();
+        assert_eq!(resolve(a, ip("127.0.0.1"), false, &[], CLUSTER), None, "a local process is not a peer");
+        assert_eq!(resolve(a, ip("169.254.1.1"), false, &[], CLUSTER), None);
+        let own_link_local = Own { loopback: false, link_local: true };
+        assert_eq!(resolve(a, ip("169.254.1.1"), false, &[], own_link_local).unwrap().to_string(), "169.254.1.1:5000");
+        // A test cluster on loopback aliases: the announced alias, never a non-loopback address.
+        assert_eq!(resolve(a, ip("127.0.0.1"), false, &[], ONE_HOST), Some(a));
+        let elsewhere: SocketAddr = "10.0.0.99:5000".parse().unwrap();
+        assert_eq!(resolve(elsewhere, ip("127.0.0.1"), false, &[], ONE_HOST), None);
+    }
+
+    #[test]
+    fn an_unspecified_loopback_announcement_takes_the_peers_alias() {
         let a: SocketAddr = "0.0.0.0:5000".parse().unwrap();
         let listen: Vec<Multiaddr> =
-            vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap(), "/ip4/10.1.2.3/tcp/1".parse().unwrap()];
+            vec!["/ip4/127.0.0.3/tcp/1".parse().unwrap(), "/ip4/10.1.2.3/tcp/1".parse().unwrap()];
         // We dialed it: the dialed IP reaches it.
-        assert_eq!(resolve(a, Some("10.9.9.9".parse().unwrap()), true, &listen).unwrap().to_string(), "10.9.9.9:5000");
-        // It dialed us from an IP it listens on.
-        assert_eq!(resolve(a, Some("10.1.2.3".parse().unwrap()), false, &listen).unwrap().to_string(), "10.1.2.3:5000");
-        // It dialed us from elsewhere: one of its own non-loopback listen IPs.
-        assert_eq!(resolve(a, Some("10.7.7.7".parse().unwrap()), false, &listen).unwrap().to_string(), "10.1.2.3:5000");
-        assert_eq!(resolve(a, None, false, &[]), None);
+        assert_eq!(resolve(a, ip("127.0.0.4"), true, &listen, ONE_HOST).unwrap().to_string(), "127.0.0.4:5000");
+        // It dialed us (from 127.0.0.1): its loopback listen address.
+        assert_eq!(resolve(a, ip("127.0.0.1"), false, &listen, ONE_HOST).unwrap().to_string(), "127.0.0.3:5000");
     }
 
     #[test]

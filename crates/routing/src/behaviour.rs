@@ -7,11 +7,13 @@
 //! - Ping, the liveness probe that bounds how long a silently dead peer keeps
 //!   its connection (and so keeps being returned).
 //! - Connection limits: at most `MAX_CONNECTIONS_PER_PEER` connections with any
-//!   one peer and `MAX_PENDING_INCOMING` inbound handshakes at a time, so one
-//!   misbehaving client cannot pile up connections or Noise handshakes. The
-//!   total is not capped: a large cluster legitimately talks to many peers.
+//!   one peer, `MAX_PENDING_INCOMING` inbound handshakes at a time and
+//!   `Config::max_connections` in all (generous: a large cluster legitimately
+//!   talks to many peers), so a flood of clients cannot exhaust the node.
 //!
-//! Transport: TCP + Noise + Yamux, with DNS for `/dns` multiaddrs.
+//! Transport: TCP + Noise + Yamux, with DNS for `/dns` multiaddrs; with a
+//! pre-shared key, the private-network handshake runs first, so a node
+//! without the key never gets as far as Noise.
 
 use std::num::NonZeroUsize;
 
@@ -25,7 +27,13 @@ use libp2p::{
     tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
 
-use crate::{agent, store::Store, Config, Error};
+use libp2p::{
+    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
+    pnet::PnetConfig,
+    PeerId, Transport,
+};
+
+use crate::{agent, store::Store, Config, Error, Psk};
 
 /// The Kademlia protocol name peerpull nodes speak.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerpull/kad/1.0.0");
@@ -58,7 +66,7 @@ impl Behaviour {
             .set_record_ttl(None)
             .set_publication_interval(None)
             .set_replication_interval(None);
-        let store = Store::new(local, config.max_stored_keys, k.get());
+        let store = Store::new(local, config.max_stored_keys, config.max_keys_per_peer, k.get());
         let mut kad = kad::Behaviour::with_config(local, store, kad_config);
         kad.set_mode(Some(Mode::Server));
 
@@ -73,7 +81,8 @@ impl Behaviour {
         let limits = connection_limits::Behaviour::new(
             ConnectionLimits::default()
                 .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
-                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                .with_max_established(Some(config.max_connections)),
         );
         Self { limits, kad, identify, ping }
     }
@@ -82,9 +91,10 @@ impl Behaviour {
 /// Builds the swarm for `keypair`. Must run inside a tokio runtime.
 pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Error> {
     let idle = config.idle_timeout;
+    let psk = config.psk.clone();
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_other_transport(|key| transport(key, psk))
         .map_err(|e| Error::Transport(e.into()))?
         .with_dns()
         .map_err(|e| Error::Transport(e.into()))?
@@ -93,6 +103,26 @@ pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Beh
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
+}
+
+/// TCP, then (with a key) the private-network handshake, then Noise and Yamux.
+fn transport(
+    key: &Keypair,
+    psk: Option<Psk>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    let noise = noise::Config::new(key)?;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    Ok(match psk {
+        Some(psk) => {
+            let pnet = PnetConfig::new(psk.pnet());
+            tcp.and_then(move |socket, _| pnet.handshake(socket))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .boxed()
+        }
+        None => tcp.upgrade(Version::V1Lazy).authenticate(noise).multiplex(yamux::Config::default()).boxed(),
+    })
 }
 
 #[cfg(test)]

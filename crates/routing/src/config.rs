@@ -29,6 +29,9 @@ pub struct Config {
     pub bootstrap: Vec<Bootstrap>,
     /// Where the node identity is kept (created if missing).
     pub data_dir: PathBuf,
+    /// The cluster's pre-shared key: with it only nodes holding the same key
+    /// can connect (`--psk-file`); without it, any host that reaches the port can join.
+    pub psk: Option<crate::Psk>,
     /// How long other nodes keep our provider records. Withdrawn keys vanish from
     /// others' answers within this time.
     pub provider_ttl: Duration,
@@ -65,6 +68,10 @@ pub struct Config {
     pub max_concurrent_provides: usize,
     /// How many provider keys (ours and others') the local store holds at most.
     pub max_stored_keys: usize,
+    /// At most this many of those records may come from any one other peer.
+    pub max_keys_per_peer: usize,
+    /// At most this many libp2p connections in all.
+    pub max_connections: u32,
     /// The Kademlia replication factor (k).
     pub replication_factor: usize,
 }
@@ -76,6 +83,7 @@ impl Default for Config {
             mirror_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5000),
             bootstrap: Vec::new(),
             data_dir: PathBuf::from("/var/lib/peerpull"),
+            psk: None,
             provider_ttl: Duration::from_secs(300),
             reprovide_interval: Duration::from_secs(100),
             lookup_timeout: Duration::from_secs(5),
@@ -93,6 +101,8 @@ impl Default for Config {
             advertise_timeout: Duration::from_secs(120),
             max_concurrent_provides: 32,
             max_stored_keys: 262_144,
+            max_keys_per_peer: 32_768,
+            max_connections: 4096,
             replication_factor: 20,
         }
     }

@@ -116,7 +116,7 @@ impl EventLoop {
             walking_until: None,
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
-            peers: Peers::new(local),
+            peers: Peers::new(local, agent::Own::of(config.listen.ip())),
             lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl),
             provides: Provides::new(config.max_concurrent_provides, config.reprovide_interval, metrics.clone()),
             bootstrap,

@@ -16,6 +16,7 @@
 //! - `behaviour`: Kademlia + Identify + Ping, and how the swarm is built.
 //! - `agent`: how a node announces its mirror address (Identify agent version).
 //! - `keys`, `store`: key hashing and the provider record store.
+//! - [`psk`]: [`Psk`], the pre-shared key that makes the DHT private.
 //! - `metrics`: the routing-table and advertised-key gauges the event loop
 //!   keeps current ([`Router::register_metrics`]).
 //!
@@ -71,6 +72,7 @@ mod event_loop;
 pub mod identity;
 mod keys;
 mod metrics;
+pub mod psk;
 mod router;
 mod store;
 
@@ -79,4 +81,5 @@ pub use error::Error;
 pub use event_loop::EventLoop;
 pub use libp2p::{Multiaddr, PeerId};
 pub use peerpull_oci::Key;
+pub use psk::{Psk, PskError};
 pub use router::{Lookup, Provider, Router, MAX_LOOKUP_LIMIT};

@@ -1,13 +1,19 @@
 //! The Kademlia record store: provider records only, with expiry sweeping.
 //!
-//! Wraps libp2p's `MemoryStore`. Two differences: value records (`PUT_VALUE`)
-//! are refused, since peerpull only uses provider records; and expired
-//! provider records held for other nodes are swept periodically. libp2p only
-//! drops an expired record when that key is queried, so without the sweep a
-//! withdrawn key's records would stay in memory, and count against the key
-//! limit, forever.
+//! Wraps libp2p's `MemoryStore`. The differences: value records (`PUT_VALUE`)
+//! are refused, since peerpull only uses provider records; expired provider
+//! records held for other nodes are swept periodically (libp2p only drops an
+//! expired record when that key is queried, so without the sweep a withdrawn
+//! key's records would stay in memory, and count against the key limit,
+//! forever); and each other peer may hold at most `max_per_peer` records
+//! here, with at most [`MAX_ADDRESSES`] addresses each, so one peer cannot
+//! fill the store and crowd out everyone else's records.
 
-use std::{borrow::Cow, collections::HashSet, time::Instant};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
 
 use libp2p::{
     kad::{
@@ -17,36 +23,74 @@ use libp2p::{
     PeerId,
 };
 
+/// The most addresses kept with a provider record.
+pub(crate) const MAX_ADDRESSES: usize = 8;
+
 /// Provider records for us and for others.
 pub(crate) struct Store {
     inner: MemoryStore,
     keys: HashSet<RecordKey>,
+    local: PeerId,
+    /// How many records each other peer has here.
+    per_peer: HashMap<PeerId, usize>,
+    max_per_peer: usize,
 }
 
 impl Store {
-    pub(crate) fn new(local: PeerId, max_keys: usize, replication_factor: usize) -> Self {
+    pub(crate) fn new(local: PeerId, max_keys: usize, max_per_peer: usize, replication_factor: usize) -> Self {
         let config = MemoryStoreConfig {
             max_records: 0,
             max_value_bytes: 0,
             max_providers_per_key: replication_factor,
             max_provided_keys: max_keys,
         };
-        Self { inner: MemoryStore::with_config(local, config), keys: HashSet::new() }
+        let inner = MemoryStore::with_config(local, config);
+        Self { inner, keys: HashSet::new(), local, per_peer: HashMap::new(), max_per_peer }
+    }
+
+    /// How many records `peer` has here.
+    #[cfg(test)]
+    pub(crate) fn records_of(&self, peer: &PeerId) -> usize {
+        self.per_peer.get(peer).copied().unwrap_or(0)
+    }
+
+    /// Counts the providers of `key` that came (`+1`) and went (`-1`) between two lists.
+    fn recount(&mut self, before: &[PeerId], after: &[PeerId]) {
+        for gone in before.iter().filter(|p| !after.contains(p) && **p != self.local) {
+            if let Some(n) = self.per_peer.get_mut(gone) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_peer.remove(gone);
+                }
+            }
+        }
+        for came in after.iter().filter(|p| !before.contains(p) && **p != self.local) {
+            *self.per_peer.entry(*came).or_default() += 1;
+        }
+    }
+
+    fn provider_ids(&self, key: &RecordKey) -> Vec<PeerId> {
+        self.inner.providers(key).into_iter().map(|r| r.provider).collect()
     }
 
     /// Drops expired provider records. Returns how many were dropped.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let mut dropped = 0;
         let inner = &mut self.inner;
+        let per_peer = &mut self.per_peer;
         self.keys.retain(|key| {
             for record in inner.providers(key) {
                 if record.is_expired(now) {
                     inner.remove_provider(key, &record.provider);
+                    if let Some(n) = per_peer.get_mut(&record.provider) {
+                        *n = n.saturating_sub(1);
+                    }
                     dropped += 1;
                 }
             }
             !inner.providers(key).is_empty()
         });
+        per_peer.retain(|_, n| *n > 0);
         dropped
     }
 
@@ -80,9 +124,20 @@ impl RecordStore for Store {
         std::iter::empty()
     }
 
-    fn add_provider(&mut self, record: ProviderRecord) -> store::Result<()> {
+    fn add_provider(&mut self, mut record: ProviderRecord) -> store::Result<()> {
         let key = record.key.clone();
+        let before = self.provider_ids(&key);
+        let new = !before.contains(&record.provider);
+        if new
+            && record.provider != self.local
+            && self.per_peer.get(&record.provider).copied().unwrap_or(0) >= self.max_per_peer
+        {
+            return Err(store::Error::MaxRecords);
+        }
+        record.addresses.truncate(MAX_ADDRESSES);
         self.inner.add_provider(record)?;
+        let after = self.provider_ids(&key);
+        self.recount(&before, &after);
         self.keys.insert(key);
         Ok(())
     }
@@ -96,7 +151,10 @@ impl RecordStore for Store {
     }
 
     fn remove_provider(&mut self, k: &RecordKey, p: &PeerId) {
+        let before = self.provider_ids(k);
         self.inner.remove_provider(k, p);
+        let after = self.provider_ids(k);
+        self.recount(&before, &after);
         if self.inner.providers(k).is_empty() {
             self.keys.remove(k);
         }
@@ -113,7 +171,7 @@ mod tests {
     #[test]
     fn sweep_drops_only_expired_records() {
         let local = PeerId::random();
-        let mut store = Store::new(local, 100, 20);
+        let mut store = Store::new(local, 100, 100, 20);
         let now = Instant::now();
         let key = RecordKey::new(&b"k");
         let fresh = PeerId::random();
@@ -138,7 +196,36 @@ mod tests {
 
     #[test]
     fn value_records_are_refused() {
-        let mut store = Store::new(PeerId::random(), 10, 20);
+        let mut store = Store::new(PeerId::random(), 10, 10, 20);
         assert!(store.put(Record::new(RecordKey::new(&b"k"), vec![1])).is_err());
+    }
+
+    #[test]
+    fn one_peer_cannot_crowd_out_the_others() {
+        let local = PeerId::random();
+        let mut store = Store::new(local, 1000, 100, 20);
+        let (greedy, modest) = (PeerId::random(), PeerId::random());
+        let rec = |i: usize, p| {
+            let addrs = (0..20).map(|n| format!("/ip4/10.0.0.{n}/tcp/1").parse().unwrap()).collect();
+            ProviderRecord::new(RecordKey::new(&format!("k{i}")), p, addrs)
+        };
+        let accepted = (0..100_000).filter(|i| store.add_provider(rec(*i, greedy)).is_ok()).count();
+        assert_eq!(accepted, 100, "the greedy peer stops at its quota");
+        assert_eq!(store.records_of(&greedy), 100);
+        for i in 0..50 {
+            store.add_provider(rec(1_000_000 + i, modest)).unwrap();
+        }
+        assert_eq!(store.records_of(&modest), 50);
+        assert_eq!(store.providers(&RecordKey::new(&"k0")).len(), 1, "the greedy peer's first records stay");
+        let kept = store.providers(&RecordKey::new(&"k1000000"));
+        assert_eq!(kept[0].addresses.len(), MAX_ADDRESSES);
+        // Withdrawn records give the quota back.
+        store.remove_provider(&RecordKey::new(&"k0"), &greedy);
+        assert_eq!(store.records_of(&greedy), 99);
+        assert!(store.add_provider(rec(100_001, greedy)).is_ok());
+        // Our own records are not counted against any quota.
+        for i in 0..200 {
+            store.add_provider(ProviderRecord::new(RecordKey::new(&format!("own{i}")), local, vec![])).unwrap();
+        }
     }
 }

@@ -265,3 +265,32 @@ async fn every_node_names_the_same_closest_node_for_a_key() {
     }
     assert!(chosen.len() >= 2, "20 keys all landed on one node: {chosen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_only_nodes_holding_it_join() {
+    use peerpull_routing::Psk;
+    let key = |b: u8| Psk::new([b; 32]);
+    let seed = NodeBuilder::new("127.0.0.1:0").config(|c| c.psk = Some(key(1))).start().await;
+    let member = NodeBuilder::new("127.0.0.1:0").config(|c| c.psk = Some(key(1))).bootstrap_to(&seed).start().await;
+    let foreign = NodeBuilder::new("127.0.0.1:0").config(|c| c.psk = Some(key(2))).bootstrap_to(&seed).start().await;
+    let keyless = NodeBuilder::new("127.0.0.1:0").bootstrap_to(&seed).start().await;
+    member.wait_ready().await;
+    member.router.advertise(vec![support::key("sha256:member")]).await.unwrap();
+    for outsider in [&foreign, &keyless] {
+        // They announce what they claim to hold; nobody with the key hears it.
+        let _ = outsider.router.advertise(vec![support::key("sha256:contested")]).await;
+    }
+    eventually(Duration::from_secs(10), "the member finds what the member announced", || async {
+        (seed.lookup("sha256:member", 5).await.len() == 1).then_some(())
+    })
+    .await;
+    // Several bootstrap rounds later, the outsiders still have no peer and no answer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, outsider) in [("foreign key", &foreign), ("no key", &keyless)] {
+        assert_eq!(outsider.router.peer_count().await.unwrap(), 0, "{name}: joined the keyed cluster");
+        assert!(outsider.lookup("sha256:member", 5).await.is_empty(), "{name}: looked up a member's key");
+    }
+    assert!(seed.lookup("sha256:contested", 5).await.is_empty(), "an outsider's announcement reached the cluster");
+    assert!(member.lookup("sha256:contested", 5).await.is_empty());
+    assert_eq!(seed.router.peer_count().await.unwrap(), 1, "the seed knows the member only");
+}

@@ -70,3 +70,12 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A fresh pre-shared key for a test cluster: 64 hex characters.
+pub fn new_psk() -> String {
+    use sha2::Digest as _;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let seed = format!("{}/{nanos}/{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    hex::encode(sha2::Sha256::digest(seed.as_bytes()))
+}

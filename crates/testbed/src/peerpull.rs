@@ -38,6 +38,9 @@ pub struct PeerpullOptions {
     pub mirrored: Vec<String>,
     /// Read content directly from containerd's content directory.
     pub direct_read: bool,
+    /// The cluster's pre-shared key (64 hex characters), written to the node's
+    /// data directory and passed as `--psk-file`.
+    pub psk: Option<String>,
     /// More arguments for `peerpull run`.
     pub extra: Vec<String>,
 }
@@ -53,6 +56,7 @@ impl PeerpullOptions {
             bootstrap: Vec::new(),
             mirrored: Vec::new(),
             direct_read: false,
+            psk: None,
             extra: Vec::new(),
         }
     }
@@ -221,6 +225,11 @@ impl Peerpull {
         }
         for registry in &o.mirrored {
             command.args(["--mirrored-registry", registry]);
+        }
+        if let Some(psk) = &o.psk {
+            let path = self.data.path().join("psk");
+            std::fs::write(&path, format!("{psk}\n")).map_err(Error::io("writing the pre-shared key"))?;
+            command.arg("--psk-file").arg(path);
         }
         command.args(&o.extra);
         let url = format!("{}/livez", self.metrics_url());

@@ -65,6 +65,15 @@ fn readiness(addr: SocketAddr, status: u16, body: &str) -> Vec<Check> {
         ),
         None => Check::warn("peerpull does not report its DHT peers", "upgrade peerpull"),
     });
+    if let Some(detail) = body.lines().find_map(|l| l.strip_prefix("[+]membership ok: ")) {
+        checks.push(match detail.starts_with("OPEN") {
+            true => Check::warn(
+                "the cluster is open: any host that reaches the router port can join, announce and be asked",
+                "give every node the same --psk-file (the Helm chart generates one)",
+            ),
+            false => Check::ok(format!("the cluster is private ({detail})")),
+        });
+    }
     checks
 }
 
@@ -138,6 +147,10 @@ mod tests {
                      [+]routing ok: 3 peers in the routing table\nreadyz check passed\n";
         let checks = readiness(addr, 200, ready);
         assert_eq!(checks.iter().map(|c| c.status).collect::<Vec<_>>(), [Status::Ok, Status::Ok]);
+        let open = format!("{ready}[+]membership ok: OPEN: no pre-shared key\n");
+        assert_eq!(readiness(addr, 200, &open)[2].status, Status::Warn);
+        let private = format!("{ready}[+]membership ok: private cluster, pre-shared key ab12cd34\n");
+        assert_eq!(readiness(addr, 200, &private)[2].status, Status::Ok);
         assert_eq!(checks[1].what, "the DHT has 3 peer(s)");
 
         let alone = ready.replace("3 peers", "0 peers");

@@ -38,6 +38,8 @@ struct Conn {
 #[derive(Debug)]
 pub(crate) struct Peers {
     local: PeerId,
+    /// Where this node runs, which decides which peer addresses are acceptable.
+    own: agent::Own,
     conns: HashMap<PeerId, HashMap<ConnectionId, Conn>>,
     mirrors: HashMap<PeerId, SocketAddr>,
     penalties: HashMap<PeerId, Instant>,
@@ -47,9 +49,10 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
-    pub(crate) fn new(local: PeerId) -> Self {
+    pub(crate) fn new(local: PeerId, own: agent::Own) -> Self {
         Self {
             local,
+            own,
             conns: HashMap::new(),
             mirrors: HashMap::new(),
             penalties: HashMap::new(),
@@ -127,7 +130,7 @@ impl Peers {
         skip_until: Instant,
     ) -> (Option<SocketAddr>, bool) {
         let (remote, dialer) = self.remote_of(peer, conn);
-        let mirror = announced.and_then(|a| agent::resolve(a, remote, dialer, listen_addrs));
+        let mirror = announced.and_then(|a| agent::resolve(a, remote, dialer, listen_addrs, self.own));
         match mirror {
             Some(m) => {
                 self.mirrors.insert(peer, m);
@@ -185,7 +188,7 @@ mod tests {
     async fn lifecycle_of_a_provider() {
         let local = PeerId::random();
         let peer = PeerId::random();
-        let mut peers = Peers::new(local);
+        let mut peers = Peers::new(local, agent::Own { loopback: true, link_local: false });
         let now = Instant::now();
         assert_eq!(peers.status(local, now), Status::Skip);
         assert_eq!(peers.status(peer, now), Status::Wait { dial: true });
@@ -214,7 +217,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn awaited_peers_expire_and_penalties_wear_off() {
-        let mut peers = Peers::new(PeerId::random());
+        let mut peers = Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false });
         let peer = PeerId::random();
         let now = Instant::now();
         peers.await_peer(peer, now + Duration::from_secs(3));
@@ -232,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_non_peerpull_peer_is_skipped() {
-        let mut peers = Peers::new(PeerId::random());
+        let mut peers = Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false });
         let peer = PeerId::random();
         let now = Instant::now();
         peers.on_connected(peer, conn(7), "/ip4/127.0.0.5/tcp/4001".parse().unwrap(), false);

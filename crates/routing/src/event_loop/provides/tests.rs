@@ -12,7 +12,7 @@ fn k(name: &str) -> Key {
 
 fn kad() -> kad::Behaviour<Store> {
     let local = PeerId::random();
-    kad::Behaviour::new(local, Store::new(local, 3, 20))
+    kad::Behaviour::new(local, Store::new(local, 3, 3, 20))
 }
 
 fn finish_all(p: &mut Provides, ok: bool) -> usize {

@@ -1,0 +1,180 @@
+//! Who may use a mirror: proof of cluster membership on requests between
+//! mirrors, and the client addresses allowed to use it as containerd does.
+//!
+//! A node sends every request to a peer with [`PROOF`]:
+//! `<its peer id> <unix seconds> <hex HMAC-SHA256>` over the method, the
+//! path and query, the time and the peer id, keyed from the cluster's
+//! pre-shared key. A request that claims to come from a peer (the loop
+//! guard) without a valid, recent proof gets 401. Any other request is a
+//! client's, and only the allowed addresses (by default this node's own)
+//! may send one; others get 403. A proof can be replayed within its
+//! [`WINDOW`] for the same path, which gains nothing but what the path
+//! already names.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use http::{HeaderValue, Method};
+use ipnet::IpNet;
+use sha2::Sha256;
+
+/// The header carrying a peer's proof.
+pub const PROOF: &str = "x-peerpull-proof";
+
+/// How far a proof's time may be from ours.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// The address a request came from, as the server saw it (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Signs and checks proofs with a key every cluster node derives alike.
+#[derive(Clone)]
+pub(crate) struct Proofs {
+    key: [u8; 32],
+    /// This node's peer id, named in its proofs.
+    local: String,
+}
+
+/// Why a proof was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("a request from a peer must carry a proof of cluster membership")]
+    Missing,
+    #[error("the proof of cluster membership is malformed")]
+    Malformed,
+    #[error("the proof of cluster membership is too old or from the future")]
+    Stale,
+    #[error("the proof of cluster membership does not check out")]
+    Wrong,
+}
+
+impl std::fmt::Debug for Proofs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proofs").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+impl Proofs {
+    pub(crate) fn new(key: [u8; 32], local: String) -> Self {
+        Self { key, local }
+    }
+
+    /// The proof for a request this node sends.
+    pub(crate) fn sign(&self, method: &Method, path_and_query: &str) -> Option<HeaderValue> {
+        let now = unix_now();
+        let mac = self.mac(method, path_and_query, now, &self.local)?;
+        HeaderValue::from_str(&format!("{} {now} {}", self.local, hex(&mac))).ok()
+    }
+
+    /// Checks the proof a peer's request came with.
+    pub(crate) fn check(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        proof: Option<&HeaderValue>,
+    ) -> Result<(), Refused> {
+        let text = proof.ok_or(Refused::Missing)?.to_str().map_err(|_| Refused::Malformed)?;
+        let mut parts = text.split(' ');
+        let (Some(peer), Some(time), Some(mac), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(Refused::Malformed);
+        };
+        let time: u64 = time.parse().map_err(|_| Refused::Malformed)?;
+        let mac = unhex(mac).ok_or(Refused::Malformed)?;
+        if unix_now().abs_diff(time) > WINDOW.as_secs() {
+            return Err(Refused::Stale);
+        }
+        let mut expected = self.hmac().ok_or(Refused::Wrong)?;
+        feed(&mut expected, method, path_and_query, time, peer);
+        expected.verify_slice(&mac).map_err(|_| Refused::Wrong)
+    }
+
+    fn mac(&self, method: &Method, path_and_query: &str, time: u64, peer: &str) -> Option<Vec<u8>> {
+        let mut mac = self.hmac()?;
+        feed(&mut mac, method, path_and_query, time, peer);
+        Some(mac.finalize().into_bytes().to_vec())
+    }
+
+    fn hmac(&self) -> Option<Hmac<Sha256>> {
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).ok()
+    }
+}
+
+/// Whether `addr` may use the mirror as a client, given the allowed `clients` (`None`: anyone).
+pub(crate) fn allowed(clients: Option<&[IpNet]>, addr: Option<IpAddr>) -> bool {
+    let Some(clients) = clients else { return true };
+    let Some(addr) = addr else { return false };
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    };
+    addr.is_loopback() || clients.iter().any(|net| net.contains(&addr))
+}
+
+fn feed(mac: &mut Hmac<Sha256>, method: &Method, path_and_query: &str, time: u64, peer: &str) {
+    for part in [method.as_str(), path_and_query, &time.to_string(), peer] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_check_out_only_for_the_same_key_request_and_time() {
+        let ours = Proofs::new([7; 32], "12D3KooWA".into());
+        let path = "/v2/a/blobs/sha256:x?ns=docker.io";
+        let proof = ours.sign(&Method::GET, path);
+        assert_eq!(ours.check(&Method::GET, path, proof.as_ref()), Ok(()));
+        assert_eq!(ours.check(&Method::HEAD, path, proof.as_ref()), Err(Refused::Wrong));
+        assert_eq!(ours.check(&Method::GET, "/v2/a/blobs/sha256:y?ns=docker.io", proof.as_ref()), Err(Refused::Wrong));
+        let theirs = Proofs::new([8; 32], "12D3KooWB".into());
+        assert_eq!(ours.check(&Method::GET, path, theirs.sign(&Method::GET, path).as_ref()), Err(Refused::Wrong));
+        assert_eq!(ours.check(&Method::GET, path, None), Err(Refused::Missing));
+        let old = format!("12D3KooWA {} {}", unix_now() - 3600, hex(&[0; 32]));
+        assert_eq!(ours.check(&Method::GET, path, HeaderValue::from_str(&old).ok().as_ref()), Err(Refused::Stale));
+        for bad in ["", "a b", "a b c d", "a x 00", "a 1 zz"] {
+            assert_eq!(
+                ours.check(&Method::GET, path, Some(&HeaderValue::from_static(bad))),
+                Err(Refused::Malformed),
+                "{bad}"
+            );
+        }
+        // A proof names its sender; claiming another id breaks it.
+        let text = proof.and_then(|p| p.to_str().ok().map(str::to_owned)).unwrap_or_default();
+        let forged = text.replacen("12D3KooWA", "12D3KooWZ", 1);
+        assert_eq!(ours.check(&Method::GET, path, HeaderValue::from_str(&forged).ok().as_ref()), Err(Refused::Wrong));
+    }
+
+    #[test]
+    fn clients_are_loopback_and_the_allowed_networks() {
+        let nets: Vec<IpNet> = vec!["10.0.0.7/32".parse().unwrap_or_else(|e| panic!("{e}"))];
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert!(allowed(Some(&nets), ip("127.0.0.1")));
+        assert!(allowed(Some(&nets), ip("::1")));
+        assert!(allowed(Some(&nets), ip("10.0.0.7")));
+        assert!(allowed(Some(&nets), ip("::ffff:10.0.0.7")));
+        assert!(!allowed(Some(&nets), ip("10.0.0.8")));
+        assert!(!allowed(Some(&nets), None));
+        assert!(allowed(None, ip("192.0.2.1")));
+    }
+}
