@@ -77,10 +77,14 @@ async fn demo(keep: bool) -> Result<(), Error> {
         if direct.is_err() { "connection refused" } else { "answered?!" }
     );
     for n in [1, 2] {
-        let seen = cluster.mirror_url(n, "demo/app", "manifests", "v1");
-        cluster.wait_status(&seen, 200, SEEN).await?;
+        cluster.wait_located(n, &reference, &[0], SEEN).await?;
     }
-    println!("  node 1 advertised the image in the DHT; nodes 2 and 3 find it there");
+    println!("  node 1 advertised the image in the DHT; nodes 2 and 3 find every blob there:");
+    let located = cluster.nodes[1].peerpull.cli(&["locate", &reference]).await?;
+    println!("  $ peerpull locate {reference}    # on node 2");
+    for line in String::from_utf8_lossy(&located.stdout).lines() {
+        println!("    {line}");
+    }
 
     for n in [1, 2] {
         step(&format!("node {} pulls {reference} during the outage", n + 1));

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use peerpull_testbed::admin::{Blob, LocateResponse};
 use peerpull_testbed::peerpull::configure;
 use peerpull_testbed::{http, loopback_subnet, Containerd, Error, Peerpull, PeerpullOptions, Upstream};
 
@@ -112,6 +113,29 @@ impl Cluster {
     /// `/v2/<repo>/<kind>/<reference>?ns=<upstream>` on node `n`'s mirror.
     pub fn mirror_url(&self, n: usize, repo: &str, kind: &str, reference: &str) -> String {
         format!("{}/v2/{repo}/{kind}/{reference}?ns={}", self.nodes[n].peerpull.mirror_url(), self.upstream.host())
+    }
+
+    /// Waits until node `n`'s admin API (`Locate`) finds every blob of
+    /// `reference` at each node of `holders`, and returns that answer.
+    pub async fn wait_located(
+        &self,
+        n: usize,
+        reference: &str,
+        holders: &[usize],
+        timeout: Duration,
+    ) -> Result<LocateResponse, Error> {
+        let mut peers = Vec::new();
+        for &h in holders {
+            peers.push(self.nodes[h].peerpull.status().await?.peer_id);
+        }
+        let asker = &self.nodes[n].peerpull;
+        let what = format!("node {n} to locate every blob of {reference} at nodes {holders:?}");
+        peerpull_testbed::eventually(&what, timeout, || async {
+            let located = asker.locate(reference).await.ok()?;
+            let everywhere = |blob: &Blob| peers.iter().all(|p| blob.providers.iter().any(|q| &q.peer_id == p));
+            (!located.blobs.is_empty() && located.blobs.iter().all(everywhere)).then_some(located)
+        })
+        .await
     }
 
     /// Waits until node `n`'s mirror answers `HEAD` of `url` with `status`.

@@ -20,8 +20,8 @@ async fn a_peer_serves_manifests_by_tag_and_digest_and_every_blob() {
     let reference = image.push(&cluster.upstream, "e2e/mirror:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
 
+    cluster.wait_located(1, &reference, &[0], SEEN).await.unwrap();
     let by_tag = cluster.mirror_url(1, "e2e/mirror", "manifests", "v1");
-    cluster.wait_status(&by_tag, 200, SEEN).await.unwrap();
     let manifest = &image.platforms()[0].manifest;
     for url in [by_tag, cluster.mirror_url(1, "e2e/mirror", "manifests", &manifest.digest)] {
         let reply = http::get(&url).await.unwrap();
@@ -32,7 +32,6 @@ async fn a_peer_serves_manifests_by_tag_and_digest_and_every_blob() {
     }
     for blob in image.blobs() {
         let url = cluster.mirror_url(1, "e2e/mirror", "blobs", &blob.digest);
-        cluster.wait_status(&url, 200, SEEN).await.unwrap();
         let reply = http::get(&url).await.unwrap();
         assert_eq!(reply.status, 200, "{}", blob.digest);
         assert_eq!(reply.header("content-length"), blob.size.to_string());
@@ -66,15 +65,7 @@ async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder()
     cluster.nodes[2].containerd.cri_pull(&reference).await.unwrap();
     let layer = &image.platforms()[0].layers[0];
     // Both holders have announced the image before node 1 looks it up.
-    for n in [0, 2] {
-        let peerpull = &cluster.nodes[n].peerpull;
-        peerpull_testbed::eventually("the holder to advertise the image", SEEN, || async {
-            let keys = peerpull.metric(r#"peerpull_advertised_keys{kind="digest"}"#).await.ok()?;
-            (keys >= image.blobs().len() as f64).then_some(())
-        })
-        .await
-        .unwrap();
-    }
+    cluster.wait_located(1, &reference, &[0, 2], SEEN).await.unwrap();
     let url = cluster.mirror_url(1, "e2e/resume", "blobs", &layer.digest);
 
     let (status, mut body) = http::open(&url).await.unwrap();
@@ -90,8 +81,8 @@ async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder()
         received += data.len() as u64;
         hasher.update(&data);
         if killed.is_none() && received >= 1 << 20 {
-            // Kill whichever holder is serving this transfer.
-            let served = "peerpull_mirror_bytes_served_total{source=\"local\"}";
+            // Kill whichever holder is sending this transfer now.
+            let served = "peerpull_transfers_in_flight{source=\"local\"}";
             let mut serving = None;
             for n in [0, 2] {
                 if cluster.nodes[n].peerpull.metric(served).await.unwrap() > 0.0 {

@@ -24,10 +24,9 @@ async fn nodes_pull_by_tag_and_digest_during_an_outage_and_upstream_serves_each_
     // The outage: from now on only peers can answer (the nodes pull through
     // from the upstream while it is up, so the wait comes after it is down).
     cluster.upstream.stop();
-    for (image, repo) in [(&app, "e2e/app"), (&tools, "e2e/tools")] {
+    for reference in [&app_ref, &tools_ref] {
         for n in [1, 2] {
-            let url = cluster.mirror_url(n, repo, "manifests", image.digest());
-            cluster.wait_status(&url, 200, SEEN).await.unwrap();
+            cluster.wait_located(n, reference, &[0], SEEN).await.unwrap();
         }
     }
 
@@ -71,8 +70,10 @@ async fn one_platform_of_a_multi_platform_index_during_an_outage() {
     let reference = image.push(&cluster.upstream, "e2e/multi:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
     let host = image.platform(&Platform::host()).unwrap();
-    let url = cluster.mirror_url(1, "e2e/multi", "blobs", &host.layers[0].digest);
-    cluster.wait_status(&url, 200, SEEN).await.unwrap();
+    let located = cluster.wait_located(1, &reference, &[0], SEEN).await.unwrap();
+    let digests: Vec<&str> = located.blobs.iter().map(|b| b.digest.as_str()).collect();
+    let expected: Vec<&str> = image.blobs_for(&Platform::host()).iter().map(|b| b.digest.as_str()).collect();
+    assert_eq!(digests, expected, "the index, this platform's manifest, config and layers");
 
     cluster.upstream.stop();
     let pulled = cluster.nodes[1].containerd.cri_pull(&reference).await.unwrap();
@@ -89,8 +90,7 @@ async fn churn_the_only_holder_stops_and_comes_back() {
     let image = ImageBuilder::new("e2e-churn").layers(&[1 << 20]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/churn:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
-    let manifest = cluster.mirror_url(2, "e2e/churn", "manifests", image.digest());
-    cluster.wait_status(&manifest, 200, SEEN).await.unwrap();
+    cluster.wait_located(2, &reference, &[0], SEEN).await.unwrap();
 
     // The only holder stops: with the upstream up, a pull falls back to it.
     cluster.nodes[0].peerpull.kill();
@@ -108,7 +108,7 @@ async fn churn_the_only_holder_stops_and_comes_back() {
 
     // The holder restarts and is found again.
     cluster.nodes[0].peerpull.restart().await.unwrap();
-    cluster.wait_status(&manifest, 200, SEEN).await.unwrap();
+    cluster.wait_located(2, &reference, &[0], SEEN).await.unwrap();
     let pulled = cluster.nodes[2].containerd.cri_pull(&reference).await.unwrap();
     assert_eq!(pulled.manifest_digest(), Some(image.digest()));
 }

@@ -598,3 +598,23 @@ fn the_cluster_is_private_by_default() -> Result {
 fn args_of(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
     pod.containers.iter().find(|c| c.name == "peerpull").map(args).unwrap_or_default()
 }
+
+#[test]
+fn the_admin_socket_is_writable_and_tcp_is_opt_in() -> Result {
+    let (_, pod) = daemonset(&render("")?, DS)?;
+    let run = container(&pod.containers, "peerpull")?;
+    let args = args(run);
+    assert_eq!(flag(&args, "--admin-socket").as_deref(), Some("/run/peerpull/admin.sock"), "{args:?}");
+    assert_eq!(flag(&args, "--admin-addr"), None, "no TCP admin API unless asked");
+    // The root filesystem is read-only: the socket's directory is a volume of its own.
+    assert_eq!(mount(run, "admin")?, ("/run/peerpull".to_owned(), false));
+    assert!(volume(&pod, "admin")?.empty_dir.is_some());
+    accepted_by_peerpull(run)?;
+
+    let (_, pod) = daemonset(&render("peerpull:\n  admin:\n    addr: 127.0.0.1:5002\n")?, DS)?;
+    let run = container(&pod.containers, "peerpull")?;
+    assert_eq!(flag(&args_of(&pod), "--admin-addr").as_deref(), Some("127.0.0.1:5002"));
+    let parsed = accepted_by_peerpull(run)?;
+    assert!(parsed.contains("127.0.0.1:5002"), "{parsed}");
+    Ok(())
+}

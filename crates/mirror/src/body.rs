@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
 use peerpull_oci::{ErrorBody, ErrorCode};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// The error a body stream fails with; failing aborts the response.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,6 +31,28 @@ where
     E: Into<BodyError> + 'static,
 {
     StreamBody::new(chunks.map_ok(Frame::data).map_err(Into::into)).boxed_unsync()
+}
+
+/// `response`, counted in `gauge` until its body is dropped: sent, or abandoned.
+pub(crate) fn counted(response: Response<Body>, gauge: Gauge) -> Response<Body> {
+    gauge.inc();
+    let guard = Decrement(gauge);
+    response.map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &guard;
+            frame
+        })
+        .boxed_unsync()
+    })
+}
+
+/// Takes one off its gauge when dropped.
+struct Decrement(Gauge);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// An OCI error response.

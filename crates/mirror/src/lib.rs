@@ -41,7 +41,7 @@ mod tags;
 mod transfer;
 
 pub use config::{Config, Membership, PullThrough, TagResolution};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Stats};
 pub use mirror::{Error, Mirror};
 pub use peers::Peers;
 #[cfg(any(test, feature = "test-util"))]

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use peerpull_upstream::Outcome;
+
 use crate::source::Kind as Source;
 
 /// Whether the mirror served a request or sent containerd elsewhere.
@@ -55,21 +57,15 @@ pub enum Failure {
     NoDigest,
 }
 
-/// How an upstream request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upstream {
-    /// It answered with the content.
-    Ok,
-    /// It does not have it.
-    NotFound,
-    /// It refused (401, 403).
-    Denied,
-    /// It asked us to slow down (429).
-    RateLimited,
-    /// It could not be reached or did not answer in time.
-    Unreachable,
-    /// Any other failure (5xx, a broken answer).
-    Error,
+/// What the mirror is doing now, read from its metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Responses whose body is being sent, by source.
+    pub in_flight: [(Source, u64); 4],
+    /// Requests that joined an upstream fetch under way on this node, since start.
+    pub transfers_shared: u64,
+    /// Bytes reserved in the spool.
+    pub spool_bytes: u64,
 }
 
 /// Labels of `peerpull_mirror_requests_total`.
@@ -93,8 +89,11 @@ struct ReasonLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: Upstream,
+    outcome: OutcomeLabel,
 }
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct OutcomeLabel(Outcome);
 
 /// Every metric of the mirror, registered once; clone freely.
 #[derive(Debug, Clone)]
@@ -106,6 +105,7 @@ pub struct Metrics {
     upstream_requests: Family<OutcomeLabels, Counter>,
     upstream_bytes: Counter,
     transfers_shared: Counter,
+    in_flight: Family<SourceLabels, Gauge>,
     spool_bytes: Gauge,
     tags_resolved: Family<SourceLabels, Counter>,
     tags_in_outage: Counter,
@@ -122,6 +122,7 @@ impl Metrics {
             upstream_requests: Family::default(),
             upstream_bytes: Counter::default(),
             transfers_shared: Counter::default(),
+            in_flight: Family::default(),
             spool_bytes: Gauge::default(),
             tags_resolved: Family::default(),
             tags_in_outage: Counter::default(),
@@ -162,6 +163,11 @@ impl Metrics {
             "Requests that joined an upstream fetch already under way on this node",
             metrics.transfers_shared.clone(),
         );
+        peerpull.register(
+            "transfers_in_flight",
+            "Responses with a body being sent, by source",
+            metrics.in_flight.clone(),
+        );
         peerpull.register("spool_bytes", "Bytes reserved in the spool", metrics.spool_bytes.clone());
         peerpull.register(
             "tags_resolved",
@@ -198,8 +204,8 @@ impl Metrics {
     }
 
     /// Counts one upstream request by how it ended.
-    pub(crate) fn upstream(&self, outcome: Upstream) {
-        self.upstream_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+    pub(crate) fn upstream(&self, outcome: Outcome) {
+        self.upstream_requests.get_or_create(&OutcomeLabels { outcome: OutcomeLabel(outcome) }).inc();
     }
 
     /// Counts body bytes fetched from an upstream.
@@ -218,6 +224,21 @@ impl Metrics {
         self.tags_resolved.get_or_create(&SourceLabels { source }).inc();
         if outage {
             self.tags_in_outage.inc();
+        }
+    }
+
+    /// The gauge of responses from `source` whose body is being sent.
+    pub(crate) fn in_flight(&self, source: Source) -> Gauge {
+        self.in_flight.get_or_create(&SourceLabels { source }).clone()
+    }
+
+    /// What the mirror is doing now.
+    pub fn stats(&self) -> Stats {
+        let count = |gauge: &Gauge| u64::try_from(gauge.get()).unwrap_or(0);
+        Stats {
+            in_flight: Source::ALL.map(|source| (source, count(&self.in_flight(source)))),
+            transfers_shared: self.transfers_shared.get(),
+            spool_bytes: count(&self.spool_bytes),
         }
     }
 
@@ -274,28 +295,8 @@ impl EncodeLabelValue for Failure {
     }
 }
 
-impl EncodeLabelValue for Upstream {
+impl EncodeLabelValue for OutcomeLabel {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            Upstream::Ok => "ok",
-            Upstream::NotFound => "not_found",
-            Upstream::Denied => "denied",
-            Upstream::RateLimited => "rate_limited",
-            Upstream::Unreachable => "unreachable",
-            Upstream::Error => "error",
-        })
-    }
-}
-
-impl From<&peerpull_upstream::Error> for Upstream {
-    fn from(error: &peerpull_upstream::Error) -> Self {
-        use peerpull_upstream::Error as E;
-        match error {
-            E::NotFound { .. } => Upstream::NotFound,
-            E::Denied { .. } => Upstream::Denied,
-            E::RateLimited { .. } => Upstream::RateLimited,
-            E::Unreachable { .. } => Upstream::Unreachable,
-            E::Settings { .. } | E::Status { .. } | E::Protocol { .. } => Upstream::Error,
-        }
+        encoder.write_str(self.0.as_str())
     }
 }

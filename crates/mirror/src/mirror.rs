@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{self, Proofs, RemoteAddr, PROOF};
 use crate::body::{self, Body};
 use crate::fetch::{self, Fetcher};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stats};
 use crate::peers::Peers;
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
@@ -38,6 +38,7 @@ struct Inner {
     spool: Option<Spool>,
     tags: Tags,
     proofs: Option<Proofs>,
+    client: Arc<peerpull_upstream::Client>,
 }
 
 /// Why a mirror could not be set up.
@@ -76,6 +77,7 @@ impl Mirror {
             vec![Box::new(source::local::Local::new(store.clone(), metrics.clone()))];
         let mut spool = None;
         let client = Arc::new(peerpull_upstream::Client::new(config.upstream.clone())?);
+        let upstream = client.clone();
         let tags = Tags::new(client.clone(), config.tag_timeout, metrics.clone());
         if let Some(pull) = &config.pull_through {
             let wait = config.upstream.response_timeout;
@@ -95,7 +97,7 @@ impl Mirror {
         } else {
             sources.push(Box::new(source::peer::Peer::new(fetcher)));
         }
-        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool, tags, proofs }) })
+        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool, tags, proofs, client: upstream }) })
     }
 
     /// Keeps the spool tidy until `shutdown`: drops what containerd took or
@@ -118,8 +120,23 @@ impl Mirror {
             Parsed::Answer(response) => return response,
         };
         let (response, source) = self.answer(&wanted).await;
-        self.inner.metrics.request(wanted.registry(), source);
-        response
+        let metrics = &self.inner.metrics;
+        metrics.request(wanted.registry(), source);
+        match source {
+            Some(kind) => body::counted(response, metrics.in_flight(kind)),
+            None => response,
+        }
+    }
+
+    /// What the mirror is doing now: responses being sent by source, shared
+    /// upstream fetches, spool use.
+    pub fn stats(&self) -> Stats {
+        self.inner.metrics.stats()
+    }
+
+    /// How each upstream registry asked so far is doing.
+    pub fn upstream_health(&self) -> Vec<peerpull_upstream::Health> {
+        self.inner.client.health()
     }
 
     /// The refusal for a request that may not be served: a peer's must prove

@@ -49,6 +49,9 @@ pub(crate) trait Source: Send + Sync {
 }
 
 impl Kind {
+    /// Every source, in the order the chain asks them.
+    pub const ALL: [Kind; 4] = [Kind::Local, Kind::InFlight, Kind::Peer, Kind::Upstream];
+
     /// The label value: `local`, `in_flight`, `peer` or `upstream`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -26,7 +26,9 @@ use peerpull_upstream::{Client, Error, Fetch};
 use tokio::time::Instant;
 
 use crate::body::DOCKER_CONTENT_DIGEST;
-use crate::metrics::{Metrics, Upstream as Outcome};
+use peerpull_upstream::Outcome;
+
+use crate::metrics::Metrics;
 
 /// How long a tag's verdict is reused.
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(5);

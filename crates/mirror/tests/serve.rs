@@ -5,7 +5,11 @@
 
 mod support;
 
-use peerpull_mirror::{Config, Static};
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use peerpull_mirror::source::Kind;
+use peerpull_mirror::{Config, Metrics, Mirror, Static};
 use peerpull_oci::{media, ErrorBody, ErrorCode, Mirrored, Reference, Registry};
 use peerpull_store::Memory;
 use support::{bytes, get, header, request, Node};
@@ -144,4 +148,29 @@ async fn metrics_count_hits_and_misses() {
         metrics.contains(&format!(r#"peerpull_mirror_bytes_served_total{{source="local"}} {}"#, blob.len())),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_response_counts_as_in_flight_until_its_body_is_gone() {
+    let store = Memory::new();
+    let digest = store.insert(media::OCI_LAYER_GZIP, bytes(100_000, 3)).digest;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let mirror = Mirror::new(support::config(), Arc::new(store), Arc::new(Static::default()), metrics).unwrap();
+    let in_flight = |mirror: &Mirror, kind| mirror.stats().in_flight.iter().find(|(k, _)| *k == kind).unwrap().1;
+
+    let uri = format!("/v2/team/app/blobs/{digest}{NS}");
+    let response = mirror.handle(http::Request::get(&uri).body(()).unwrap()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(in_flight(&mirror, Kind::Local), 1, "the body is still to be sent");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 100_000);
+    assert_eq!(in_flight(&mirror, Kind::Local), 0, "a sent body no longer counts");
+
+    // An abandoned response stops counting too; a miss never counted.
+    drop(mirror.handle(http::Request::get(&uri).body(()).unwrap()).await);
+    let missing = format!("/v2/team/app/blobs/sha256:{}{NS}", "c".repeat(64));
+    let response = mirror.handle(http::Request::get(&missing).body(()).unwrap()).await;
+    assert_eq!(response.status(), 404);
+    assert!(mirror.stats().in_flight.iter().all(|(_, n)| *n == 0), "{:?}", mirror.stats());
 }

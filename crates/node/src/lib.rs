@@ -10,13 +10,16 @@
 //! The parts:
 //! - [`advertise`]: [`Advertiser`], keeping the DHT in step with the store;
 //! - [`health`]: [`Health`], what `/readyz` checks, one [`Check`] each;
-//! - `http`: what the registry and metrics ports answer besides `/v2`.
+//! - `http`: what the registry and metrics ports answer besides `/v2`;
+//! - [`admin`]: the admin gRPC service (`Status`, `Locate`,
+//!   `ListAdvertised`) on a Unix socket and, when asked, on TCP.
 //!
 //! Shutdown is two-phase: every subsystem is told to stop (the mirror stops
 //! accepting and lets in-flight transfers finish within its grace period),
 //! then [`Node::run`] waits for them, bounded by the grace plus a little.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +28,11 @@ use peerpull_routing::{EventLoop, PeerId, Router};
 use peerpull_store::containerd::{Config as StoreConfig, Containerd};
 use peerpull_store::{Store, StoreError};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub mod admin;
 pub mod advertise;
 pub mod health;
 mod http;
@@ -54,6 +58,10 @@ pub struct Config {
     pub registry_addr: SocketAddr,
     /// Where `/metrics`, `/readyz` and `/livez` are served.
     pub metrics_addr: SocketAddr,
+    /// The Unix socket of the admin API (mode 0600), if any.
+    pub admin_socket: Option<PathBuf>,
+    /// A TCP address of the admin API too, if any (off by default: it has no authentication).
+    pub admin_addr: Option<SocketAddr>,
 }
 
 /// Which listener an address was for.
@@ -63,6 +71,8 @@ pub enum Listener {
     Registry,
     /// Metrics and health.
     Metrics,
+    /// The admin API over TCP.
+    Admin,
 }
 
 /// Why a node could not start, or stopped.
@@ -92,6 +102,9 @@ pub enum Error {
     /// The mirror could not be set up (upstream TLS files, the spool directory).
     #[error(transparent)]
     Mirror(#[from] peerpull_mirror::Error),
+    /// The admin socket could not be set up.
+    #[error(transparent)]
+    Admin(#[from] peerpull_admin::Error),
     /// A subsystem ended on its own.
     #[error("{0} stopped unexpectedly")]
     Stopped(&'static str),
@@ -109,6 +122,9 @@ pub struct Node {
     server: Server,
     registry_listener: TcpListener,
     metrics_listener: TcpListener,
+    admin: admin::Service,
+    admin_socket: Option<(PathBuf, UnixListener)>,
+    admin_listener: Option<TcpListener>,
 }
 
 impl Node {
@@ -122,6 +138,14 @@ impl Node {
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, Error> {
         let registry_listener = bind(Listener::Registry, config.registry_addr).await?;
         let metrics_listener = bind(Listener::Metrics, config.metrics_addr).await?;
+        let admin_listener = match config.admin_addr {
+            Some(addr) => Some(bind(Listener::Admin, addr).await?),
+            None => None,
+        };
+        let admin_socket = match config.admin_socket {
+            Some(path) => Some((path.clone(), peerpull_admin::bind(&path)?)),
+            None => None,
+        };
         let mut routing = config.routing;
         routing.mirror_addr = local_addr(&registry_listener, config.registry_addr);
         let addr = routing.listen;
@@ -143,9 +167,13 @@ impl Node {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         router.register_metrics(&mut registry);
+        let private = psk.is_some();
         let health = Health::new(store.clone(), router.clone(), psk.map(|p| p.fingerprint()));
         let mirrored = mirror_config.mirrored.clone();
         let mirror = Mirror::new(mirror_config, store.clone(), Arc::new(router.clone()), metrics)?;
+        let mirror_addr = local_addr(&registry_listener, config.registry_addr);
+        let admin =
+            admin::Service::new(router.clone(), mirror.clone(), store.clone(), health.clone(), mirror_addr, private);
         let advertiser = Advertiser::new(store, router.clone(), mirrored, health.clone());
         Ok(Self {
             router,
@@ -157,6 +185,9 @@ impl Node {
             server: Server::new(config.limits),
             registry_listener,
             metrics_listener,
+            admin,
+            admin_socket,
+            admin_listener,
         })
     }
 
@@ -175,6 +206,11 @@ impl Node {
         local_addr(&self.metrics_listener, SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// Where the admin API listens over TCP, when it does.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The router, to look things up or wait for readiness.
     pub fn router(&self) -> &Router {
         &self.router
@@ -183,7 +219,9 @@ impl Node {
     /// Runs every subsystem until `shutdown`; `Err` if one ended on its own
     /// (the others are then stopped the same way).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Node { event_loop, mirror, registry, health, advertiser, server, .. } = self;
+        let Node {
+            event_loop, mirror, registry, health, advertiser, server, admin, admin_socket, admin_listener, ..
+        } = self;
         let sweeper = mirror.clone();
         let stop = shutdown.child_token();
         let mut tasks: JoinSet<&'static str> = JoinSet::new();
@@ -216,6 +254,24 @@ impl Node {
             sweeper.maintain(token).await;
             "spool sweeper"
         });
+        if let Some((path, listener)) = admin_socket {
+            let (token, service) = (stop.clone(), admin.clone());
+            tasks.spawn(async move {
+                if let Err(error) = peerpull_admin::serve_unix(&path, listener, service, token.cancelled()).await {
+                    tracing::error!(%error, "admin API stopped");
+                }
+                "admin API"
+            });
+        }
+        if let Some(listener) = admin_listener {
+            let token = stop.clone();
+            tasks.spawn(async move {
+                if let Err(error) = peerpull_admin::serve_tcp(listener, admin, token.cancelled()).await {
+                    tracing::error!(%error, "admin API over TCP stopped");
+                }
+                "admin API over TCP"
+            });
+        }
 
         let unexpected = tokio::select! {
             () = shutdown.cancelled() => None,

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use peerpull_admin::v1::{ListAdvertisedRequest, LocateRequest, StatusRequest};
 use peerpull_node::{Config, Node};
 use peerpull_oci::{media, Digest, Mirrored, Reference, Registry};
 use peerpull_routing::Bootstrap;
@@ -25,6 +26,7 @@ struct Running {
     registry: SocketAddr,
     metrics: SocketAddr,
     router: SocketAddr,
+    admin: std::path::PathBuf,
     store: Memory,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
@@ -55,6 +57,8 @@ impl Running {
             limits: peerpull_mirror::Limits::default(),
             registry_addr: any,
             metrics_addr: any,
+            admin_socket: Some(dir.path().join("admin.sock")),
+            admin_addr: None,
         };
         let node = Node::with_store(config, Arc::new(store.clone())).await.unwrap();
         let (registry, metrics) = (node.registry_addr(), node.metrics_addr());
@@ -62,7 +66,8 @@ impl Running {
         let stop = CancellationToken::new();
         tokio::spawn(node.run(stop.clone()));
         let router = router.listen_addrs().await.unwrap()[0];
-        Self { registry, metrics, router, store, stop, _dir: dir }
+        let admin = dir.path().join("admin.sock");
+        Self { registry, metrics, router, admin, store, stop, _dir: dir }
     }
 
     async fn get(&self, addr: SocketAddr, path: &str) -> (u16, String) {
@@ -174,4 +179,91 @@ async fn a_node_serves_a_blob_its_peer_holds_and_counts_it_once() {
     assert_eq!(hits, 2.0, "the blob and the manifest, each counted once: {text}");
     let served = format!("peerpull_mirror_bytes_served_total{{source=\"local\"}} {}", 100_000 + body.len());
     assert!(holder.metric(&served).await, "{}", holder.get(holder.metrics, "/metrics").await.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_locates_each_blob_at_its_holder() {
+    let store = Memory::new();
+    let config = store.insert(media::OCI_CONFIG, br#"{"architecture":"amd64","os":"linux"}"#.to_vec());
+    let layer = store.insert(media::OCI_LAYER_GZIP, vec![9u8; 50_000]);
+    let document = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+        media::OCI_MANIFEST,
+        serde_json::to_string(&config).unwrap(),
+        serde_json::to_string(&layer).unwrap()
+    );
+    let manifest = store.insert(media::OCI_MANIFEST, document.into_bytes());
+    store.tag(&"registry.example:5000/team/app:v2".parse::<Reference>().unwrap(), &manifest.digest);
+    let holder = Running::start(store, Mirrored::All, None).await;
+    let node = Running::start(Memory::new(), Mirrored::All, Some(holder.router)).await;
+    eventually("the node is ready", || async { node.get(node.metrics, "/readyz").await.0 == 200 }).await;
+    let mut admin = peerpull_admin::connect(&node.admin).await.unwrap();
+    let mut holder_admin = peerpull_admin::connect(&holder.admin).await.unwrap();
+    let holder_status = holder_admin.status(StatusRequest {}).await.unwrap().into_inner();
+
+    // Every blob of the image, each with the holder as its provider.
+    let expected = [(&manifest, "manifest"), (&config, "config"), (&layer, "layer")];
+    let want = LocateRequest { reference: "registry.example:5000/team/app:v2".into(), limit: 0 };
+    eventually("the holder provides every blob", || {
+        let (mut admin, want) = (admin.clone(), want.clone());
+        let peer = holder_status.peer_id.clone();
+        async move {
+            let Ok(located) = admin.locate(want).await else { return false };
+            let located = located.into_inner();
+            located.blobs.len() == 3 && located.blobs.iter().all(|b| b.providers.iter().any(|p| p.peer_id == peer))
+        }
+    })
+    .await;
+    let located = admin.locate(want).await.unwrap().into_inner();
+    assert_eq!(located.digest, manifest.digest.to_string());
+    for (blob, (descriptor, role)) in located.blobs.iter().zip(expected) {
+        assert_eq!(blob.digest, descriptor.digest.to_string());
+        assert_eq!((blob.size, blob.role.as_str(), blob.local), (descriptor.size, role, false));
+        assert_eq!(blob.media_type, descriptor.media_type);
+        let provider = &blob.providers[0];
+        assert_eq!(provider.mirror_addr, holder.registry.to_string(), "{blob:?}");
+    }
+    // The holder finds the same blobs as its own, by digest too.
+    let by_digest = LocateRequest { reference: manifest.digest.to_string(), limit: 0 };
+    let own = holder_admin.locate(by_digest).await.unwrap().into_inner();
+    assert_eq!(
+        own.blobs.iter().map(|b| (b.role.as_str(), b.local)).collect::<Vec<_>>(),
+        [("manifest", true), ("config", true), ("layer", true)]
+    );
+
+    let error = admin.locate(LocateRequest { reference: "Not/A Reference".into(), limit: 0 }).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    let missing = LocateRequest { reference: "registry.example:5000/team/app:gone".into(), limit: 0 };
+    assert_eq!(admin.locate(missing).await.unwrap_err().code(), tonic::Code::NotFound);
+
+    // Status: the peer with its mirror, what each advertises.
+    let status = admin.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(status.ready, "{status:?}");
+    assert_eq!(status.peers.len(), 1);
+    assert_eq!(status.peers[0].peer_id, holder_status.peer_id);
+    assert_eq!(status.peers[0].mirror_addr, holder.registry.to_string());
+    assert_eq!(status.mirror_addr, node.registry.to_string());
+    assert_eq!(status.router_addr, node.router.to_string());
+    assert_eq!((status.advertised_digests, status.advertised_tags), (0, 0));
+    assert!(!status.private_cluster);
+    assert_eq!(status.checks.len(), 4);
+    let holder_status = holder_admin.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((holder_status.advertised_digests, holder_status.advertised_tags), (3, 1));
+
+    // ListAdvertised: every key once, a page at a time.
+    let (mut keys, mut after) = (Vec::new(), String::new());
+    loop {
+        let page = ListAdvertisedRequest { after: after.clone(), page_size: 3 };
+        let page = holder_admin.list_advertised(page).await.unwrap().into_inner();
+        assert!(page.keys.len() <= 3);
+        keys.extend(page.keys);
+        if page.next.is_empty() {
+            break;
+        }
+        after = page.next;
+    }
+    let mut expected: Vec<String> = [&manifest, &config, &layer].iter().map(|d| d.digest.to_string()).collect();
+    expected.push("registry.example:5000/team/app:v2".into());
+    expected.sort();
+    assert_eq!(keys, expected);
 }

@@ -177,6 +177,11 @@ impl ErrorBody {
         serde_json::from_slice(bytes)
     }
 
+    /// The first error's message.
+    pub fn message(&self) -> Option<&str> {
+        self.errors.first().map(|e| e.message.as_str())
+    }
+
     /// The first error's code, if it is a known one.
     pub fn code(&self) -> Option<ErrorCode> {
         self.errors.first().and_then(|e| ErrorCode::parse(&e.code))

@@ -35,6 +35,63 @@ pub(crate) enum Command {
     Cleanup(CleanupArgs),
     /// Check this node's set-up and say how to fix what is wrong.
     Doctor(Box<DoctorArgs>),
+    /// Show what the local daemon is, holds and does: readiness, peers, keys, transfers, upstreams.
+    Status(StatusArgs),
+    /// Show where the blobs of an image are in the cluster: each blob and the peers holding it.
+    Locate(LocateArgs),
+}
+
+/// The admin API's Unix socket: `run` serves it, `status` and `locate` ask it.
+#[derive(Debug, Args)]
+pub(crate) struct AdminSocketArg {
+    /// The admin API's Unix socket (mode 0600), which `peerpull status` and `peerpull locate` ask
+    /// (for `run`, "" serves none).
+    #[arg(
+        long = "admin-socket",
+        env = "PEERPULL_ADMIN_SOCKET",
+        value_name = "PATH",
+        default_value = peerpull_admin::DEFAULT_SOCKET
+    )]
+    pub(crate) admin_socket: PathBuf,
+}
+
+/// The local daemon's admin socket and how to print its answers; shared by `status` and `locate`.
+#[derive(Debug, Args)]
+pub(crate) struct AdminClientArgs {
+    #[command(flatten)]
+    pub(crate) socket: AdminSocketArg,
+    /// How to print the answer.
+    #[arg(long = "output", short = 'o', env = "PEERPULL_OUTPUT", value_name = "FORMAT", default_value = "text")]
+    pub(crate) output: Output,
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// Tables for people.
+    Text,
+    /// The API's answer as JSON.
+    Json,
+}
+
+/// `peerpull status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) admin: AdminClientArgs,
+}
+
+/// `peerpull locate`.
+#[derive(Debug, Args)]
+pub(crate) struct LocateArgs {
+    /// An image reference (nginx, ghcr.io/a/b:1.0, registry:5000/x@sha256:…) or a digest (sha256:…).
+    #[arg(value_name = "REFERENCE")]
+    pub(crate) reference: String,
+    /// How many providers to look up per blob.
+    #[arg(long = "limit", value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) limit: u32,
+    #[command(flatten)]
+    pub(crate) admin: AdminClientArgs,
 }
 
 /// containerd's registry `config_path`.
@@ -223,6 +280,11 @@ pub(crate) struct RunArgs {
         value_parser = parse_bytes
     )]
     pub(crate) spool_max_bytes: u64,
+    #[command(flatten)]
+    pub(crate) admin: AdminSocketArg,
+    /// Serve the admin API on this TCP address too (off by default: it has no authentication).
+    #[arg(long = "admin-addr", env = "PEERPULL_ADMIN_ADDR", value_name = "ADDR")]
+    pub(crate) admin_addr: Option<SocketAddr>,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as peerpull_mirror=debug).
     #[arg(long = "log-level", env = "PEERPULL_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
     pub(crate) log_level: String,

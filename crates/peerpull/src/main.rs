@@ -9,6 +9,7 @@
 //! for bad usage or configuration, with a one-line message on stderr, 1 for
 //! a failure while working.
 
+mod admin;
 mod check_args;
 mod cleanup;
 mod cli;
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
         Command::Configure(args) => configure::run(args),
         Command::Cleanup(args) => cleanup::run(args),
         Command::Doctor(args) => doctor::run(*args),
+        Command::Status(args) => admin::status(args),
+        Command::Locate(args) => admin::locate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -79,6 +79,8 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         limits: peerpull_mirror::Limits::default(),
         registry_addr: args.listen.registry_addr,
         metrics_addr: args.listen.metrics_addr,
+        admin_socket: Some(args.admin.admin_socket).filter(|p| !p.as_os_str().is_empty()),
+        admin_addr: args.admin_addr,
     };
     let node = Node::start(config).await.map_err(failure)?;
     tracing::info!(
@@ -171,11 +173,13 @@ fn upstream_settings(yaml: &RegistriesYaml, mirrored: &Mirrored) -> BTreeMap<Str
 fn failure(error: Error) -> Failure {
     match error {
         Error::Store(e) => Failure::usage(e),
+        Error::Admin(e) => Failure::Runtime(anyhow!("--admin-socket: {e}")),
         Error::Mirror(e @ peerpull_mirror::Error::Upstream(_)) => Failure::usage(e),
         Error::Listen { listener, addr, source } => {
             let flag = match listener {
                 Listener::Registry => "--registry-addr",
                 Listener::Metrics => "--metrics-addr",
+                Listener::Admin => "--admin-addr",
             };
             Failure::Runtime(anyhow!("{flag} {addr}: cannot listen: {source}"))
         }

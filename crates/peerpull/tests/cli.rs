@@ -232,3 +232,23 @@ fn unwritable_config_path_is_refused() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("is not writable"), "{err}");
 }
+
+#[test]
+fn status_and_locate_without_a_daemon_name_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let socket = socket.to_str().unwrap();
+    for args in [vec!["status", "--admin-socket", socket], vec!["locate", "nginx:1.27", "--admin-socket", socket]] {
+        let out = peerpull(&args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("no peerpull daemon answers on {socket}")), "{err}");
+        assert!(err.contains("No such file or directory"), "{err}");
+    }
+    // A bad reference is bad usage, told before any daemon is asked.
+    let out = peerpull(&["locate", "Not A/Reference", "--admin-socket", socket], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("\"Not A/Reference\""), "{err}");
+}

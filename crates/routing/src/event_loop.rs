@@ -32,7 +32,7 @@ use crate::{
     keys::record_key,
     metrics::Metrics,
     router::Command,
-    Bootstrap, Config, Error, Provider,
+    Bootstrap, Config, Error, Peer, Provider,
 };
 
 mod bootstrap;
@@ -176,6 +176,12 @@ impl EventLoop {
             }
             Command::PeerCount { reply } => {
                 let _ = reply.send(self.routing_table_size());
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.table_peers());
+            }
+            Command::AdvertisedPage { after, limit, reply } => {
+                let _ = reply.send(self.provides.page(&after, limit));
             }
             Command::ListenAddrs { reply } => {
                 if self.listen_addrs.is_empty() {
@@ -368,6 +374,16 @@ impl EventLoop {
             || (addr.port() == self.config.listen.port()
                 && (addr.ip() == self.config.listen.ip()
                     || (self.config.listen.ip().is_unspecified() && addr.ip().is_loopback())))
+    }
+
+    /// The routing table's peers with their mirrors, ordered by peer id.
+    fn table_peers(&mut self) -> Vec<Peer> {
+        let mut ids: Vec<PeerId> = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            ids.extend(bucket.iter().map(|entry| *entry.node.key.preimage()));
+        }
+        ids.sort_unstable();
+        ids.into_iter().map(|peer| Peer { peer, mirror: self.peers.mirror(&peer) }).collect()
     }
 
     fn routing_table_size(&mut self) -> usize {

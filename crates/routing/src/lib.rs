@@ -82,4 +82,4 @@ pub use event_loop::EventLoop;
 pub use libp2p::{Multiaddr, PeerId};
 pub use peerpull_oci::Key;
 pub use psk::{Psk, PskError};
-pub use router::{Lookup, Provider, Router, MAX_LOOKUP_LIMIT};
+pub use router::{Advertised, Lookup, Peer, Provider, Router, MAX_LOOKUP_LIMIT};

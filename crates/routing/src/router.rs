@@ -16,7 +16,7 @@ use std::{
 
 use futures::Stream;
 use libp2p::PeerId;
-use peerpull_oci::Key;
+use peerpull_oci::{Key, KeyKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{event_loop::EventLoop, metrics::Metrics, Config, Error};
@@ -34,6 +34,24 @@ pub struct Provider {
     pub peer: PeerId,
     /// Where the peer's mirror listens, as the peer announced it.
     pub mirror: SocketAddr,
+}
+
+/// A peer in the routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Its libp2p identity.
+    pub peer: PeerId,
+    /// Its mirror, when it is connected and identified as a peerpull node.
+    pub mirror: Option<SocketAddr>,
+}
+
+/// How many keys this node advertises, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Advertised {
+    /// Digests (blobs and manifests).
+    pub digests: u64,
+    /// Tags.
+    pub tags: u64,
 }
 
 /// A handle to the router; cheap to clone, usable from any task.
@@ -66,6 +84,8 @@ pub(crate) enum Command {
     Penalize { peer: PeerId, reply: oneshot::Sender<()> },
     Closest { key: Key, except: Vec<PeerId>, reply: oneshot::Sender<Option<Provider>> },
     PeerCount { reply: oneshot::Sender<usize> },
+    Peers { reply: oneshot::Sender<Vec<Peer>> },
+    AdvertisedPage { after: String, limit: usize, reply: oneshot::Sender<Vec<Key>> },
     ListenAddrs { reply: oneshot::Sender<Vec<SocketAddr>> },
 }
 
@@ -163,6 +183,25 @@ impl Router {
     /// How many peers the routing table holds.
     pub async fn peer_count(&self) -> Result<usize, Error> {
         self.call("peer_count", self.command_timeout, |reply| Command::PeerCount { reply }).await
+    }
+
+    /// The peers in the routing table, ordered by peer id.
+    pub async fn peers(&self) -> Result<Vec<Peer>, Error> {
+        self.call("peers", self.command_timeout, |reply| Command::Peers { reply }).await
+    }
+
+    /// How many keys this node advertises, by kind.
+    pub fn advertised(&self) -> Advertised {
+        let count = |kind| u64::try_from(self.metrics.advertised(kind).get()).unwrap_or(0);
+        Advertised { digests: count(KeyKind::Digest), tags: count(KeyKind::Tag) }
+    }
+
+    /// Up to `limit` of the keys this node advertises, in the order of their
+    /// text form, starting after `after` (`""`: from the first).
+    pub async fn advertised_page(&self, after: &str, limit: usize) -> Result<Vec<Key>, Error> {
+        let after = after.to_owned();
+        self.call("advertised_page", self.command_timeout, |reply| Command::AdvertisedPage { after, limit, reply })
+            .await
     }
 
     /// The addresses libp2p actually listens on (waits for the listener to come up).

@@ -4,7 +4,8 @@
 //! and a real upstream registry ([`registry`]), generates deterministic OCI
 //! images and pushes them with `skopeo` ([`image`]), pulls into a node like
 //! kubelet does through CRI `PullImage` ([`cri`]), inspects what a node
-//! holds, and runs `peerpull` itself next to each node ([`peerpull`]); a
+//! holds, and runs `peerpull` itself next to each node ([`peerpull`]), asking
+//! its admin API ([`admin`]) what it holds and sees; a
 //! [`throttle`] slows the road to a service; a [`token`] server gives the
 //! registry Docker Hub's token auth. Every service is stopped and
 //! every temporary directory removed when
@@ -47,6 +48,8 @@ pub use image::{Blob, Image, ImageBuilder, Platform, PlatformImage};
 pub use inspect::ImageRecord;
 pub use net::{free_port, loopback_subnet, LoopbackSubnet};
 pub use peerpull::{Peerpull, PeerpullOptions};
+/// The admin API's messages, as [`Peerpull::status`] and [`Peerpull::locate`] return them.
+pub use peerpull_admin::v1 as admin;
 pub use registry::{AccessEntry, Upstream, UpstreamOptions};
 pub use throttle::Throttle;
 pub use token::TokenServer;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use peerpull_admin::v1;
 use tempfile::TempDir;
 
 use crate::containerd::Containerd;
@@ -186,6 +187,39 @@ impl Peerpull {
             .fold(0.0, |sum, value| sum + value))
     }
 
+    /// Its admin API's Unix socket (in its data directory).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.data.path().join("admin.sock")
+    }
+
+    /// Its admin API's `Status`.
+    pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
+        let mut client = self.admin().await?;
+        let answer = client.status(v1::StatusRequest {}).await;
+        answer.map(tonic::Response::into_inner).map_err(|status| Error::Grpc { what: "Status".into(), status })
+    }
+
+    /// Its admin API's `Locate` of `reference` (an image reference or a digest).
+    pub async fn locate(&self, reference: &str) -> Result<v1::LocateResponse, Error> {
+        let mut client = self.admin().await?;
+        let request = v1::LocateRequest { reference: reference.to_owned(), limit: 0 };
+        let answer = client.locate(request).await;
+        answer.map(tonic::Response::into_inner).map_err(|status| Error::Grpc { what: "Locate".into(), status })
+    }
+
+    /// Runs `peerpull ARGS --admin-socket <its socket>`, as an operator on the node would.
+    pub async fn cli(&self, args: &[&str]) -> Result<std::process::Output, Error> {
+        let mut command = tokio::process::Command::new(binary()?);
+        command.args(args).arg("--admin-socket").arg(self.admin_socket());
+        command.output().await.map_err(Error::io("running the peerpull CLI"))
+    }
+
+    async fn admin(&self) -> Result<peerpull_admin::AdminClient<tonic::transport::Channel>, Error> {
+        peerpull_admin::connect(&self.admin_socket())
+            .await
+            .map_err(|e| Error::Io { what: "the admin API".into(), source: std::io::Error::other(e) })
+    }
+
     /// Stops it with SIGTERM (graceful).
     pub fn stop(&mut self) {
         self.service.stop();
@@ -216,6 +250,8 @@ impl Peerpull {
             .arg(SocketAddr::new(o.ip, o.metrics_port).to_string())
             .arg("--data-dir")
             .arg(self.data.path())
+            .arg("--admin-socket")
+            .arg(self.admin_socket())
             .args(["--log-level", "info,peerpull_mirror=debug,peerpull_store=debug"]);
         if o.direct_read {
             command.arg("--containerd-content-path").arg(&self.content_path);

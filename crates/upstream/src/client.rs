@@ -26,7 +26,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use tokio::time::Instant;
 
 use crate::auth::{self, Challenge, Tokens};
-use crate::{tls, Config, Credentials, Error, Tls};
+use crate::{tls, Config, Credentials, Error, Outcome, Tls};
 
 /// The most redirects one request follows.
 pub(crate) const MAX_REDIRECTS: usize = 5;
@@ -40,6 +40,11 @@ const UNREACHABLE_PAUSE: Duration = Duration::from_secs(5);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 type Http = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A lock that a panic elsewhere does not poison for good.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// What to ask a registry for.
 #[derive(Debug, Clone)]
@@ -65,6 +70,19 @@ pub struct Client {
     tokens: Tokens,
     /// Registries that answered 429, and until when they asked to be left alone.
     quiet: Mutex<HashMap<String, Instant>>,
+    /// How each registry asked answered last.
+    last: Mutex<HashMap<String, Outcome>>,
+}
+
+/// How a registry is doing, as this client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// The registry's host.
+    pub registry: String,
+    /// How its last request ended.
+    pub last: Outcome,
+    /// How long it is left alone still, when it asked for that (or timed out).
+    pub paused_for: Option<Duration>,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,11 +101,32 @@ impl Client {
                 own.insert(host.clone(), http(&config, host, &settings.tls)?);
             }
         }
-        Ok(Self { config, default, own, tokens: Tokens::default(), quiet: Mutex::default() })
+        Ok(Self { config, default, own, tokens: Tokens::default(), quiet: Mutex::default(), last: Mutex::default() })
     }
 
     /// Sends `fetch` to `registry`; the first `2xx` response, body unread.
     pub async fn fetch(&self, registry: &Registry, fetch: &Fetch) -> Result<Response<Incoming>, Error> {
+        let result = self.fetch_once(registry, fetch).await;
+        let outcome = result.as_ref().map_or_else(Outcome::from, |_| Outcome::Ok);
+        lock(&self.last).insert(registry.host().to_owned(), outcome);
+        result
+    }
+
+    /// Every registry asked so far: how it last answered, and whether it is paused.
+    pub fn health(&self) -> Vec<Health> {
+        let last = lock(&self.last).clone();
+        let mut health: Vec<Health> = last
+            .into_iter()
+            .map(|(registry, last)| {
+                let paused_for = self.quiet_until(&registry).map(|t| t.saturating_duration_since(Instant::now()));
+                Health { registry, last, paused_for }
+            })
+            .collect();
+        health.sort_by(|a, b| a.registry.cmp(&b.registry));
+        health
+    }
+
+    async fn fetch_once(&self, registry: &Registry, fetch: &Fetch) -> Result<Response<Incoming>, Error> {
         let host = registry.host();
         let base = registry.upstream_url();
         let scope = format!("repository:{}:pull", fetch.repository);
@@ -156,14 +195,14 @@ impl Client {
     /// Sends nothing to `host` for `pause`.
     fn pause(&self, host: &str, pause: Duration) {
         let until = Instant::now() + pause;
-        let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        let mut quiet = lock(&self.quiet);
         let at = quiet.entry(host.to_owned()).or_insert(until);
         *at = (*at).max(until);
     }
 
     /// When `host` asked to be left alone until, if that is still ahead.
     fn quiet_until(&self, host: &str) -> Option<Instant> {
-        let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        let mut quiet = lock(&self.quiet);
         let until = *quiet.get(host)?;
         if until <= Instant::now() {
             quiet.remove(host);

@@ -77,3 +77,52 @@ impl Error {
         }
     }
 }
+
+/// How an upstream request ended, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// It answered with the content.
+    Ok,
+    /// It does not have it.
+    NotFound,
+    /// It refused (401, 403).
+    Denied,
+    /// It asked us to slow down (429).
+    RateLimited,
+    /// It could not be reached or did not answer in time.
+    Unreachable,
+    /// Any other failure (5xx, a broken answer).
+    Error,
+}
+
+impl Outcome {
+    /// `ok`, `not_found`, `denied`, `rate_limited`, `unreachable` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::NotFound => "not_found",
+            Outcome::Denied => "denied",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Unreachable => "unreachable",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+impl From<&Error> for Outcome {
+    fn from(error: &Error) -> Self {
+        match error {
+            Error::NotFound { .. } => Outcome::NotFound,
+            Error::Denied { .. } => Outcome::Denied,
+            Error::RateLimited { .. } => Outcome::RateLimited,
+            Error::Unreachable { .. } => Outcome::Unreachable,
+            Error::Settings { .. } | Error::Status { .. } | Error::Protocol { .. } => Outcome::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

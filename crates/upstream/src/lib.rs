@@ -8,7 +8,8 @@
 //! way registries ask: the Docker token flow (a `401` with a `Bearer`
 //! challenge, answered with an anonymous or credentialed token that is
 //! cached until it expires), or Basic. A `429` comes back with its
-//! `Retry-After`. Every request is bounded in time. It does not cache
+//! `Retry-After`. Every request is bounded in time. The client remembers how
+//! each registry last answered and whether it is paused ([`Client::health`]). It does not cache
 //! content or decide what to fetch: that is the mirror's.
 //!
 //! The parts:
@@ -25,6 +26,6 @@ mod auth;
 mod client;
 mod tls;
 
-pub use client::{Client, Fetch};
+pub use client::{Client, Fetch, Health};
 pub use config::{Config, Credentials, RegistrySettings, Tls};
-pub use error::Error;
+pub use error::{Error, Outcome};

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use peerpull_oci::Registry;
-use peerpull_upstream::{Client, Config, Credentials, Error, Fetch, RegistrySettings};
+use peerpull_upstream::{Client, Config, Credentials, Error, Fetch, Outcome, RegistrySettings};
 use tokio::net::TcpListener;
 
 type Handler = Arc<dyn Fn(Request<Incoming>, SocketAddr) -> Response<Full<Bytes>> + Send + Sync>;
@@ -167,6 +167,14 @@ async fn refusals_and_outages_are_told_apart() {
     assert_eq!(requests.load(Ordering::SeqCst), 1, "a request went out during the pause");
     let error = client.fetch(&self::registry(other), &get("/v2/team/app/blobs/missing")).await.unwrap_err();
     assert!(matches!(error, Error::NotFound { .. }), "other registries are still asked: {error}");
+    // The client tells how each registry it asked is doing.
+    let health = client.health();
+    let of = |addr: SocketAddr| health.iter().find(|h| h.registry == addr.to_string()).cloned().unwrap();
+    let paused = of(limited);
+    assert_eq!(paused.last, Outcome::RateLimited);
+    assert!(paused.paused_for.is_some_and(|d| d > Duration::ZERO && d <= Duration::from_secs(7)), "{paused:?}");
+    assert_eq!((of(other).last, of(other).paused_for), (Outcome::NotFound, None));
+    assert_eq!(health.len(), 2);
 
     let addr = serve(Arc::new(|request, _| match request.uri().path() {
         "/v2/team/app/blobs/broken" => respond(503, &[], ""),

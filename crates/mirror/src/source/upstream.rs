@@ -42,7 +42,9 @@ use super::in_flight::respond;
 use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
-use crate::metrics::{Failure, Metrics, Upstream as Outcome};
+use peerpull_upstream::Outcome;
+
+use crate::metrics::{Failure, Metrics};
 use crate::request::{Target, Wanted};
 use crate::spool::{self, Opened, Opener, Spool, SpoolError};
 use crate::transfer::{Fallback, Feed, Transfer};

@@ -82,6 +82,11 @@ impl Peers {
         self.conns.contains_key(peer)
     }
 
+    /// The mirror of a connected, identified peerpull peer.
+    pub(crate) fn mirror(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.mirrors.get(peer).copied()
+    }
+
     pub(crate) fn connected_count(&self) -> usize {
         self.conns.len()
     }

@@ -105,6 +105,18 @@ impl Provides {
         }
     }
 
+    /// Up to `limit` advertised keys in the order of their text form, after `after`.
+    pub(crate) fn page(&self, after: &str, limit: usize) -> Vec<Key> {
+        let mut keys: Vec<(String, &Key)> =
+            self.advertised.values().map(|k| (k.to_string(), k)).filter(|(text, _)| text.as_str() > after).collect();
+        if keys.len() > limit {
+            keys.select_nth_unstable(limit);
+            keys.truncate(limit);
+        }
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, key)| key.clone()).collect()
+    }
+
     /// Stops advertising `keys`.
     pub(crate) fn withdraw(&mut self, keys: &[Key], kad: &mut kad::Behaviour<Store>) {
         for name in keys {

@@ -116,3 +116,26 @@ async fn a_refused_key_stays_advertised_and_is_announced_once_there_is_room() {
     let provided: HashSet<RecordKey> = kad.store_mut().provided().map(|r| r.key.clone()).collect();
     assert!(provided.contains(&record_key(&k("3"))) && provided.contains(&record_key(&k("4"))));
 }
+
+#[test]
+fn pages_walk_every_key_once_in_order() {
+    let mut p = Provides::new(8, Duration::from_secs(100), Metrics::new());
+    let mut keys: Vec<Key> = (0..25).map(|i| k(&i.to_string())).collect();
+    keys.push(Key::Tag("docker.io/library/nginx:1".into()));
+    let (tx, _rx) = oneshot::channel();
+    p.advertise(keys.clone(), tx);
+
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = p.page(&after, 10);
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = last.to_string();
+        seen.extend(page);
+    }
+    let mut expected: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    expected.sort();
+    assert_eq!(seen.iter().map(ToString::to_string).collect::<Vec<_>>(), expected);
+    assert!(p.page("", 0).is_empty());
+}

@@ -1,0 +1,127 @@
+//! The admin API: what this node is, holds and does, over gRPC.
+//!
+//! [`Service`] implements `peerpull.admin.v1.Admin` from the node's parts:
+//! `Status` from the router, the mirror's live figures, the upstream
+//! client's view of each registry and the readiness checks; `Locate` in
+//! `locate`; `ListAdvertised` from the router's advertised set. It keeps no
+//! state of its own. The node serves it on a Unix socket (and, when asked,
+//! on TCP); `peerpull status` and `peerpull locate` are its clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use peerpull_admin::v1;
+use peerpull_mirror::source::Kind;
+use peerpull_mirror::Mirror;
+use peerpull_routing::Router;
+use peerpull_store::Store;
+use tonic::{Request, Response, Status};
+
+use crate::Health;
+
+pub mod locate;
+
+/// The most keys one `ListAdvertised` page holds.
+pub const MAX_PAGE: usize = 10_000;
+/// The page size when the caller does not say.
+const DEFAULT_PAGE: usize = 1_000;
+
+/// The admin service of one node; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Service {
+    router: Router,
+    mirror: Mirror,
+    health: Health,
+    locator: locate::Locator,
+    mirror_addr: SocketAddr,
+    private: bool,
+}
+
+impl Service {
+    pub(crate) fn new(
+        router: Router,
+        mirror: Mirror,
+        store: Arc<dyn Store>,
+        health: Health,
+        mirror_addr: SocketAddr,
+        private: bool,
+    ) -> Self {
+        let locator = locate::Locator { mirror: mirror.clone(), store, router: router.clone() };
+        Self { router, mirror, health, locator, mirror_addr, private }
+    }
+}
+
+#[tonic::async_trait]
+impl peerpull_admin::Admin for Service {
+    async fn status(&self, _: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+        let checks = self.health.checks().await;
+        let peers = self.router.peers().await.map_err(unavailable)?;
+        let router_addrs = self.router.listen_addrs().await.map_err(unavailable)?;
+        let advertised = self.router.advertised();
+        let stats = self.mirror.stats();
+        let transfers = stats
+            .in_flight
+            .iter()
+            .map(|(kind, n)| v1::Transfers { source: Kind::as_str(*kind).to_owned(), in_flight: *n })
+            .collect();
+        let upstreams = self
+            .mirror
+            .upstream_health()
+            .into_iter()
+            .map(|h| v1::Upstream {
+                registry: h.registry,
+                last_outcome: h.last.as_str().to_owned(),
+                paused_for_seconds: h.paused_for.map_or(0, |d| d.as_secs_f64().ceil() as u64),
+            })
+            .collect();
+        Ok(Response::new(v1::StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            peer_id: self.router.local_peer_id().to_string(),
+            mirror_addr: self.mirror_addr.to_string(),
+            router_addr: router_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            ready: checks.iter().all(|c| c.ok),
+            checks: checks
+                .into_iter()
+                .map(|c| v1::Check { name: c.name.to_owned(), ok: c.ok, detail: c.detail })
+                .collect(),
+            peers: peers
+                .into_iter()
+                .map(|p| v1::Peer {
+                    peer_id: p.peer.to_string(),
+                    mirror_addr: p.mirror.map(|m| m.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+            advertised_digests: advertised.digests,
+            advertised_tags: advertised.tags,
+            transfers,
+            transfers_shared: stats.transfers_shared,
+            spool_bytes: stats.spool_bytes,
+            upstreams,
+            private_cluster: self.private,
+        }))
+    }
+
+    async fn locate(&self, request: Request<v1::LocateRequest>) -> Result<Response<v1::LocateResponse>, Status> {
+        let request = request.into_inner();
+        self.locator.locate(&request.reference, request.limit).await.map(Response::new)
+    }
+
+    async fn list_advertised(
+        &self,
+        request: Request<v1::ListAdvertisedRequest>,
+    ) -> Result<Response<v1::ListAdvertisedResponse>, Status> {
+        let request = request.into_inner();
+        let size = match usize::try_from(request.page_size).unwrap_or(MAX_PAGE) {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let keys = self.router.advertised_page(&request.after, size).await.map_err(unavailable)?;
+        let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        let next = if keys.len() == size { keys.last().cloned().unwrap_or_default() } else { String::new() };
+        Ok(Response::new(v1::ListAdvertisedResponse { keys, next }))
+    }
+}
+
+fn unavailable(error: peerpull_routing::Error) -> Status {
+    Status::unavailable(format!("router: {error}"))
+}
