@@ -49,11 +49,13 @@ pub struct Setup {
     /// The cluster's pre-shared key (as the Helm chart deploys: a fresh one
     /// by default); `None` runs an open cluster.
     pub psk: Option<String>,
+    /// More `peerpull run` flags for every node.
+    pub extra: Vec<String>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { pull_through: true, registries_yaml: None, psk: Some(peerpull_testbed::new_psk()) }
+        Self { pull_through: true, registries_yaml: None, psk: Some(peerpull_testbed::new_psk()), extra: Vec::new() }
     }
 }
 
@@ -74,6 +76,7 @@ pub async fn start_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Ve
             Some(path) => node_options.extra.extend(["--registries-yaml".to_owned(), path.display().to_string()]),
             None => node_options.mirrored = vec![upstream.to_owned()],
         }
+        node_options.extra.extend(setup.extra.iter().cloned());
         if !setup.pull_through {
             let flags = ["--upstream-fallback", "false", "--tag-resolution", "peers-first"];
             node_options.extra.extend(flags.map(str::to_owned));

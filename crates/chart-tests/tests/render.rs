@@ -600,20 +600,22 @@ fn args_of(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
 }
 
 #[test]
-fn the_admin_socket_is_writable_and_tcp_is_opt_in() -> Result {
+fn the_admin_socket_is_writable_and_tcp_and_the_debug_page_are_opt_in() -> Result {
     let (_, pod) = daemonset(&render("")?, DS)?;
     let run = container(&pod.containers, "peerpull")?;
     let args = args(run);
     assert_eq!(flag(&args, "--admin-socket").as_deref(), Some("/run/peerpull/admin.sock"), "{args:?}");
     assert_eq!(flag(&args, "--admin-addr"), None, "no TCP admin API unless asked");
+    assert_eq!(flag(&args, "--debug-web").as_deref(), Some("false"), "no debug page unless asked");
     // The root filesystem is read-only: the socket's directory is a volume of its own.
     assert_eq!(mount(run, "admin")?, ("/run/peerpull".to_owned(), false));
     assert!(volume(&pod, "admin")?.empty_dir.is_some());
     accepted_by_peerpull(run)?;
 
-    let (_, pod) = daemonset(&render("peerpull:\n  admin:\n    addr: 127.0.0.1:5002\n")?, DS)?;
+    let (_, pod) = daemonset(&render("peerpull:\n  debugWeb: true\n  admin:\n    addr: 127.0.0.1:5002\n")?, DS)?;
     let run = container(&pod.containers, "peerpull")?;
     assert_eq!(flag(&args_of(&pod), "--admin-addr").as_deref(), Some("127.0.0.1:5002"));
+    assert_eq!(flag(&args_of(&pod), "--debug-web").as_deref(), Some("true"));
     let parsed = accepted_by_peerpull(run)?;
     assert!(parsed.contains("127.0.0.1:5002"), "{parsed}");
     Ok(())

@@ -33,25 +33,41 @@ where
     StreamBody::new(chunks.map_ok(Frame::data).map_err(Into::into)).boxed_unsync()
 }
 
-/// `response`, counted in `gauge` until its body is dropped: sent, or abandoned.
-pub(crate) fn counted(response: Response<Body>, gauge: Gauge) -> Response<Body> {
+/// `response`, counted in `gauge` until its body is dropped (sent, or
+/// abandoned); then `ended` is told how many body bytes went out.
+pub(crate) fn observed(
+    response: Response<Body>,
+    gauge: Gauge,
+    ended: impl FnOnce(u64) + Send + 'static,
+) -> Response<Body> {
     gauge.inc();
-    let guard = Decrement(gauge);
+    let mut watch = Watch { gauge, bytes: 0, ended: Some(Box::new(ended)) };
     response.map(|body| {
         body.map_frame(move |frame| {
-            let _held = &guard;
+            // The whole watch moves into the closure (not just its counter), so it lives as long as the body.
+            let watch = &mut watch;
+            if let Some(data) = frame.data_ref() {
+                watch.bytes += data.len() as u64;
+            }
             frame
         })
         .boxed_unsync()
     })
 }
 
-/// Takes one off its gauge when dropped.
-struct Decrement(Gauge);
+/// Watches a body: takes one off its gauge and reports the bytes sent when dropped.
+struct Watch {
+    gauge: Gauge,
+    bytes: u64,
+    ended: Option<Box<dyn FnOnce(u64) + Send>>,
+}
 
-impl Drop for Decrement {
+impl Drop for Watch {
     fn drop(&mut self) {
-        self.0.dec();
+        self.gauge.dec();
+        if let Some(ended) = self.ended.take() {
+            ended(self.bytes);
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 //! - [`server`]: [`Server`], the accept loop with connection limits and
 //!   graceful shutdown, for any handler;
 //! - [`metrics`]: [`Metrics`], the Prometheus metrics of serving;
+//! - [`recent`]: the last requests answered and where each came from;
 //! - [`auth`]: proof of membership between mirrors, allowed client addresses;
 //! - [`body`]: response bodies and OCI error responses.
 
@@ -33,6 +34,7 @@ mod fetch;
 pub mod metrics;
 pub mod mirror;
 pub mod peers;
+pub mod recent;
 mod request;
 pub mod server;
 pub mod source;
@@ -46,6 +48,7 @@ pub use mirror::{Error, Mirror};
 pub use peers::Peers;
 #[cfg(any(test, feature = "test-util"))]
 pub use peers::Static;
+pub use recent::{Client, Internal, Pull, Served};
 pub use server::{Limits, Server};
 pub use transfer::TransferError;
 

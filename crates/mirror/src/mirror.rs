@@ -8,10 +8,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{Request, Response};
 use peerpull_oci::ErrorCode;
 use peerpull_store::Store;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Proofs, RemoteAddr, PROOF};
@@ -19,6 +21,7 @@ use crate::body::{self, Body};
 use crate::fetch::{self, Fetcher};
 use crate::metrics::{Metrics, Stats};
 use crate::peers::Peers;
+use crate::recent::{Client, Internal, Pull, Recent, Served, Via};
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
@@ -39,6 +42,7 @@ struct Inner {
     tags: Tags,
     proofs: Option<Proofs>,
     client: Arc<peerpull_upstream::Client>,
+    recent: Recent,
 }
 
 /// Why a mirror could not be set up.
@@ -97,7 +101,18 @@ impl Mirror {
         } else {
             sources.push(Box::new(source::peer::Peer::new(fetcher)));
         }
-        Ok(Self { inner: Arc::new(Inner { config, sources, metrics, spool, tags, proofs, client: upstream }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                sources,
+                metrics,
+                spool,
+                tags,
+                proofs,
+                client: upstream,
+                recent: Recent::default(),
+            }),
+        })
     }
 
     /// Keeps the spool tidy until `shutdown`: drops what containerd took or
@@ -119,13 +134,58 @@ impl Mirror {
             Parsed::Wanted(wanted) => wanted,
             Parsed::Answer(response) => return response,
         };
-        let (response, source) = self.answer(&wanted).await;
-        let metrics = &self.inner.metrics;
-        metrics.request(wanted.registry(), source);
-        match source {
-            Some(kind) => body::counted(response, metrics.in_flight(kind)),
-            None => response,
+        let client = match (wanted.from_peer, request.extensions().get::<Internal>()) {
+            (true, _) => Client::Peer,
+            (false, Some(_)) => Client::Node,
+            (false, None) => Client::Containerd,
+        };
+        let (at, started) = (SystemTime::now(), Instant::now());
+        let (mut response, source) = self.answer(&wanted).await;
+        let via = response.extensions().get::<Via>().map(|via| via.0);
+        if let Some(source) = source {
+            response.extensions_mut().insert(Served { source, via });
         }
+        let metrics = &self.inner.metrics;
+        if client != Client::Node {
+            metrics.request(wanted.registry(), source);
+        }
+        let mut pull = Pull {
+            at,
+            client,
+            registry: wanted.registry().to_owned(),
+            repository: wanted.name.clone(),
+            reference: wanted.reference(),
+            manifest: wanted.manifest,
+            head: wanted.head,
+            status: response.status().as_u16(),
+            size: content_length(&response),
+            source,
+            via,
+            bytes: 0,
+            duration: started.elapsed(),
+        };
+        // The node's own requests (the admin API, the test pull) are not pulls: not remembered.
+        let recent = (client != Client::Node).then(|| self.inner.recent.clone());
+        match source {
+            Some(kind) => body::observed(response, metrics.in_flight(kind), move |bytes| {
+                pull.bytes = bytes;
+                pull.duration = started.elapsed();
+                if let Some(recent) = recent {
+                    recent.push(pull);
+                }
+            }),
+            None => {
+                if let Some(recent) = recent {
+                    recent.push(pull);
+                }
+                response
+            }
+        }
+    }
+
+    /// Up to `limit` of the last requests answered, newest first (at most [`crate::recent::CAPACITY`]).
+    pub fn recent(&self, limit: usize) -> Vec<Pull> {
+        self.inner.recent.last(limit)
     }
 
     /// What the mirror is doing now: responses being sent by source, shared
@@ -212,6 +272,11 @@ impl Mirror {
         }
         (body::error(wanted.unknown(), "no node holds this content"), None)
     }
+}
+
+/// The `Content-Length` of `response`, when it has one.
+fn content_length(response: &Response<Body>) -> Option<u64> {
+    response.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The address `request` came from, when the server recorded it.

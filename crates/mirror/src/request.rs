@@ -63,6 +63,14 @@ impl Wanted {
         }
     }
 
+    /// The tag or digest asked for, as text.
+    pub(crate) fn reference(&self) -> String {
+        match &self.target {
+            Target::Tag(reference) => reference.tag().unwrap_or_default().to_owned(),
+            Target::Digest(digest) => digest.to_string(),
+        }
+    }
+
     /// The same request for the manifest `digest` (a tag's target).
     pub(crate) fn for_digest(&self, digest: Digest) -> Wanted {
         let path = format!("/v2/{}/manifests/{digest}", self.name);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use peerpull_mirror::source::Kind;
-use peerpull_mirror::{Config, Metrics, Mirror, Static};
+use peerpull_mirror::{Client, Config, Metrics, Mirror, Static};
 use peerpull_oci::{media, ErrorBody, ErrorCode, Mirrored, Reference, Registry};
 use peerpull_store::Memory;
 use support::{bytes, get, header, request, Node};
@@ -173,4 +173,16 @@ async fn a_response_counts_as_in_flight_until_its_body_is_gone() {
     let response = mirror.handle(http::Request::get(&missing).body(()).unwrap()).await;
     assert_eq!(response.status(), 404);
     assert!(mirror.stats().in_flight.iter().all(|(_, n)| *n == 0), "{:?}", mirror.stats());
+
+    // Each request is remembered, newest first, with what it sent.
+    let recent = mirror.recent(10);
+    let seen: Vec<_> = recent.iter().map(|p| (p.status, p.source, p.bytes, p.complete())).collect();
+    assert_eq!(
+        seen,
+        [(404, None, 0, true), (200, Some(Kind::Local), 0, false), (200, Some(Kind::Local), 100_000, true)]
+    );
+    assert_eq!(recent[2].reference, digest.to_string());
+    assert_eq!((recent[2].registry.as_str(), recent[2].repository.as_str()), ("registry.example:5000", "team/app"));
+    assert_eq!(recent[2].client, Client::Containerd);
+    assert!(!recent[2].manifest && recent[2].size == Some(100_000));
 }

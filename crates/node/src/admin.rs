@@ -3,7 +3,8 @@
 //! [`Service`] implements `peerpull.admin.v1.Admin` from the node's parts:
 //! `Status` from the router, the mirror's live figures, the upstream
 //! client's view of each registry and the readiness checks; `Locate` in
-//! `locate`; `ListAdvertised` from the router's advertised set. It keeps no
+//! `locate`; `ListAdvertised` from the router's advertised set;
+//! `RecentPulls` from the mirror's ring of recent requests. It keeps no
 //! state of its own. The node serves it on a Unix socket (and, when asked,
 //! on TCP); `peerpull status` and `peerpull locate` are its clients.
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use peerpull_admin::v1;
 use peerpull_mirror::source::Kind;
-use peerpull_mirror::Mirror;
+use peerpull_mirror::{Client, Mirror, Pull};
 use peerpull_routing::Router;
 use peerpull_store::Store;
 use tonic::{Request, Response, Status};
@@ -106,6 +107,18 @@ impl peerpull_admin::Admin for Service {
         self.locator.locate(&request.reference, request.limit).await.map(Response::new)
     }
 
+    async fn recent_pulls(
+        &self,
+        request: Request<v1::RecentPullsRequest>,
+    ) -> Result<Response<v1::RecentPullsResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let pulls = self.mirror.recent(limit).iter().map(pull_message).collect();
+        Ok(Response::new(v1::RecentPullsResponse { pulls }))
+    }
+
     async fn list_advertised(
         &self,
         request: Request<v1::ListAdvertisedRequest>,
@@ -119,6 +132,49 @@ impl peerpull_admin::Admin for Service {
         let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
         let next = if keys.len() == size { keys.last().cloned().unwrap_or_default() } else { String::new() };
         Ok(Response::new(v1::ListAdvertisedResponse { keys, next }))
+    }
+}
+
+/// A byte count for people: `512 B`, `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// A recorded request as the API spells it.
+pub(crate) fn pull_message(pull: &Pull) -> v1::Pull {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let since_epoch = pull.at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    v1::Pull {
+        unix_millis: i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX),
+        client: match pull.client {
+            Client::Containerd => "containerd",
+            Client::Peer => "peer",
+            Client::Node => "node",
+        }
+        .to_owned(),
+        registry: pull.registry.clone(),
+        repository: pull.repository.clone(),
+        reference: pull.reference.clone(),
+        kind: if pull.manifest { "manifest" } else { "blob" }.to_owned(),
+        head: pull.head,
+        status: u32::from(pull.status),
+        size: pull.size.unwrap_or(0),
+        source: pull.source.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+        via_peer_id: pull.via.map(|p| p.peer.to_string()).unwrap_or_default(),
+        via_mirror_addr: pull.via.map(|p| p.mirror.to_string()).unwrap_or_default(),
+        bytes: pull.bytes,
+        duration_millis: millis(pull.duration),
+        complete: pull.complete(),
     }
 }
 

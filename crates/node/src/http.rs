@@ -2,7 +2,7 @@
 //!
 //! The registry port answers `/livez` and `/readyz` and hands everything
 //! else to the `/v2` mirror; the metrics port answers `/metrics`, `/livez`
-//! and `/readyz`. `/readyz` is `200 ok` or `503` with the first failing
+//! and `/readyz`, and `/debug` when the debug page is on. `/readyz` is `200 ok` or `503` with the first failing
 //! check's reason; `/readyz?verbose` lists every check, one per line, the way
 //! Kubernetes components do.
 
@@ -13,6 +13,7 @@ use peerpull_mirror::body::{self, Body};
 use peerpull_mirror::Mirror;
 use prometheus_client::registry::Registry;
 
+use crate::debug::Debug;
 use crate::Health;
 
 /// Answers a request to the registry port.
@@ -25,11 +26,20 @@ pub(crate) async fn registry_port<B>(mirror: Mirror, health: Health, request: Re
 }
 
 /// Answers a request to the metrics port.
-pub(crate) async fn metrics_port<B>(registry: Arc<Registry>, health: Health, request: Request<B>) -> Response<Body> {
+pub(crate) async fn metrics_port<B>(
+    registry: Arc<Registry>,
+    health: Health,
+    debug: Option<Debug>,
+    request: Request<B>,
+) -> Response<Body> {
     match request.uri().path() {
         "/livez" => live(),
         "/readyz" => ready(&health, &request).await,
         "/metrics" => metrics(&registry),
+        path if path == "/debug" || path.starts_with("/debug/") => match debug {
+            Some(debug) => debug.answer(&request).await,
+            None => body::text(StatusCode::NOT_FOUND, "the debug page is off (peerpull run --debug-web true)\n"),
+        },
         _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -12,7 +12,8 @@
 //! - [`health`]: [`Health`], what `/readyz` checks, one [`Check`] each;
 //! - `http`: what the registry and metrics ports answer besides `/v2`;
 //! - [`admin`]: the admin gRPC service (`Status`, `Locate`,
-//!   `ListAdvertised`) on a Unix socket and, when asked, on TCP.
+//!   `ListAdvertised`, `RecentPulls`) on a Unix socket and, when asked, on TCP;
+//! - `debug`: the debug page (`/debug` on the metrics port), when asked.
 //!
 //! Shutdown is two-phase: every subsystem is told to stop (the mirror stops
 //! accepting and lets in-flight transfers finish within its grace period),
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod admin;
 pub mod advertise;
+mod debug;
 pub mod health;
 mod http;
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub admin_socket: Option<PathBuf>,
     /// A TCP address of the admin API too, if any (off by default: it has no authentication).
     pub admin_addr: Option<SocketAddr>,
+    /// Serve the debug page, `/debug` on the metrics port.
+    pub debug_web: bool,
 }
 
 /// Which listener an address was for.
@@ -123,6 +127,7 @@ pub struct Node {
     registry_listener: TcpListener,
     metrics_listener: TcpListener,
     admin: admin::Service,
+    debug: Option<debug::Debug>,
     admin_socket: Option<(PathBuf, UnixListener)>,
     admin_listener: Option<TcpListener>,
 }
@@ -174,6 +179,7 @@ impl Node {
         let mirror_addr = local_addr(&registry_listener, config.registry_addr);
         let admin =
             admin::Service::new(router.clone(), mirror.clone(), store.clone(), health.clone(), mirror_addr, private);
+        let debug = config.debug_web.then(|| debug::Debug::new(admin.clone(), mirror.clone(), router.clone()));
         let advertiser = Advertiser::new(store, router.clone(), mirrored, health.clone());
         Ok(Self {
             router,
@@ -186,6 +192,7 @@ impl Node {
             registry_listener,
             metrics_listener,
             admin,
+            debug,
             admin_socket,
             admin_listener,
         })
@@ -220,7 +227,17 @@ impl Node {
     /// (the others are then stopped the same way).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Node {
-            event_loop, mirror, registry, health, advertiser, server, admin, admin_socket, admin_listener, ..
+            event_loop,
+            mirror,
+            registry,
+            health,
+            advertiser,
+            server,
+            admin,
+            debug,
+            admin_socket,
+            admin_listener,
+            ..
         } = self;
         let sweeper = mirror.clone();
         let stop = shutdown.child_token();
@@ -240,7 +257,7 @@ impl Node {
         let (token, ready) = (stop.clone(), health);
         let listener = self.metrics_listener;
         tasks.spawn(async move {
-            let handler = move |request| http::metrics_port(registry.clone(), ready.clone(), request);
+            let handler = move |request| http::metrics_port(registry.clone(), ready.clone(), debug.clone(), request);
             server.serve(listener, handler, token).await;
             "metrics server"
         });

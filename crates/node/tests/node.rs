@@ -59,6 +59,7 @@ impl Running {
             metrics_addr: any,
             admin_socket: Some(dir.path().join("admin.sock")),
             admin_addr: None,
+            debug_web: true,
         };
         let node = Node::with_store(config, Arc::new(store.clone())).await.unwrap();
         let (registry, metrics) = (node.registry_addr(), node.metrics_addr());
@@ -109,6 +110,22 @@ fn store_with_image() -> (Memory, Digest, Digest) {
     let manifest = store.insert(media::OCI_MANIFEST, manifest.into_bytes()).digest;
     store.tag(&"registry.example:5000/team/app:v1".parse::<Reference>().unwrap(), &manifest);
     (store, blob, manifest)
+}
+
+/// A store with an image (manifest, config, layer) tagged `registry.example:5000/team/app:v2`.
+fn store_with_full_image() -> (Memory, [peerpull_oci::Descriptor; 3]) {
+    let store = Memory::new();
+    let config = store.insert(media::OCI_CONFIG, br#"{"architecture":"amd64","os":"linux"}"#.to_vec());
+    let layer = store.insert(media::OCI_LAYER_GZIP, vec![9u8; 50_000]);
+    let document = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+        media::OCI_MANIFEST,
+        serde_json::to_string(&config).unwrap(),
+        serde_json::to_string(&layer).unwrap()
+    );
+    let manifest = store.insert(media::OCI_MANIFEST, document.into_bytes());
+    store.tag(&"registry.example:5000/team/app:v2".parse::<Reference>().unwrap(), &manifest.digest);
+    (store, [manifest, config, layer])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,17 +200,7 @@ async fn a_node_serves_a_blob_its_peer_holds_and_counts_it_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_locates_each_blob_at_its_holder() {
-    let store = Memory::new();
-    let config = store.insert(media::OCI_CONFIG, br#"{"architecture":"amd64","os":"linux"}"#.to_vec());
-    let layer = store.insert(media::OCI_LAYER_GZIP, vec![9u8; 50_000]);
-    let document = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
-        media::OCI_MANIFEST,
-        serde_json::to_string(&config).unwrap(),
-        serde_json::to_string(&layer).unwrap()
-    );
-    let manifest = store.insert(media::OCI_MANIFEST, document.into_bytes());
-    store.tag(&"registry.example:5000/team/app:v2".parse::<Reference>().unwrap(), &manifest.digest);
+    let (store, [manifest, config, layer]) = store_with_full_image();
     let holder = Running::start(store, Mirrored::All, None).await;
     let node = Running::start(Memory::new(), Mirrored::All, Some(holder.router)).await;
     eventually("the node is ready", || async { node.get(node.metrics, "/readyz").await.0 == 200 }).await;
@@ -266,4 +273,36 @@ async fn the_admin_api_locates_each_blob_at_its_holder() {
     expected.push("registry.example:5000/team/app:v2".into());
     expected.sort();
     assert_eq!(keys, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debug_page_shows_each_pull_and_its_source() {
+    let (store, [manifest, _, layer]) = store_with_full_image();
+    let (blob, manifest) = (layer.digest, manifest.digest);
+    let holder = Running::start(store, Mirrored::All, None).await;
+    let node = Running::start(Memory::new(), Mirrored::All, Some(holder.router)).await;
+    let path = format!("/v2/team/app/blobs/{blob}{NS}");
+    eventually("the blob is found at the peer", || async { node.get(node.registry, &path).await.0 == 200 }).await;
+
+    let (status, page) = node.get(node.metrics, "/debug").await;
+    assert_eq!(status, 200, "{page}");
+    let row = format!("data-digest=\"{blob}\" data-source=\"peer\" data-via=\"{}\"", holder.registry);
+    assert!(page.contains(&row), "{page}");
+    assert!(page.contains("id=\"readiness\">ready<"), "{page}");
+
+    // The test pull of the image: its manifest is held by the peer and fetched from it.
+    let (status, page) =
+        node.get(node.metrics, "/debug/pull?reference=registry.example%3A5000%2Fteam%2Fapp%3Av2").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&format!("id=\"digest\">{manifest}<")), "{page}");
+    let probe = format!("data-digest=\"{manifest}\" data-role=\"manifest\" data-local=\"false\"");
+    assert!(page.contains(&probe), "{page}");
+    assert!(page.contains(&format!("data-source=\"peer\" data-via=\"{}\"", holder.registry)), "{page}");
+    // Searching what the holder advertises.
+    let (_, page) = holder.get(holder.metrics, "/debug?q=team%2Fapp").await;
+    assert!(page.contains("<li><code>registry.example:5000/team/app:v2</code></li>"), "{page}");
+    // Bad input is told on the page; other methods are refused.
+    let (status, page) = node.get(node.metrics, "/debug/pull?reference=%3Cscript%3E").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"error\"") && !page.contains("<script>"), "{page}");
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use anyhow::anyhow;
 use peerpull_admin::v1::{self, LocateRequest, StatusRequest};
-use peerpull_node::admin::locate;
+use peerpull_node::admin::{human_bytes as bytes, locate};
 
 use crate::cli::{AdminClientArgs, LocateArgs, Output, StatusArgs};
 use crate::exit::Failure;
@@ -123,21 +123,6 @@ fn locate_text(reference: &str, located: &v1::LocateResponse) -> String {
         let _ = writeln!(out, "{missing} blob(s) held by no node: a pull needs the upstream for them");
     }
     out
-}
-
-/// A byte count for people: `512 B`, `1.5 MiB`.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{n} B"),
-        _ => format!("{value:.1} {}", UNITS[unit]),
-    }
 }
 
 #[cfg(test)]

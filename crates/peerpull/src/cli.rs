@@ -285,6 +285,16 @@ pub(crate) struct RunArgs {
     /// Serve the admin API on this TCP address too (off by default: it has no authentication).
     #[arg(long = "admin-addr", env = "PEERPULL_ADMIN_ADDR", value_name = "ADDR")]
     pub(crate) admin_addr: Option<SocketAddr>,
+    /// Serve the debug page, /debug on --metrics-addr: readiness, peers, recent pulls with the source of each
+    /// blob, and a test pull (it reads through the mirror, which may fetch from the upstream).
+    #[arg(
+        long = "debug-web",
+        env = "PEERPULL_DEBUG_WEB",
+        value_name = "BOOL",
+        default_value_t = false,
+        action = ArgAction::Set
+    )]
+    pub(crate) debug_web: bool,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as peerpull_mirror=debug).
     #[arg(long = "log-level", env = "PEERPULL_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
     pub(crate) log_level: String,

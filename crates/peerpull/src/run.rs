@@ -81,6 +81,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         metrics_addr: args.listen.metrics_addr,
         admin_socket: Some(args.admin.admin_socket).filter(|p| !p.as_os_str().is_empty()),
         admin_addr: args.admin_addr,
+        debug_web: args.debug_web,
     };
     let node = Node::start(config).await.map_err(failure)?;
     tracing::info!(

@@ -7,7 +7,8 @@
 //! holds, and runs `peerpull` itself next to each node ([`peerpull`]), asking
 //! its admin API ([`admin`]) what it holds and sees; a
 //! [`throttle`] slows the road to a service; a [`token`] server gives the
-//! registry Docker Hub's token auth. Every service is stopped and
+//! registry Docker Hub's token auth; a headless [`browser`] loads the
+//! pages people look at. Every service is stopped and
 //! every temporary directory removed when
 //! its handle is dropped, also when a test panics. Nothing outside tests and
 //! benchmarks depends on this crate.
@@ -28,6 +29,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod browser;
 pub mod containerd;
 pub mod cri;
 mod error;
@@ -41,6 +43,7 @@ pub mod registry;
 pub mod throttle;
 pub mod token;
 
+pub use browser::Browser;
 pub use containerd::{Containerd, ContainerdOptions, NAMESPACE};
 pub use cri::PulledImage;
 pub use error::Error;

@@ -99,3 +99,15 @@ async fn dropping_services_leaves_no_process_or_dir() {
     assert!(!dir.exists());
     assert!(!storage.exists());
 }
+
+#[test]
+fn the_browser_runs_a_page_and_takes_its_picture() {
+    let mut browser = peerpull_testbed::Browser::start().unwrap();
+    let tab = browser.open("data:text/html,<p id=x>static</p><script>x.textContent='ran'</script>").unwrap();
+    assert_eq!(browser.evaluate(&tab, "document.getElementById('x').textContent").unwrap(), "ran");
+    assert!(browser.html(&tab).unwrap().contains("<p id=\"x\">ran</p>"));
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("page.png");
+    browser.screenshot(&tab, &shot).unwrap();
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG\r\n"));
+}

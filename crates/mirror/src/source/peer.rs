@@ -12,6 +12,7 @@ use peerpull_oci::Digest;
 use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
+use crate::recent::Via;
 use crate::request::{Target, Wanted};
 use crate::transfer::{Feed, Transfer};
 
@@ -56,6 +57,7 @@ impl Source for Peer {
         let mut response = Response::new(body::empty());
         *response.status_mut() = opened.response.status();
         fetch::forwarded_headers(opened.response.headers(), response.headers_mut());
+        response.extensions_mut().insert(Via(opened.provider));
         if wanted.head {
             return Some(response);
         }

@@ -45,6 +45,7 @@ use crate::fetch::{self, Ask, Fetcher, Providers};
 use peerpull_upstream::Outcome;
 
 use crate::metrics::{Failure, Metrics};
+use crate::recent::Via;
 use crate::request::{Target, Wanted};
 use crate::spool::{self, Opened, Opener, Spool, SpoolError};
 use crate::transfer::{Fallback, Feed, Transfer};
@@ -172,6 +173,7 @@ impl Upstream {
         let mut response = Response::new(body::empty());
         *response.status_mut() = opened.response.status();
         fetch::forwarded_headers(opened.response.headers(), response.headers_mut());
+        response.extensions_mut().insert(Via(peer));
         let size = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let whole = opened.response.status() == StatusCode::OK;
         let served = self.metrics.served(Kind::Upstream);

@@ -6,8 +6,9 @@
 //! providers are looked up in the DHT, all at once. A bare digest names one
 //! blob; when this node holds it and it is a manifest or index, it is
 //! followed the same way from the store. The manifest request is a request
-//! like containerd's: it may be pulled through from the upstream, and it
-//! is counted in the mirror's metrics.
+//! like containerd's (it may be pulled through from the upstream), marked
+//! as the node's own: it shows in the recent pulls as such, and is not
+//! counted as containerd's in the metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http_body_util::BodyExt as _;
 use peerpull_admin::v1;
 use peerpull_mirror::auth::RemoteAddr;
-use peerpull_mirror::Mirror;
+use peerpull_mirror::{Internal, Mirror};
 use peerpull_oci::manifest::{Kind, Manifest};
 use peerpull_oci::{media, Descriptor, Digest, ErrorBody, Key, Reference};
 use peerpull_routing::Router;
@@ -141,6 +142,7 @@ impl Locator {
             .map_err(|e| Status::invalid_argument(format!("{reference}: {e}")))?;
         // Asked by this node itself.
         request.extensions_mut().insert(RemoteAddr(SocketAddr::from(([127, 0, 0, 1], 0))));
+        request.extensions_mut().insert(Internal);
         let response = self.mirror.handle(request).await;
         let status = response.status();
         let media_type =
