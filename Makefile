@@ -4,7 +4,7 @@
 CARGO ?= cargo
 KEEP ?=
 
-.PHONY: all setup build demo test fmt-check clippy
+.PHONY: all setup build demo test fmt-check clippy fuzz-smoke
 
 all: build
 
@@ -27,3 +27,9 @@ clippy: setup
 test: setup fmt-check clippy
 	$(CARGO) build -p peerpull
 	$(CARGO) test --workspace
+	$(MAKE) fuzz-smoke
+
+# Each fuzz target for a few seconds from its seeds (nightly, cargo-fuzz);
+# `scripts/fuzz 3600 <target>` runs one for an hour.
+fuzz-smoke: setup
+	bash scripts/fuzz 5

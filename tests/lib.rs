@@ -51,11 +51,20 @@ pub struct Setup {
     pub psk: Option<String>,
     /// More `peerpull run` flags for every node.
     pub extra: Vec<String>,
+    /// Read blobs straight from containerd's content directory, as the Helm
+    /// chart deploys (the default); off serves through containerd's gRPC API.
+    pub direct_read: bool,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { pull_through: true, registries_yaml: None, psk: Some(peerpull_testbed::new_psk()), extra: Vec::new() }
+        Self {
+            pull_through: true,
+            registries_yaml: None,
+            psk: Some(peerpull_testbed::new_psk()),
+            extra: Vec::new(),
+            direct_read: true,
+        }
     }
 }
 
@@ -77,6 +86,7 @@ pub async fn start_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Ve
             None => node_options.mirrored = vec![upstream.to_owned()],
         }
         node_options.extra.extend(setup.extra.iter().cloned());
+        node_options.direct_read = setup.direct_read;
         if !setup.pull_through {
             let flags = ["--upstream-fallback", "false", "--tag-resolution", "peers-first"];
             node_options.extra.extend(flags.map(str::to_owned));

@@ -63,6 +63,25 @@ pub(crate) struct Args {
     #[arg(long, hide = true)]
     pub(crate) memory_probe: bool,
 
+    /// soak: size of the blob one node serves, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) soak_blob_mib: u64,
+    /// soak: clients that download it at once.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) soak_clients: usize,
+    /// soak: clients that start downloading it and then read nothing.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) soak_stalled: usize,
+    /// soak: size of the image of the rollout while peers are killed, MiB (in 4 layers).
+    #[arg(long, default_value_t = 80)]
+    pub(crate) soak_image_mib: u64,
+    /// soak: nodes in the rollout while peers are killed.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) soak_nodes: usize,
+    /// soak: how often a random node's peerpull is killed during that rollout, ms.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) soak_kill_every_ms: u64,
+
     /// dht: routers in one process.
     #[arg(long, default_value_t = 50)]
     pub(crate) dht_routers: usize,
@@ -86,6 +105,8 @@ pub(crate) enum Scenario {
     Memory,
     /// Provider lookup latency among many routers.
     Dht,
+    /// One node under stalled and concurrent downloads; a rollout while peers are killed.
+    Soak,
 }
 
 /// How a rollout's nodes pull.
@@ -99,7 +120,7 @@ pub(crate) enum Pattern {
 
 impl Scenario {
     fn all() -> Vec<Self> {
-        vec![Self::Memory, Self::Dht, Self::Serve, Self::Peer, Self::Miss, Self::Rollout]
+        vec![Self::Memory, Self::Dht, Self::Serve, Self::Peer, Self::Miss, Self::Rollout, Self::Soak]
     }
 }
 

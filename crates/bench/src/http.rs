@@ -47,6 +47,27 @@ impl Client {
         tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| anyhow!("GET {url} took over {TIMEOUT:?}"))?
     }
 
+    /// GETs `url` whole; returns the bytes read and their digest (`sha256:…`).
+    pub(crate) async fn digest(&self, url: &str) -> anyhow::Result<(u64, String)> {
+        use sha2::Digest as _;
+        let exchange = async {
+            let (status, mut body) = self.send("GET", url).await?;
+            if status != 200 {
+                bail!("GET {url} answered {status}");
+            }
+            let (mut total, mut hasher) = (0u64, sha2::Sha256::new());
+            while let Some(frame) = body.frame().await {
+                let frame = frame.with_context(|| format!("reading GET {url}"))?;
+                if let Some(data) = frame.data_ref() {
+                    total += data.len() as u64;
+                    hasher.update(data);
+                }
+            }
+            Ok((total, format!("sha256:{}", hex::encode(hasher.finalize()))))
+        };
+        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| anyhow!("GET {url} took over {TIMEOUT:?}"))?
+    }
+
     /// Sends `method` to `url` and reads the whole answer; returns the status
     /// and the time from sending to the last byte.
     pub(crate) async fn timed(&self, method: &str, url: &str) -> anyhow::Result<(u16, Duration)> {

@@ -90,6 +90,7 @@ async fn run(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
             Scenario::Miss => report.sections.push(scenario::miss::run(args, &progress).await?),
             Scenario::Dht => report.sections.push(scenario::dht::run(args, &progress).await?),
             Scenario::Memory => report.sections.push(scenario::memory::run(args, &progress).await?),
+            Scenario::Soak => report.sections.extend(scenario::soak::run(args, &progress).await?),
             Scenario::Rollout => {
                 let (sections, memory) = scenario::rollout::run(args, &progress).await?;
                 report.sections.extend(sections);

@@ -37,7 +37,9 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         .args(["--repeats", "1", "--serve-blob-mib", "4", "--manifest-requests", "20"])
         .args(["--peer-layers-mib", "1,1", "--rollout-nodes", "2", "--rollout-sizes-mib", "2"])
         .args(["--rollout-layers", "1", "--miss-layer-kib", "64", "--memory-keys", "100"])
-        .args(["--dht-routers", "6", "--dht-lookups", "10", "--out"])
+        .args(["--dht-routers", "6", "--dht-lookups", "10", "--soak-blob-mib", "4", "--soak-clients", "3"])
+        .args(["--soak-stalled", "5", "--soak-nodes", "2", "--soak-image-mib", "4", "--soak-kill-every-ms", "100"])
+        .args(["--out"])
         .arg(out.path())
         .spawn()
         .unwrap();

@@ -2,11 +2,15 @@
 //! with the `peerpull` prefix.
 //!
 //! Every label value comes from a fixed set ([`source::Kind`](crate::source::Kind),
-//! [`Cache`], [`Failure`]) except `registry`, the `?ns=` a request names. Requests are
+//! [`Cache`], [`Failure`]) except `registry`, the `?ns=` a request names,
+//! which is bounded: the mirrored registries and those that served content,
+//! at most [`MAX_REGISTRY_LABELS`], and `other` for the rest. Requests are
 //! counted once each, from the outcome the handler returns; bytes are
 //! counted on a counter resolved once per response.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -109,7 +113,15 @@ pub struct Metrics {
     spool_bytes: Gauge,
     tags_resolved: Family<SourceLabels, Counter>,
     tags_in_outage: Counter,
+    /// The registries named in the `registry` label.
+    registries: Arc<Mutex<HashSet<String>>>,
 }
+
+/// The most registries named in the `registry` label.
+pub const MAX_REGISTRY_LABELS: usize = 64;
+
+/// The `registry` label of requests for any registry not named.
+pub const OTHER_REGISTRY: &str = "other";
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
@@ -126,6 +138,7 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             tags_resolved: Family::default(),
             tags_in_outage: Counter::default(),
+            registries: Arc::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
         peerpull.register(
@@ -182,10 +195,34 @@ impl Metrics {
         metrics
     }
 
+    /// Names `registries` in the `registry` label from the start (the mirrored ones).
+    pub(crate) fn name_registries<'a>(&self, registries: impl IntoIterator<Item = &'a str>) {
+        let mut named = self.registries.lock().unwrap_or_else(PoisonError::into_inner);
+        for registry in registries.into_iter().take(MAX_REGISTRY_LABELS) {
+            named.insert(registry.to_owned());
+        }
+    }
+
     /// Counts one request for `registry`: a hit from `source`, or a miss.
+    ///
+    /// The label is the registry when it is named: a mirrored one, or one
+    /// that has served content (up to [`MAX_REGISTRY_LABELS`]); any other
+    /// value a client puts in `?ns=` counts as [`OTHER_REGISTRY`], so
+    /// clients cannot grow the metrics without bound.
     pub(crate) fn request(&self, registry: &str, source: Option<Source>) {
         let cache = if source.is_some() { Cache::Hit } else { Cache::Miss };
-        self.requests.get_or_create(&RequestLabels { registry: registry.to_owned(), cache, source }).inc();
+        let registry = {
+            let mut named = self.registries.lock().unwrap_or_else(PoisonError::into_inner);
+            if source.is_some() && named.len() < MAX_REGISTRY_LABELS {
+                named.insert(registry.to_owned());
+            }
+            if named.contains(registry) {
+                registry.to_owned()
+            } else {
+                OTHER_REGISTRY.to_owned()
+            }
+        };
+        self.requests.get_or_create(&RequestLabels { registry, cache, source }).inc();
     }
 
     /// The counter of body bytes served from `source`; resolve once per response.

@@ -73,6 +73,7 @@ impl Mirror {
     /// then (with [`Config::pull_through`]) from the upstream.
     pub fn new(config: Config, store: Arc<dyn Store>, peers: Arc<dyn Peers>, metrics: Metrics) -> Result<Self, Error> {
         let config = Arc::new(config);
+        metrics.name_registries(config.mirrored.registries().iter().map(|r| r.host()));
         let proofs = config.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
         let client = fetch::client(&config);
         let fetcher =

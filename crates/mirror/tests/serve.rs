@@ -186,3 +186,27 @@ async fn a_response_counts_as_in_flight_until_its_body_is_gone() {
     assert_eq!(recent[2].client, Client::Containerd);
     assert!(!recent[2].manifest && recent[2].size == Some(100_000));
 }
+
+#[tokio::test]
+async fn clients_cannot_grow_the_metrics_with_made_up_registries() {
+    let (node, _, digest, ..) = node_with_image(support::config()).await;
+    let ask = |n: usize| {
+        let url = node.url(&format!("/v2/team/app/blobs/sha256:{}?ns=made-up-{n}.example", "d".repeat(64)));
+        async move { get(&url, &[]).await.unwrap().0.status() }
+    };
+    assert_eq!(ask(0).await, 404);
+    get(&node.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    let before = node.metrics().await;
+    for n in 1..2_000 {
+        assert_eq!(ask(n).await, 404);
+    }
+    let after = node.metrics().await;
+    assert_eq!(before.lines().count(), after.lines().count(), "{after}");
+    assert!(
+        after.contains(r#"peerpull_mirror_requests_total{registry="other",cache="miss",source=""} 2000"#),
+        "{after}"
+    );
+    // A registry that served content keeps its own name.
+    assert!(after.contains(r#"{registry="registry.example:5000",cache="hit",source="local"} 1"#), "{after}");
+    assert!(!after.contains("made-up"), "{after}");
+}

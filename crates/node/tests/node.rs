@@ -281,6 +281,7 @@ async fn the_debug_page_shows_each_pull_and_its_source() {
     let (blob, manifest) = (layer.digest, manifest.digest);
     let holder = Running::start(store, Mirrored::All, None).await;
     let node = Running::start(Memory::new(), Mirrored::All, Some(holder.router)).await;
+    eventually("the node is ready", || async { node.get(node.metrics, "/readyz").await.0 == 200 }).await;
     let path = format!("/v2/team/app/blobs/{blob}{NS}");
     eventually("the blob is found at the peer", || async { node.get(node.registry, &path).await.0 == 200 }).await;
 

@@ -285,6 +285,15 @@ pub(crate) struct RunArgs {
     /// Serve the admin API on this TCP address too (off by default: it has no authentication).
     #[arg(long = "admin-addr", env = "PEERPULL_ADMIN_ADDR", value_name = "ADDR")]
     pub(crate) admin_addr: Option<SocketAddr>,
+    /// Connections the mirror serves at once; past this (or --max-connections-per-ip from one address) a new
+    /// connection is answered 503 with Retry-After at once, so containerd tries its next host.
+    #[arg(long = "max-connections", env = "PEERPULL_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections: u32,
+    /// Connections the mirror serves at once from one address.
+    #[arg(long = "max-connections-per-ip", env = "PEERPULL_MAX_CONNECTIONS_PER_IP", value_name = "N",
+          default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections_per_ip: u32,
     /// Serve the debug page, /debug on --metrics-addr: readiness, peers, recent pulls with the source of each
     /// blob, and a test pull (it reads through the mirror, which may fetch from the upstream).
     #[arg(

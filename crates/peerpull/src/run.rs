@@ -76,7 +76,11 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             clients: Some(clients),
             ..Default::default()
         },
-        limits: peerpull_mirror::Limits::default(),
+        limits: peerpull_mirror::Limits {
+            max_connections: args.max_connections as usize,
+            max_connections_per_ip: args.max_connections_per_ip as usize,
+            ..Default::default()
+        },
         registry_addr: args.listen.registry_addr,
         metrics_addr: args.listen.metrics_addr,
         admin_socket: Some(args.admin.admin_socket).filter(|p| !p.as_os_str().is_empty()),

@@ -327,7 +327,11 @@ impl EventLoop {
         for target in targets {
             let peer = target.peer_id();
             match target {
-                Bootstrap::Addr(addr) => self.dial_bootstrap(addr, peer),
+                Bootstrap::Addr(addr) => {
+                    let own = peer == Some(self.local) || agent::socket_of(&addr).is_some_and(|s| self.is_own_addr(s));
+                    self.bootstrap.resolved(&addr.to_string(), own);
+                    self.dial_bootstrap(addr, peer);
+                }
                 Bootstrap::Dns { name, port } => self.resolving.push(self.bootstrap.resolve(name, port)),
             }
         }

@@ -69,6 +69,8 @@ mod behaviour;
 pub mod config;
 mod error;
 mod event_loop;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod identity;
 mod keys;
 mod metrics;

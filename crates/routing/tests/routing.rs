@@ -185,10 +185,15 @@ async fn bootstrap_through_dns_and_readiness() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_whose_bootstrap_name_resolves_only_to_itself_is_ready() {
+async fn a_node_whose_bootstrap_names_only_itself_is_ready() {
     // A one-node cluster: its headless Service resolves to this node alone.
     let port = free_port_on(&["127.0.0.1"]);
     let only = NodeBuilder::new(&format!("127.0.0.1:{port}")).bootstrap(&format!("dns:127.0.0.1:{port}")).start().await;
+    only.wait_ready().await;
+    assert_eq!(only.router.peer_count().await.unwrap(), 0);
+    // The same with a static bootstrap address that is its own.
+    let port = free_port_on(&["127.0.0.1"]);
+    let only = NodeBuilder::new(&format!("127.0.0.1:{port}")).bootstrap(&format!("127.0.0.1:{port}")).start().await;
     only.wait_ready().await;
     assert_eq!(only.router.peer_count().await.unwrap(), 0);
 

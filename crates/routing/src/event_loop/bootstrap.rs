@@ -65,18 +65,19 @@ impl Bootstrapper {
         self.targets.is_empty()
     }
 
-    /// Records whether resolving `name` found only this node's own addresses.
+    /// Records whether resolving `name` (or the address `name`) found only this node's own addresses.
     pub(crate) fn resolved(&mut self, name: &str, only_self: bool) {
         self.only_self.insert(name.to_owned(), only_self);
     }
 
-    /// Whether every target is a DNS name that last resolved to this node alone:
-    /// the node is the whole cluster for now.
+    /// Whether every target is this node itself: a DNS name that last
+    /// resolved to this node alone, or one of its own addresses. The node is
+    /// the whole cluster for now.
     pub(crate) fn alone(&self) -> bool {
         !self.targets.is_empty()
             && self.targets.iter().all(|t| match t {
                 Bootstrap::Dns { name, .. } => self.only_self.get(name).copied().unwrap_or(false),
-                Bootstrap::Addr(_) => false,
+                Bootstrap::Addr(addr) => self.only_self.get(&addr.to_string()).copied().unwrap_or(false),
             })
     }
 

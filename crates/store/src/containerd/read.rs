@@ -24,8 +24,11 @@ use super::client::Client;
 use crate::error::{cause, Cause};
 use crate::{ByteStream, StoreError};
 
-/// The largest chunk a stream yields.
-pub const CHUNK: usize = 1 << 20;
+/// The largest chunk a stream yields: what one reader holds in memory while
+/// its client takes the previous one. Small, so that clients that stop
+/// reading cannot hold much (200 of them hold 25 MiB), yet large enough that
+/// a read costs little next to the bytes it moves.
+pub const CHUNK: usize = 128 * 1024;
 
 /// How long a gRPC read may wait for its next message.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
