@@ -6,12 +6,13 @@
 //! [`Cluster`] of nodes on distinct loopback addresses with the same ports,
 //! each set up by `peerpull configure` as a cluster's init container does.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use peerpull_testbed::admin::{Blob, LocateResponse};
 use peerpull_testbed::peerpull::configure;
-use peerpull_testbed::{http, loopback_subnet, Containerd, Error, Peerpull, PeerpullOptions, Upstream};
+use peerpull_testbed::{free_port, http, loopback_subnet, Containerd, Error, Peerpull, PeerpullOptions, Upstream};
 
 /// How long nodes may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,6 +76,26 @@ impl Default for Setup {
 pub async fn start_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Vec<Node>, Error> {
     let subnet = loopback_subnet();
     let options: Vec<PeerpullOptions> = (0..size).map(|i| PeerpullOptions::on(subnet.node(i as u8))).collect();
+    start_nodes_as(options, upstream, setup).await
+}
+
+/// The same on IPv6 loopback: every node on `[::1]`, each with ports of its own.
+pub async fn start_ipv6_nodes(size: usize, upstream: &str, setup: Setup) -> Result<Vec<Node>, Error> {
+    let ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let mut options = Vec::new();
+    for _ in 0..size {
+        options.push(PeerpullOptions {
+            registry_port: free_port(ip)?,
+            router_port: free_port(ip)?,
+            metrics_port: free_port(ip)?,
+            ..PeerpullOptions::on(ip)
+        });
+    }
+    start_nodes_as(options, upstream, setup).await
+}
+
+/// Starts a node for each of `options`, set up as [`start_nodes`] says.
+async fn start_nodes_as(options: Vec<PeerpullOptions>, upstream: &str, setup: Setup) -> Result<Vec<Node>, Error> {
     let routers: Vec<String> = options.iter().map(|o| o.router_addr().to_string()).collect();
     let mut nodes = Vec::new();
     for mut node_options in options {
@@ -114,6 +135,13 @@ impl Cluster {
     /// scenarios about what peers alone serve.
     pub async fn peers_only(size: usize) -> Result<Self, Error> {
         Self::start_with(size, Setup { pull_through: false, ..Setup::default() }).await
+    }
+
+    /// An upstream and `size` nodes on IPv6 loopback (`[::1]`, ports of their own).
+    pub async fn start_ipv6(size: usize, setup: Setup) -> Result<Self, Error> {
+        let upstream = Upstream::start().await?;
+        let nodes = start_ipv6_nodes(size, &upstream.url(), setup).await?;
+        Ok(Self { upstream, nodes })
     }
 
     /// Starts an upstream and `size` nodes set up as `setup` says.

@@ -13,8 +13,11 @@ use peerpull_testbed::{free_port, loopback_subnet, Containerd, ContainerdOptions
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// What a stand-in mirror saw: each request line, with when it arrived.
+type Seen = Arc<Mutex<Vec<(std::time::Instant, String)>>>;
+
 /// A stand-in mirror that records each request line and answers 404.
-async fn recording_mirror(ip: std::net::IpAddr) -> (String, Arc<Mutex<Vec<String>>>) {
+async fn recording_mirror(ip: std::net::IpAddr) -> (String, Seen) {
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -24,7 +27,8 @@ async fn recording_mirror(ip: std::net::IpAddr) -> (String, Arc<Mutex<Vec<String
             let mut buf = vec![0u8; 16 * 1024];
             let n = stream.read(&mut buf).await.unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]);
-            log.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned());
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            log.lock().unwrap().push((std::time::Instant::now(), line));
             let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"not here"}]}"#;
             let reply = format!(
                 "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -47,7 +51,7 @@ async fn containerd_asks_the_configured_mirror_first_then_falls_back_upstream() 
 
     let pulled = node.cri_pull(&reference).await.unwrap();
     assert_eq!(pulled.manifest_digest(), Some(image.digest()));
-    let seen = seen.lock().unwrap().clone();
+    let seen: Vec<String> = seen.lock().unwrap().iter().map(|(_, line)| line.clone()).collect();
     let first = seen.first().expect("containerd never asked the mirror");
     // containerd percent-encodes the `:` of the registry's port in `?ns=`.
     let ns = upstream.host().replace(':', "%3A");
@@ -134,4 +138,44 @@ async fn doctor_passes_a_configured_running_node() {
     assert!(stdout.contains("sends pulls to this node's mirror"), "{stdout}");
     assert!(stdout.contains("the DHT has 1 peer(s)"), "{stdout}");
     assert!(stdout.contains("no problems found"), "{stdout}");
+}
+
+/// Runs `peerpull configure` on `node` with `mirrors`, in order, for `upstream`.
+fn configure_mirrors(node: &Containerd, mirrors: &[&str], upstream: &str) {
+    let mut args = vec!["configure".to_owned(), "--config-path".into(), node.config_path().display().to_string()];
+    for mirror in mirrors {
+        args.extend(["--mirror".to_owned(), (*mirror).to_owned()]);
+    }
+    args.extend(["--registry".to_owned(), upstream.to_owned()]);
+    let out = std::process::Command::new(binary().unwrap()).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_uses_ipv6_mirrors_in_the_order_written() {
+    let upstream = Upstream::start().await.unwrap();
+    let image = ImageBuilder::new("e2e-ipv6-hosts").layers(&[10_000]).build().unwrap();
+    let reference = image.push(&upstream, "e2e/ipv6:v1").await.unwrap();
+    let v6 = std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    for v6_first in [true, false] {
+        let node = Containerd::start().await.unwrap();
+        let (ipv6, seen6) = recording_mirror(v6).await;
+        let (ipv4, seen4) = recording_mirror(loopback_subnet().node(0)).await;
+        // The IPv6 mirror unbracketed, as `http://$(NODE_IP):5000` reads on an IPv6 node.
+        let unbracketed = ipv6.replace(['[', ']'], "");
+        let order = if v6_first { [unbracketed.as_str(), &ipv4] } else { [ipv4.as_str(), &unbracketed] };
+        configure_mirrors(&node, &order, &upstream.url());
+        let written = std::fs::read_to_string(node.config_path().join(upstream.host()).join("hosts.toml")).unwrap();
+        assert!(written.contains(&format!("'{ipv6}'.capabilities")), "{written}");
+
+        let pulled = node.cri_pull(&reference).await.unwrap();
+        assert_eq!(pulled.manifest_digest(), Some(image.digest()));
+        // Both mirrors were asked for the tag (each answers 404), the first one first.
+        let ns = upstream.host().replace(':', "%3A");
+        let head = format!("HEAD /v2/e2e/ipv6/manifests/v1?ns={ns} HTTP/1.1");
+        let asked = |seen: &Seen| seen.lock().unwrap().iter().find(|(_, line)| *line == head).map(|(at, _)| *at);
+        let (at6, at4) = (asked(&seen6), asked(&seen4));
+        let (Some(at6), Some(at4)) = (at6, at4) else { panic!("a mirror was skipped: {at6:?} {at4:?}\n{written}") };
+        assert_eq!(at6 < at4, v6_first, "containerd did not keep the written order:\n{written}");
+    }
 }

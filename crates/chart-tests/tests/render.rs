@@ -620,3 +620,27 @@ fn the_admin_socket_is_writable_and_tcp_and_the_debug_page_are_opt_in() -> Resul
     assert!(parsed.contains("127.0.0.1:5002"), "{parsed}");
     Ok(())
 }
+
+#[test]
+fn an_ipv6_node_ip_gives_a_mirror_url_peerpull_accepts() -> Result {
+    let (_, pod) = daemonset(&render("service:\n  registry:\n    nodeIp: \"fd00::7\"\n")?, DS)?;
+    let inits = pod.init_containers.clone().unwrap_or_default();
+    let configure = container(&inits, "configure")?;
+    // Kubernetes cannot bracket the variable: the flag reads `http://fd00::7:5000`.
+    let env = container_env(configure)?;
+    assert_eq!(expand("http://$(NODE_IP):5000", &env), "http://fd00::7:5000");
+    let parsed = accepted_by_peerpull(configure)?;
+    assert!(parsed.contains("http://[fd00::7]:5000"), "{parsed}");
+    let run = container(&pod.containers, "peerpull")?;
+    let parsed = accepted_by_peerpull(run)?;
+    assert!(parsed.contains("fd00::7/128"), "{parsed}");
+    // On IPv6 nodes the listeners take the IPv6 wildcard.
+    let values = "service:\n  listenAddress: \"[::]\"\n  registry:\n    nodeIp: \"fd00::7\"\n";
+    let (_, pod) = daemonset(&render(values)?, DS)?;
+    let run = container(&pod.containers, "peerpull")?;
+    for flag_name in ["--registry-addr", "--router-addr", "--metrics-addr"] {
+        assert!(flag(&args(run), flag_name).is_some_and(|v| v.starts_with("[::]:")), "{flag_name}: {:?}", args(run));
+    }
+    accepted_by_peerpull(run)?;
+    Ok(())
+}

@@ -16,6 +16,10 @@
 //! does not do), and so do its top-level settings for the server (`ca`,
 //! `skip_verify`, …) when its `server` is the same upstream as ours.
 //!
+//! With an IPv6 mirror (a `]` in a host's key) the hosts are written as
+//! dotted keys under one `[host]` table instead (see `dotted_hosts`), the one
+//! form containerd 1.6 accepts for them that keeps their order.
+//!
 //! Implementation notes: the document is built with `toml_edit`; values and
 //! keys are parsed from literal-string text so their quoting survives.
 //! Tables carry no position, so they print in insertion order: our mirrors
@@ -100,6 +104,9 @@ pub fn render(target: &Target, options: &HostsOptions, existing: Option<&Documen
         }
         append_existing_hosts(&mut hosts, existing, &options.mirrors);
     }
+    if hosts.iter().any(|(name, _)| name.contains(']')) {
+        hosts = dotted_hosts(hosts);
+    }
     doc.insert("host", Item::Table(hosts));
     let mut text = doc.to_string();
     text.truncate(text.trim_end().len());
@@ -124,6 +131,48 @@ fn append_existing_hosts(hosts: &mut Table, existing: &DocumentMut, ours: &[Mirr
         }
         hosts.insert_formatted(key, item);
     }
+}
+
+/// `hosts` as one `[host]` table whose hosts are dotted keys, a line per setting:
+///
+/// ```toml
+/// [host]
+/// 'http://[fd00::7]:5000'.capabilities = ['pull', 'resolve']
+/// 'http://[fd00::7]:5000'.dial_timeout = '200ms'
+/// ```
+///
+/// containerd 1.6's TOML parser refuses a `]` inside a table header's key,
+/// even quoted, so `[host.'http://[fd00::7]:5000']` makes it reject the whole
+/// file and pull without mirrors; in a key of a key/value line it is
+/// accepted. containerd orders hosts by the line each starts on: dotted keys
+/// keep one line per host start, in order (inline tables would not: they all
+/// count as starting where `[host]` does). Used only when some host needs
+/// it, so every other file stays byte for byte as Spegel writes it.
+fn dotted_hosts(hosts: Table) -> Table {
+    fn dot(table: &mut Table) {
+        table.set_dotted(true);
+        for (mut key, item) in table.iter_mut() {
+            // Indentation from an existing file's sub-tables would now sit mid-line.
+            key.leaf_decor_mut().clear();
+            key.dotted_decor_mut().clear();
+            if let Item::Table(inner) = item {
+                dot(inner);
+            }
+        }
+    }
+    let mut out = Table::new();
+    out.decor_mut().set_prefix("\n");
+    for (key, item) in hosts.into_iter() {
+        let item = match item {
+            Item::Table(mut table) => {
+                dot(&mut table);
+                Item::Table(table)
+            }
+            other => other,
+        };
+        out.insert_formatted(&literal_key(&key), item);
+    }
+    out
 }
 
 /// Whether `existing` names the same upstream server as ours (both none for `_default`).

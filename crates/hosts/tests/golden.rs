@@ -117,3 +117,24 @@ fn malformed_existing_file_gives_a_one_line_error() {
     assert!(err.starts_with("line 1"), "{err}");
     assert!(!err.contains('\n'), "{err}");
 }
+
+/// containerd 1.6 refuses a `]` in a table header's key, so with an IPv6
+/// mirror every host goes under `[host]` as dotted keys, in order, existing
+/// hosts (and their sub-tables) after ours.
+#[test]
+fn ipv6_mirrors_are_written_one_line_per_host() {
+    let out = render(
+        &registry("docker.io"),
+        &options(&["http://[fd00::7]:5000", "http://10.0.0.8:5000"], true, "200ms"),
+        None,
+    );
+    assert_golden(&out, "ipv6.toml");
+    assert!(!out.contains("[host."), "{out}");
+    let existing = parse_existing(&golden("existing-k3s.toml")).unwrap();
+    let out = render(
+        &registry("registry.example.com:5000"),
+        &options(&["http://fd00::7:5000"], true, "200ms"),
+        Some(&existing),
+    );
+    assert_golden(&out, "prepend-ipv6.toml");
+}

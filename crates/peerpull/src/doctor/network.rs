@@ -4,7 +4,7 @@
 //! the metrics port, where the node reports each of its readiness checks
 //! (the routing one with the size of its routing table).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,10 +107,11 @@ pub(super) async fn upstreams(targets: &[Target]) -> Vec<Check> {
     checks
 }
 
-/// An address to connect to for a listen address (unspecified → loopback).
+/// An address to connect to for a listen address (unspecified → the loopback of its family).
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()),
         _ => addr,
     }
 }
