@@ -140,6 +140,99 @@ async fn doctor_passes_a_configured_running_node() {
     assert!(stdout.contains("no problems found"), "{stdout}");
 }
 
+/// Asserts each of `expected` is in `stdout`, and that every failure and warning names its fix.
+#[track_caller]
+fn assert_findings(stdout: &str, expected: &[&str]) {
+    for expected in expected {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("fix: ").count(), stdout.matches("[FAIL]").count() + stdout.matches("[warn]").count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_containerd_down_a_bad_config_and_another_nodes_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(&config_file, "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\n").unwrap();
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir(&certs).unwrap();
+    let upstream = format!("http://127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap()).unwrap());
+    let configured = std::process::Command::new(binary().unwrap())
+        .args(["configure", "--mirror", "http://127.0.0.9:5999", "--registry", &upstream, "--config-path"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(configured.status.success(), "{}", String::from_utf8_lossy(&configured.stderr));
+    let ip = loopback_subnet().node(0);
+    let socket = dir.path().join("no-containerd.sock");
+    let output = doctor(&[
+        "--containerd-socket".into(),
+        socket.display().to_string(),
+        "--containerd-config".into(),
+        config_file.display().to_string(),
+        "--config-path".into(),
+        certs.display().to_string(),
+        "--registry-addr".into(),
+        format!("{ip}:5000"),
+        "--mirrored-registry".into(),
+        upstream,
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert_findings(
+        &stdout,
+        &[
+            &format!("[FAIL] containerd does not answer at {}", socket.display()),
+            "fix: start containerd, or pass its socket with --containerd-socket",
+            &format!("parsing {}: TOML parse error at line 2", config_file.display()),
+            "does not name this node's mirror (port 5000)",
+            "http://127.0.0.9:5999",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_a_node_that_is_not_ready_and_has_no_peers() {
+    let node = Containerd::start().await.unwrap();
+    let ip = loopback_subnet().node(0);
+    let upstream = Upstream::start().await.unwrap();
+    let mut options = peerpull_testbed::PeerpullOptions::on(ip);
+    // Its only bootstrap peer is a port nobody listens on.
+    options.bootstrap = vec![format!("127.0.0.1:{}", free_port("127.0.0.1".parse().unwrap()).unwrap())];
+    options.mirrored = vec![upstream.url()];
+    configure(&node, &options.mirror_url(), &[upstream.url()]).await.unwrap();
+    let peerpull = peerpull_testbed::Peerpull::start(&node, options.clone()).await.unwrap();
+    let output = doctor(&[
+        "--containerd-socket".into(),
+        node.socket().display().to_string(),
+        "--containerd-namespace".into(),
+        "no-such-namespace".into(),
+        "--containerd-config".into(),
+        node.config_file().display().to_string(),
+        "--registry-addr".into(),
+        format!("{ip}:{}", options.registry_port),
+        "--router-addr".into(),
+        format!("{ip}:{}", options.router_port),
+        "--metrics-addr".into(),
+        format!("{ip}:{}", options.metrics_port),
+        "--mirrored-registry".into(),
+        upstream.url(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert_findings(
+        &stdout,
+        &[
+            "[warn] namespace no-such-namespace",
+            "fix: CRI creates k8s.io with the first pull; otherwise pass --containerd-namespace",
+            &format!("[FAIL] peerpull on {ip}:{} is not ready", options.metrics_port),
+            "[warn] the DHT has no peers",
+            "fix: check --bootstrap and that other nodes' router ports are reachable",
+        ],
+    );
+    drop(peerpull);
+}
+
 /// Runs `peerpull configure` on `node` with `mirrors`, in order, for `upstream`.
 fn configure_mirrors(node: &Containerd, mirrors: &[&str], upstream: &str) {
     let mut args = vec!["configure".to_owned(), "--config-path".into(), node.config_path().display().to_string()];

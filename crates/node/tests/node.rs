@@ -307,3 +307,60 @@ async fn the_debug_page_shows_each_pull_and_its_source() {
     assert_eq!(status, 200);
     assert!(page.contains("id=\"error\"") && !page.contains("<script>"), "{page}");
 }
+
+/// A store whose change feed ends at once, as a watcher that gave up would.
+#[derive(Debug)]
+struct FeedEnds(Memory);
+
+#[async_trait::async_trait]
+impl peerpull_store::Store for FeedEnds {
+    async fn resolve(&self, reference: &Reference) -> Result<peerpull_oci::Descriptor, peerpull_store::StoreError> {
+        self.0.resolve(reference).await
+    }
+    async fn describe(&self, digest: &Digest) -> Result<peerpull_oci::Descriptor, peerpull_store::StoreError> {
+        self.0.describe(digest).await
+    }
+    async fn open(
+        &self,
+        digest: &Digest,
+        range: Option<peerpull_oci::ByteRange>,
+    ) -> Result<peerpull_store::ByteStream, peerpull_store::StoreError> {
+        self.0.open(digest, range).await
+    }
+    async fn list(&self) -> Result<Vec<peerpull_store::Entry>, peerpull_store::StoreError> {
+        self.0.list().await
+    }
+    fn watch(&self, _shutdown: CancellationToken) -> tokio::sync::mpsc::Receiver<peerpull_store::Change> {
+        tokio::sync::mpsc::channel(1).1
+    }
+    async fn ping(&self) -> Result<(), peerpull_store::StoreError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_subsystem_that_ends_on_its_own_stops_the_node_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = Config {
+        containerd: peerpull_store::containerd::Config {
+            socket: dir.path().join("unused.sock"),
+            namespace: "k8s.io".into(),
+            content_path: None,
+        },
+        routing: peerpull_routing::Config { listen: any, data_dir: dir.path().to_owned(), ..Default::default() },
+        mirror: peerpull_mirror::Config::default(),
+        limits: peerpull_mirror::Limits::default(),
+        registry_addr: any,
+        metrics_addr: any,
+        admin_socket: None,
+        admin_addr: None,
+        debug_web: false,
+    };
+    let node = Node::with_store(config, Arc::new(FeedEnds(Memory::new()))).await.unwrap();
+    let stop = CancellationToken::new();
+    // Nobody asks it to stop: it ends because a part of it did.
+    let ended = tokio::time::timeout(Duration::from_secs(20), node.run(stop)).await;
+    let error = ended.expect("the node kept running without its advertiser").unwrap_err();
+    assert!(error.to_string().contains("advertiser"), "{error}");
+}

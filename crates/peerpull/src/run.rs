@@ -188,6 +188,9 @@ fn failure(error: Error) -> Failure {
             };
             Failure::Runtime(anyhow!("{flag} {addr}: cannot listen: {source}"))
         }
+        Error::Router { addr, source: peerpull_routing::Error::Listen { reason, .. } } => {
+            Failure::Runtime(anyhow!("--router-addr {addr}: cannot listen: {reason}"))
+        }
         other => Failure::Runtime(other.into()),
     }
 }

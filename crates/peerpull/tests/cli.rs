@@ -252,3 +252,78 @@ fn status_and_locate_without_a_daemon_name_the_socket() {
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains("\"Not A/Reference\""), "{err}");
 }
+
+#[test]
+fn run_and_doctor_refuse_bad_flags_with_64_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let admin = dir.path().join("admin.sock");
+    let (data, admin) = (data.to_str().unwrap(), admin.to_str().unwrap());
+    let cases: [(&[&str], &str); 8] = [
+        (&["--registry-addr", "nope"], "'nope' for '--registry-addr <ADDR>'"),
+        (&["--router-addr", "[::1]"], "--router-addr"),
+        (&["--bootstrap", "/garbage"], "bad bootstrap peer \"/garbage\""),
+        (&["--tag-timeout", "soon"], "invalid duration \"soon\""),
+        (&["--psk-file", "/nonexistent/psk"], "cannot read the pre-shared key /nonexistent/psk"),
+        (&["--max-connections", "0"], "'0' for '--max-connections <N>'"),
+        (&["--tag-resolution", "sideways"], "possible values: upstream-first, peers-first"),
+        (&["--bogus"], "'--bogus'"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["run", "--data-dir", data, "--admin-socket", admin];
+        args.extend(extra);
+        assert_bad_input(dir.path(), &args, &[], needle);
+    }
+    for (extra, needle) in [
+        (&["--registry-addr", "nope"][..], "'nope' for '--registry-addr <ADDR>'"),
+        (&["--mirrored-registry", "ftp://x"], "unsupported scheme \"ftp\""),
+        (&["--bogus"], "'--bogus'"),
+    ] {
+        let mut args = vec!["doctor"];
+        args.extend(extra);
+        assert_bad_input(dir.path(), &args, &[], needle);
+    }
+}
+
+#[test]
+fn run_names_the_flag_and_the_cause_of_a_port_in_use() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap().to_string();
+    for flag in ["--registry-addr", "--router-addr", "--metrics-addr"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> =
+            ["run", "--data-dir", dir.path().to_str().unwrap(), "--admin-socket"].map(str::to_owned).to_vec();
+        args.push(dir.path().join("admin.sock").display().to_string());
+        args.extend(["--containerd-socket".to_owned(), dir.path().join("none.sock").display().to_string()]);
+        for other in ["--registry-addr", "--router-addr", "--metrics-addr"] {
+            let addr = if other == flag { taken.clone() } else { "127.0.0.1:0".to_owned() };
+            args.extend([other.to_owned(), addr]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peerpull"))
+            .env_clear()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{flag} {taken}: still running with its port taken");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let last = err.lines().last().unwrap_or("");
+        assert_eq!(status.code(), Some(1), "{flag}: {err}");
+        assert!(last.starts_with("peerpull: error: "), "{flag}: {err}");
+        assert!(last.contains(&taken) && last.contains("Address already in use"), "{flag}: {last}");
+        assert!(last.contains(&format!("{flag} {taken}: cannot listen")), "{flag}: {last}");
+    }
+}

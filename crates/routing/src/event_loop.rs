@@ -95,7 +95,7 @@ impl EventLoop {
         let mut swarm = build_swarm(keypair, &config)?;
         swarm
             .listen_on(agent::multiaddr_of(config.listen))
-            .map_err(|e| Error::Listen { addr: config.listen.to_string(), reason: e.to_string() })?;
+            .map_err(|e| Error::Listen { addr: config.listen.to_string(), reason: error_chain(&e) })?;
         let default_port = match config.listen.port() {
             0 => crate::config::DEFAULT_PORT,
             p => p,
@@ -393,4 +393,19 @@ impl EventLoop {
     fn routing_table_size(&mut self) -> usize {
         self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
+}
+
+/// An error with its sources, `a: b: c`, leaving out empty messages (the
+/// transport's wrappers print nothing of their own).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = error.to_string();
+        if !text.is_empty() && !parts.last().is_some_and(|last: &String| last.ends_with(&text)) {
+            parts.push(text);
+        }
+        next = error.source();
+    }
+    parts.join(": ")
 }

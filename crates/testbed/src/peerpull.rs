@@ -5,7 +5,8 @@
 //! address of the test's choosing. [`configure`] runs `peerpull configure`
 //! on a node's `config_path` as a cluster's init container does. The binary
 //! is `$PEERPULL_BIN`, or `peerpull` in the cargo target directory the test
-//! runs from (`cargo build -p peerpull` puts it there).
+//! runs from (`cargo build -p peerpull` puts it there); a binary there that
+//! is older than any of its sources is refused, so no test runs an old build.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -94,13 +95,47 @@ pub fn binary() -> Result<PathBuf, Error> {
     // target/<profile>/deps/ one folder up.
     let beside = exe.parent().map(|dir| dir.join("peerpull"));
     let above = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("peerpull"));
-    match [beside, above].into_iter().flatten().find(|path| path.is_file()) {
-        Some(path) => Ok(path),
-        None => Err(Error::Io {
+    let Some(path) = [beside, above].into_iter().flatten().find(|path| path.is_file()) else {
+        return Err(Error::Io {
             what: "finding the peerpull binary (run `cargo build -p peerpull` or set PEERPULL_BIN)".into(),
             source: std::io::ErrorKind::NotFound.into(),
-        }),
+        });
+    };
+    if let Some(newer) = newer_source(&path) {
+        return Err(Error::Io {
+            what: format!(
+                "{} is older than {}: run `cargo build -p peerpull` (or set PEERPULL_BIN)",
+                path.display(),
+                newer.display()
+            ),
+            source: std::io::ErrorKind::InvalidData.into(),
+        });
     }
+    Ok(path)
+}
+
+/// The crates the `peerpull` binary is built from, beside this one.
+const BINARY_CRATES: [&str; 9] =
+    ["admin", "hosts", "mirror", "node", "oci", "peerpull", "routing", "store", "upstream"];
+
+/// A source file of the binary changed after `binary` was built, if any: a
+/// test must not quietly run an old build. Sources that are not there (an
+/// installed testbed) are not checked.
+fn newer_source(binary: &std::path::Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let mut stack: Vec<PathBuf> = BINARY_CRATES.iter().map(|c| crates.join(c)).collect();
+    stack.push(crates.parent()?.join("proto"));
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path).into_iter().flatten().flatten();
+            stack.extend(entries.map(|e| e.path()).filter(|p| !p.ends_with("tests")));
+        } else if meta.modified().is_ok_and(|modified| modified > built) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Runs `peerpull configure` on `node`'s `config_path`: containerd then
@@ -223,6 +258,17 @@ impl Peerpull {
     /// Stops it with SIGTERM (graceful).
     pub fn stop(&mut self) {
         self.service.stop();
+    }
+
+    /// Sends it SIGTERM and returns at once, so a test can watch what it
+    /// does while it drains; [`Peerpull::exited`] waits for the exit.
+    pub fn terminate(&self) {
+        self.service.terminate();
+    }
+
+    /// Waits up to `timeout` for it to exit and gives its exit status.
+    pub async fn exited(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, Error> {
+        self.service.exited(timeout).await
     }
 
     /// Kills it with SIGKILL, as a crash would.

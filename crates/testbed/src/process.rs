@@ -107,6 +107,32 @@ impl Service {
         self.signal_and_reap(Signal::SIGTERM);
     }
 
+    /// Sends SIGTERM and returns at once; [`Service::exited`] waits for the exit.
+    pub(crate) fn terminate(&self) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status
+    /// (it is then stopped); still running at the deadline is an error.
+    pub(crate) async fn exited(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Err(Error::io(format!("{} was not running", self.name))(std::io::ErrorKind::NotFound.into()));
+            };
+            if let Some(status) = child.try_wait().map_err(Error::io(format!("waiting for {}", self.name)))? {
+                self.child = None;
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout { what: format!("{} to exit", self.name), after: timeout });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Kills the process at once, as a crash would.
     pub(crate) fn kill(&mut self) {
         self.signal_and_reap(Signal::SIGKILL);
