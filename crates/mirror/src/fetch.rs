@@ -227,6 +227,11 @@ impl Fetcher {
         if ask.needs_digest && named.and_then(|v| v.parse::<peerpull_oci::Digest>().ok()).is_none() {
             return Err((provider, Failure::NoDigest));
         }
+        // A whole body is verified against its length and digest (and resumed by offset); without a length it cannot be.
+        let sized = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if ask.method == Method::GET && status == StatusCode::OK && sized.is_none() {
+            return Err((provider, Failure::NoLength));
+        }
         if let Some((start, end)) = from {
             let range = response
                 .headers()

@@ -59,6 +59,8 @@ pub enum Failure {
     UpstreamFailed,
     /// A peer answered a tag without naming the digest it points at.
     NoDigest,
+    /// A whole answer without `Content-Length`: no end to check its bytes at.
+    NoLength,
 }
 
 /// What the mirror is doing now, read from its metrics.
@@ -301,6 +303,7 @@ impl Failure {
             Failure::DigestMismatch => "digest_mismatch",
             Failure::UpstreamFailed => "upstream_failed",
             Failure::NoDigest => "no_digest",
+            Failure::NoLength => "no_length",
         }
     }
 }

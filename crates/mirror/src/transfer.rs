@@ -13,6 +13,9 @@
 //! transfer can never complete as a success: the client is short of the
 //! announced `Content-Length` and sees the connection fail. Memory per
 //! transfer is that one chunk plus the read buffer, whatever the size.
+//! A client's range ([`Transfer::only`]) is cut from the whole content as it
+//! streams: every byte is read and hashed, only the range is sent, and its
+//! last chunk is held back the same way.
 
 use std::time::Duration;
 
@@ -21,7 +24,7 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use futures::Stream;
 use hyper::body::Incoming;
-use peerpull_oci::{Digest, Verifier};
+use peerpull_oci::{ByteRange, Digest, Verifier};
 use peerpull_routing::{PeerId, Provider};
 use prometheus_client::metrics::counter::Counter;
 
@@ -79,6 +82,8 @@ pub(crate) struct Transfer {
     offset: u64,
     size: u64,
     verifier: Option<Verifier>,
+    /// The part of the content sent (`None`: all of it).
+    window: Option<ByteRange>,
     held: Option<Bytes>,
     served: Counter,
     /// How long a body may send nothing before the feed counts as stalled.
@@ -112,6 +117,7 @@ impl Transfer {
             offset: 0,
             size,
             verifier: expected.map(Verifier::new),
+            window: None,
             held: None,
             stall,
             served,
@@ -129,6 +135,13 @@ impl Transfer {
     /// Continues with `fallback` when no provider can.
     pub(crate) fn or_else(mut self, fallback: Fallback) -> Self {
         self.fallback = Some(fallback);
+        self
+    }
+
+    /// Sends only `range` of the content (all of it when `None`), still reading
+    /// and verifying the whole.
+    pub(crate) fn only(mut self, range: Option<ByteRange>) -> Self {
+        self.window = range;
         self
     }
 
@@ -153,9 +166,17 @@ impl Transfer {
                 Ok(data) => {
                     let room = self.size - self.offset;
                     let data = if data.len() as u64 > room { data.slice(..room as usize) } else { data };
+                    let at = self.offset;
                     self.offset += data.len() as u64;
                     if let Some(verifier) = self.verifier.as_mut() {
                         verifier.update(&data);
+                    }
+                    let data = match self.window {
+                        Some(window) => clip(data, at, window),
+                        None => data,
+                    };
+                    if data.is_empty() {
+                        continue;
                     }
                     if let Some(previous) = self.held.replace(data) {
                         self.served.inc_by(previous.len() as u64);
@@ -236,5 +257,32 @@ impl Transfer {
         let last = self.held.take()?;
         self.served.inc_by(last.len() as u64);
         Some(Ok(last))
+    }
+}
+
+/// The part of `data`, found at offset `at` of the content, inside `window`.
+fn clip(data: Bytes, at: u64, window: ByteRange) -> Bytes {
+    let end = at + data.len() as u64;
+    let (from, to) = (window.start.clamp(at, end), window.end_inclusive.saturating_add(1).clamp(at, end));
+    if from >= to {
+        return Bytes::new();
+    }
+    data.slice((from - at) as usize..(to - at) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_the_part_of_a_chunk_inside_the_window() {
+        let window = ByteRange { start: 10, end_inclusive: 19 };
+        let chunk = Bytes::from_static(b"0123456789");
+        assert_eq!(clip(chunk.clone(), 0, window), Bytes::new(), "before");
+        assert_eq!(clip(chunk.clone(), 5, window), Bytes::from_static(b"56789"), "overlapping the start");
+        assert_eq!(clip(chunk.clone(), 10, window), chunk, "exactly inside");
+        assert_eq!(clip(chunk.clone(), 15, window), Bytes::from_static(b"01234"), "overlapping the end");
+        assert_eq!(clip(chunk.clone(), 20, window), Bytes::new(), "after");
+        assert_eq!(clip(Bytes::from_static(b"x"), 19, window), Bytes::from_static(b"x"), "the last byte");
     }
 }

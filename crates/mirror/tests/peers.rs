@@ -1,15 +1,18 @@
 //! The mirror fetching from peers: served bytes, the loop guard, hedging
-//! past a dead peer, resuming a broken transfer from another holder, and
-//! refusing a corrupt one.
+//! past a silent peer (well before the peer timeout), resuming a broken
+//! transfer from another holder at the byte reached, and refusing a corrupt
+//! one, whether asked for a range or answered without a length.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use peerpull_mirror::Static;
-use peerpull_oci::{media, ErrorBody, ErrorCode, Reference};
+use peerpull_oci::{media, Digest, ErrorBody, ErrorCode, Reference};
 use peerpull_store::Memory;
-use support::{bytes, fake_peer, get, header, request, Misbehaviour, Node};
+use support::{bytes, fake_peer, get, header, request, FakePeer, Misbehaviour, Node};
 
 const NS: &str = "?ns=registry.example:5000";
 
@@ -44,13 +47,22 @@ async fn serves_a_peers_blob_and_manifest_with_exact_bytes() {
         get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[("range", "bytes=10-19")]).await.unwrap();
     assert_eq!(response.status(), 206);
     assert_eq!(body.as_ref(), &blob[10..20]);
+    // Cut from the whole blob, which is read and verified: open-ended, suffix.
+    let tail = blob.len() - 100;
+    for (range, from) in [(format!("bytes={tail}-"), tail), ("bytes=-100".to_owned(), tail)] {
+        let (response, body) =
+            get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[("range", &range)]).await.unwrap();
+        assert_eq!(response.status(), 206, "{range}");
+        assert_eq!(header(&response, "content-range"), format!("bytes {from}-{}/{}", blob.len() - 1, blob.len()));
+        assert_eq!(body.as_ref(), &blob[from..], "{range}");
+    }
 
     let (response, body) = request("HEAD", &b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
     assert_eq!((response.status().as_u16(), body.len()), (200, 0));
     assert_eq!(header(&response, "content-length"), blob.len().to_string());
 
     let metrics = b.metrics().await;
-    assert!(metrics.contains(r#"cache="hit",source="peer"} 4"#), "{metrics}");
+    assert!(metrics.contains(r#"cache="hit",source="peer"} 6"#), "{metrics}");
 }
 
 #[tokio::test]
@@ -76,27 +88,46 @@ async fn a_miss_with_no_provider_is_a_404() {
 #[tokio::test]
 async fn hedges_past_a_silent_peer() {
     let blob = bytes(500_000, 3);
-    let (a, digest, _) = holder(&blob).await;
-    let silent = fake_peer(blob.clone(), Misbehaviour::Silent).await;
-    let b = Node::start(Memory::new(), Static::new(vec![silent, a.provider()]), support::config()).await;
+    let digest = Digest::sha256_of(&blob);
+    let silent = FakePeer::start(blob.clone(), Misbehaviour::Silent).await;
+    let holder = FakePeer::start(blob.clone(), Misbehaviour::Honest).await;
+    // Failing over would wait out the peer timeout; the hedge asks the holder after the hedge delay.
+    let config = peerpull_mirror::Config { peer_timeout: Duration::from_secs(10), ..support::config() };
+    let peer_timeout = config.peer_timeout;
+    let b = Node::start(Memory::new(), Static::new(vec![silent.provider, holder.provider]), config).await;
+    let started = Instant::now();
     let (response, body) = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    let took = started.elapsed();
     assert_eq!(response.status(), 200);
-    assert_eq!(body.as_ref(), blob.as_slice());
+    assert!(body.as_ref() == blob.as_slice(), "hedged bytes differ");
+    assert!(took < peer_timeout / 2, "took {took:?}: the silent peer was waited out, not hedged past");
+    assert_eq!((silent.asked().len(), holder.asked().len()), (1, 1), "the silent peer, then the holder, once each");
 }
 
 #[tokio::test]
 async fn resumes_from_another_holder_when_a_peer_dies_mid_blob() {
     let blob = bytes(2 << 20, 4);
-    let (a, digest, _) = holder(&blob).await;
-    for how in [Misbehaviour::Truncate(700_001), Misbehaviour::Stall(123_457)] {
-        let broken = fake_peer(blob.clone(), how).await;
-        let b = Node::start(Memory::new(), Static::new(vec![broken, a.provider()]), support::config()).await;
-        let (response, body) = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await.unwrap();
+    let digest = Digest::sha256_of(&blob);
+    let last = blob.len() - 1;
+    for (how, reached, reason) in
+        [(Misbehaviour::Truncate(700_001), 700_001, "body"), (Misbehaviour::Stall(123_457), 123_457, "stall")]
+    {
+        let broken = FakePeer::start(blob.clone(), how).await;
+        let holder = FakePeer::start(blob.clone(), Misbehaviour::Honest).await;
+        let b =
+            Node::start(Memory::new(), Static::new(vec![broken.provider, holder.provider]), support::config()).await;
+        let result = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await;
+        let ranges: Vec<Option<String>> =
+            holder.asked().iter().map(|asked| asked.header("range").map(str::to_owned)).collect();
+        assert_eq!(ranges, vec![Some(format!("bytes={reached}-{last}"))], "the holder is asked once, for the rest");
+        let (response, body) = result.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(body.len(), blob.len());
         assert!(body.as_ref() == blob.as_slice(), "resumed bytes differ");
         let metrics = b.metrics().await;
-        assert!(metrics.contains("peerpull_peer_fetch_failures_total"), "{metrics}");
+        let failures: Vec<&str> =
+            metrics.lines().filter(|line| line.starts_with("peerpull_peer_fetch_failures_total{")).collect();
+        assert_eq!(failures, vec![format!(r#"peerpull_peer_fetch_failures_total{{reason="{reason}"}} 1"#)]);
     }
 }
 
@@ -112,6 +143,46 @@ async fn a_corrupt_peer_never_completes_a_response_and_is_penalised() {
     assert_eq!(peers.penalized(), vec![corrupt.peer]);
     let metrics = b.metrics().await;
     assert!(metrics.contains(r#"peerpull_peer_fetch_failures_total{reason="digest_mismatch"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_corrupt_peer_never_completes_a_range_request() {
+    let blob = bytes(1 << 20, 10);
+    let digest = Digest::sha256_of(&blob);
+    let corrupt = FakePeer::start(blob.clone(), Misbehaviour::Corrupt).await;
+    let peers = Static::new(vec![corrupt.provider]);
+    let b = Node::start(Memory::new(), peers.clone(), support::config()).await;
+    for range in ["bytes=10-19", "bytes=1000000-"] {
+        let result = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[("range", range)]).await;
+        if let Ok((response, body)) = result {
+            let status = response.status();
+            assert!(
+                !status.is_success(),
+                "{range}: a corrupt peer's bytes were served: {status}, {} bytes",
+                body.len()
+            );
+        }
+    }
+    assert_eq!(peers.penalized(), vec![corrupt.provider.peer; 2]);
+    let metrics = b.metrics().await;
+    assert!(metrics.contains(r#"peerpull_peer_fetch_failures_total{reason="digest_mismatch"} 2"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_peer_answer_without_a_length_is_refused() {
+    let blob = bytes(100_000, 11);
+    let digest = Digest::sha256_of(&blob);
+    for how in [Misbehaviour::CorruptChunked, Misbehaviour::CorruptUntilClose] {
+        let corrupt = FakePeer::start(blob.clone(), how).await;
+        let b = Node::start(Memory::new(), Static::new(vec![corrupt.provider]), support::config()).await;
+        let result = get(&b.url(&format!("/v2/team/app/blobs/{digest}{NS}")), &[]).await;
+        if let Ok((response, body)) = result {
+            let status = response.status();
+            assert!(!status.is_success(), "an unsized corrupt answer was served: {status}, {} bytes", body.len());
+        }
+        let metrics = b.metrics().await;
+        assert!(metrics.contains(r#"peerpull_peer_fetch_failures_total{reason="no_length"} 1"#), "{metrics}");
+    }
 }
 
 #[tokio::test]

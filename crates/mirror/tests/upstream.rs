@@ -83,6 +83,8 @@ async fn a_node_streams_from_the_node_the_cluster_chose_and_finishes_alone_when_
     assert_eq!((response.status().as_u16(), body.len()), (200, blob.len()));
     assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the chosen node fetched for both");
     assert!(fetcher.metrics().await.contains(r#"source="in_flight"} "#), "the fetcher served from its spool");
+    let (response, body) = get(&follower.url(&path), &[("range", "bytes=100-199")]).await.unwrap();
+    assert_eq!((response.status().as_u16(), body.as_ref()), (206, &blob[100..200]), "a range, cut from the whole");
 
     // The chosen node dies after 700 kB: the follower fetches the rest itself.
     let (upstream, blob, digest) = upstream_with_blob(2 << 20, Behaviour::default()).await;
@@ -104,6 +106,13 @@ async fn a_node_streams_from_the_node_the_cluster_chose_and_finishes_alone_when_
     let result = get(&follower.url(&format!("{}{}", blob_path(&digest), upstream.ns())), &[]).await;
     assert!(result.is_err(), "a corrupt transfer completed");
     assert_eq!(chosen.penalized(), vec![corrupt.peer]);
+    // Nor does a range of it (the corrupt node answers ranges).
+    let result =
+        get(&follower.url(&format!("{}{}", blob_path(&digest), upstream.ns())), &[("range", "bytes=10-19")]).await;
+    if let Ok((response, body)) = result {
+        let status = response.status();
+        assert!(!status.is_success(), "a corrupt range was served: {status}, {} bytes", body.len());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,17 @@
 //! Other nodes' mirrors, found through the DHT: the source after the local store.
 //!
 //! Looks up the providers of the wanted key, opens the first good answer
-//! (hedged, within the request's attempts budget) and streams it: a whole
-//! body through [`crate::transfer`], resumed and verified; a partial or
-//! unsized one as it comes. A request from a peer (loop guard) is never
-//! passed on to other peers.
+//! (hedged, within the request's attempts budget) and streams it through
+//! [`crate::transfer`], resumed and verified. Peers are always asked for the
+//! whole content, with its length (`fetch` refuses an answer without one): a
+//! client's range is cut from it here, since only the whole can be checked
+//! against the digest. A request from a peer (loop guard) is never passed on
+//! to other peers.
 
 use http::{header, Method, Response};
 use peerpull_oci::Digest;
 
-use super::{Kind, Source};
+use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
 use crate::recent::Via;
@@ -46,7 +48,8 @@ impl Source for Peer {
         let ask = Ask {
             method,
             path_and_query: wanted.path_and_query.clone(),
-            range: wanted.range.clone(),
+            // A body is asked for whole, to be verified; a range is cut from it below.
+            range: wanted.range.clone().filter(|_| wanted.head),
             pull_through: false,
             needs_digest: matches!(wanted.target, Target::Tag(_)),
         };
@@ -54,34 +57,34 @@ impl Source for Peer {
         self.fetcher.metrics.resolved_in(started.elapsed().as_secs_f64());
         tracing::debug!(%key, peer = %opened.provider.peer, mirror = %opened.provider.mirror, "serving from a peer");
 
-        let mut response = Response::new(body::empty());
-        *response.status_mut() = opened.response.status();
-        fetch::forwarded_headers(opened.response.headers(), response.headers_mut());
-        response.extensions_mut().insert(Via(opened.provider));
         if wanted.head {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = opened.response.status();
+            fetch::forwarded_headers(opened.response.headers(), response.headers_mut());
+            response.extensions_mut().insert(Via(opened.provider));
             return Some(response);
         }
-        let headers = response.headers();
+        let headers = opened.response.headers();
         let value = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let size = value(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-        let whole = opened.response.status() == http::StatusCode::OK;
         let expected: Option<Digest> = match &wanted.target {
             Target::Digest(digest) => Some(digest.clone()),
             Target::Tag(_) => value(body::DOCKER_CONTENT_DIGEST).and_then(|v| v.parse().ok()),
         };
-        let stream = match size {
-            Some(size) if whole => {
-                let verify = expected.filter(|_| wanted.range.is_none());
-                let served = self.fetcher.metrics.served(Kind::Peer);
-                let feed = Feed::Body(opened.response.into_body());
-                let provider = Some(opened.provider);
-                let fetcher = self.fetcher.clone();
-                body::stream(Transfer::new(fetcher, providers, ask, feed, provider, size, verify, served).stream())
-            }
-            // Partial or unsized answers pass through as they come, aborted on a stall.
-            _ => body::stream(fetch::passthrough(opened.response.into_body(), config.stall_timeout)),
+        // `Fetcher::send` lets through no whole answer without both.
+        let (Some(size), Some(expected)) = (size, expected) else { return None };
+        let media_type = value(header::CONTENT_TYPE).unwrap_or("application/octet-stream");
+        let (mut response, range) = match super::content_response(wanted, &expected, size, media_type) {
+            Prepared::Content(response, range) => (response, range),
+            Prepared::Refused(response) => return Some(response),
         };
-        *response.body_mut() = stream;
+        response.extensions_mut().insert(Via(opened.provider));
+        let served = self.fetcher.metrics.served(Kind::Peer);
+        let feed = Feed::Body(opened.response.into_body());
+        let provider = Some(opened.provider);
+        let fetcher = self.fetcher.clone();
+        let transfer = Transfer::new(fetcher, providers, ask, feed, provider, size, Some(expected), served).only(range);
+        *response.body_mut() = body::stream(transfer.stream());
         Some(response)
     }
 }

@@ -9,7 +9,8 @@
 //! `Range` from any offset it already has). If the chosen node cannot
 //! (it has no access to the upstream, or dies mid-blob), the node fetches
 //! the blob itself and the client's response continues from its own fetch
-//! at the byte reached, verified end to end.
+//! at the byte reached, verified end to end. A client's range is cut here
+//! from the whole content, as from any peer, so it is verified too.
 //!
 //! This node's own fetches go through the spool: one upstream transfer per
 //! digest however many ask (containerd, peers). Manifests by tag and `HEAD`
@@ -39,7 +40,7 @@ use peerpull_routing::Provider;
 use peerpull_upstream::Fetch;
 
 use super::in_flight::respond;
-use super::{Kind, Source};
+use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
 use peerpull_upstream::Outcome;
@@ -153,7 +154,8 @@ impl Upstream {
         let ask = Ask {
             method: Method::GET,
             path_and_query: wanted.path_and_query.clone(),
-            range: wanted.range.clone(),
+            // Asked for whole, to be verified; a client's range is cut from it (see `source::peer`).
+            range: None,
             pull_through: true,
             needs_digest: false,
         };
@@ -170,33 +172,32 @@ impl Upstream {
             }
         };
         tracing::debug!(%digest, peer = %peer.peer, "streaming from the node that fetches it");
-        let mut response = Response::new(body::empty());
-        *response.status_mut() = opened.response.status();
-        fetch::forwarded_headers(opened.response.headers(), response.headers_mut());
-        response.extensions_mut().insert(Via(peer));
-        let size = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let whole = opened.response.status() == StatusCode::OK;
-        let served = self.metrics.served(Kind::Upstream);
-        let stream = match size {
-            Some(size) if whole => {
-                let feed = Feed::Body(opened.response.into_body());
-                let transfer = Transfer::new(
-                    self.fetcher.clone(),
-                    Providers::none(),
-                    ask,
-                    feed,
-                    Some(peer),
-                    size,
-                    Some(digest.clone()),
-                    served,
-                )
-                .or_else(self.fallback(wanted, digest, registry, size, peer))
-                .patient(self.fetcher.config.stall_timeout + self.fetcher.config.pull_through_timeout());
-                body::stream(transfer.stream())
-            }
-            _ => body::stream(fetch::passthrough(opened.response.into_body(), self.fetcher.config.stall_timeout)),
+        let headers = opened.response.headers();
+        let value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        // `Fetcher::send` lets through no whole answer without a length.
+        let Some(size) = value(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) else { return Through::PeerFailed };
+        let media_type = value(CONTENT_TYPE).unwrap_or("application/octet-stream");
+        let (mut response, range) = match super::content_response(wanted, digest, size, media_type) {
+            Prepared::Content(response, range) => (response, range),
+            Prepared::Refused(response) => return Through::Streaming(response),
         };
-        *response.body_mut() = stream;
+        response.extensions_mut().insert(Via(peer));
+        let served = self.metrics.served(Kind::Upstream);
+        let feed = Feed::Body(opened.response.into_body());
+        let transfer = Transfer::new(
+            self.fetcher.clone(),
+            Providers::none(),
+            ask,
+            feed,
+            Some(peer),
+            size,
+            Some(digest.clone()),
+            served,
+        )
+        .or_else(self.fallback(wanted, digest, registry, size, peer))
+        .patient(self.fetcher.config.stall_timeout + self.fetcher.config.pull_through_timeout())
+        .only(range);
+        *response.body_mut() = body::stream(transfer.stream());
         Through::Streaming(response)
     }
 

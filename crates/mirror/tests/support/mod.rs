@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use peerpull_mirror::{Config, Metrics, Mirror, Peers, Server};
 use peerpull_routing::{PeerId, Provider};
 use peerpull_store::Memory;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub mod upstream;
@@ -114,10 +114,17 @@ pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
 /// What a fake peer does with a request.
 #[derive(Clone, Copy)]
 pub enum Misbehaviour {
+    /// Nothing: answers as a holder should, the whole content or the one
+    /// range asked for (`206` with `Content-Range`).
+    Honest,
     /// Announces the full length, sends `n` bytes of the right content, then closes.
     Truncate(usize),
-    /// Sends the full length of wrong bytes.
+    /// Sends wrong bytes: the full length, or the one range asked for (`206`).
     Corrupt,
+    /// Sends wrong bytes chunked, with no `Content-Length`.
+    CorruptChunked,
+    /// Sends wrong bytes with no `Content-Length`, ending them by closing the connection.
+    CorruptUntilClose,
     /// Accepts and never answers.
     Silent,
     /// Announces the full length, sends `n` bytes, then stalls forever.
@@ -126,48 +133,121 @@ pub enum Misbehaviour {
     WrongDigest,
 }
 
+/// A request a fake peer received.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    /// The request line, e.g. `GET /v2/… HTTP/1.1`.
+    pub line: String,
+    /// The headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Asked {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A fake peer speaking raw HTTP, answering every request with its content
+/// misbehaving as told, and remembering the requests it received.
+pub struct FakePeer {
+    pub provider: Provider,
+    asked: Arc<Mutex<Vec<Asked>>>,
+}
+
+impl FakePeer {
+    pub async fn start(content: Vec<u8>, how: Misbehaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let log = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (content, log) = (content.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Some(request) = read_head(&mut stream).await else { return };
+                    let range = request.header("range").and_then(|v| parse_range(v, content.len()));
+                    log.lock().unwrap().push(request);
+                    answer(&mut stream, &content, how, range).await;
+                });
+            }
+        });
+        Self { provider: Provider { peer: PeerId::random(), mirror: addr }, asked }
+    }
+
+    /// The requests received so far, in order.
+    pub fn asked(&self) -> Vec<Asked> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
 /// A fake peer answering every request with `content` misbehaving as told.
 pub async fn fake_peer(content: Vec<u8>, how: Misbehaviour) -> Provider {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let content = content.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let _ = stream.read(&mut buf).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
-                    content.len()
-                );
-                match how {
-                    Misbehaviour::Silent => {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    Misbehaviour::Truncate(n) => {
-                        let _ = stream.write_all(head.as_bytes()).await;
-                        let _ = stream.write_all(&content[..n]).await;
-                    }
-                    Misbehaviour::Stall(n) => {
-                        let _ = stream.write_all(head.as_bytes()).await;
-                        let _ = stream.write_all(&content[..n]).await;
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    Misbehaviour::Corrupt => {
-                        let wrong: Vec<u8> = content.iter().map(|b| b ^ 0xff).collect();
-                        let _ = stream.write_all(head.as_bytes()).await;
-                        let _ = stream.write_all(&wrong).await;
-                    }
-                    Misbehaviour::WrongDigest => {
-                        let named = peerpull_oci::Digest::sha256_of(&content);
-                        let head = head.replace("\r\n\r\n", &format!("\r\nDocker-Content-Digest: {named}\r\n\r\n"));
-                        let wrong: Vec<u8> = content.iter().map(|b| b ^ 0xff).collect();
-                        let _ = stream.write_all(head.as_bytes()).await;
-                        let _ = stream.write_all(&wrong).await;
-                    }
-                }
-            });
+    FakePeer::start(content, how).await.provider
+}
+
+/// Reads a request head (a fake peer's requests have no body).
+async fn read_head(stream: &mut TcpStream) -> Option<Asked> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines = text.split("\r\n");
+    let line = lines.next()?.to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some(Asked { line, headers })
+}
+
+/// `bytes=a-b` or `bytes=a-` of `len` bytes, as inclusive bounds.
+fn parse_range(value: &str, len: usize) -> Option<(usize, usize)> {
+    let (start, end) = value.strip_prefix("bytes=")?.split_once('-')?;
+    let start: usize = start.parse().ok()?;
+    let end = if end.is_empty() { len.checked_sub(1)? } else { end.parse::<usize>().ok()?.min(len.checked_sub(1)?) };
+    (start <= end).then_some((start, end))
+}
+
+/// Answers one request with `content` (`range` of it, for those that honour ranges).
+async fn answer(stream: &mut TcpStream, content: &[u8], how: Misbehaviour, range: Option<(usize, usize)>) {
+    let wrong = |bytes: &[u8]| bytes.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>();
+    let range = range.filter(|_| matches!(how, Misbehaviour::Honest | Misbehaviour::Corrupt));
+    let mut head = match range {
+        Some((start, end)) => {
+            format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{}\r\n", content.len())
         }
-    });
-    Provider { peer: PeerId::random(), mirror: addr }
+        None => "HTTP/1.1 200 OK\r\n".to_owned(),
+    };
+    head.push_str("Content-Type: application/octet-stream\r\nConnection: close\r\n");
+    let body = range.map_or(content, |(start, end)| &content[start..=end]);
+    let sized = format!("{head}Content-Length: {}\r\n\r\n", body.len());
+    let sent = match how {
+        Misbehaviour::Silent => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        Misbehaviour::Honest => [sized.into_bytes(), body.to_vec()].concat(),
+        Misbehaviour::Corrupt => [sized.into_bytes(), wrong(body)].concat(),
+        Misbehaviour::Truncate(n) | Misbehaviour::Stall(n) => [sized.into_bytes(), body[..n].to_vec()].concat(),
+        Misbehaviour::WrongDigest => {
+            let named = peerpull_oci::Digest::sha256_of(content);
+            let head = format!("{head}Content-Length: {}\r\nDocker-Content-Digest: {named}\r\n\r\n", body.len());
+            [head.into_bytes(), wrong(body)].concat()
+        }
+        Misbehaviour::CorruptChunked => {
+            let head = format!("{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n", body.len());
+            [head.into_bytes(), wrong(body), b"\r\n0\r\n\r\n".to_vec()].concat()
+        }
+        Misbehaviour::CorruptUntilClose => [format!("{head}\r\n").into_bytes(), wrong(body)].concat(),
+    };
+    let _ = stream.write_all(&sent).await;
+    if let Misbehaviour::Stall(_) = how {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    let _ = stream.shutdown().await;
 }

@@ -1,4 +1,9 @@
 //! Test support: start routers on loopback with short timings, wait for conditions.
+//!
+//! Waits are derived from the timings a node is configured with (`Node::config`),
+//! never guessed: `eventually` for what must come true by a bound, `always` for
+//! what must hold for a whole window. Both bound every single check as well, so a
+//! check that hangs fails the test instead of stretching the bound.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::{
@@ -20,6 +25,8 @@ static NEXT_MIRROR_PORT: AtomicU16 = AtomicU16::new(20_000);
 /// A running router with its own data dir.
 pub struct Node {
     pub router: Router,
+    /// The configuration it runs with, to derive the bounds a test waits for.
+    pub config: Config,
     pub mirror: SocketAddr,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -85,11 +92,12 @@ impl NodeBuilder {
         init_tracing();
         let mirror = self.config.mirror_addr;
         let data_dir = self.config.data_dir.clone();
+        let config = self.config.clone();
         let (router, event_loop) = Router::start(self.config).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(event_loop.run(shutdown.clone()));
         let listen = router.listen_addrs().await.unwrap()[0];
-        Node { router, mirror, listen, data_dir, shutdown, task, _dir: self.dir }
+        Node { router, config, mirror, listen, data_dir, shutdown, task, _dir: self.dir }
     }
 }
 
@@ -104,9 +112,45 @@ impl Node {
         self.router.lookup(&key(name), limit).await.unwrap().collect().await
     }
 
+    /// Waits until the node is ready; set-up, so the bound is generous.
     pub async fn wait_ready(&self) {
+        self.wait_ready_within(Duration::from_secs(20), "node ready").await;
+    }
+
+    /// Waits until the node is ready, failing with `what` after `bound`.
+    pub async fn wait_ready_within(&self, bound: Duration, what: &str) {
         let mut ready = self.router.ready();
-        tokio::time::timeout(Duration::from_secs(20), ready.wait_for(|r| *r)).await.unwrap().unwrap();
+        let waited = tokio::time::timeout(bound, ready.wait_for(|r| *r)).await;
+        assert!(matches!(waited, Ok(Ok(_))), "not within {bound:?}: {what} ({})", self.router.local_peer_id());
+    }
+
+    /// How long a node with no peer takes to have made one more bootstrap round
+    /// and seen it fail: the longest wait between rounds, plus a dial.
+    pub fn bootstrap_retry(&self) -> Duration {
+        self.config.bootstrap_backoff_max + self.config.dial_timeout
+    }
+
+    /// The longest one lookup may take: it ends by `lookup_timeout`.
+    pub fn lookup_bound(&self) -> Duration {
+        self.config.lookup_timeout + SLACK
+    }
+
+    /// The longest any other router call may take: it fails by `command_timeout`.
+    pub fn command_bound(&self) -> Duration {
+        self.config.command_timeout + SLACK
+    }
+
+    /// How long a node takes to learn of one that joined after it: its next
+    /// bootstrap round walks the table, with a dial to each new peer.
+    pub fn discovery_bound(&self) -> Duration {
+        self.config.bootstrap_interval + self.config.dial_timeout + SLACK
+    }
+
+    /// Fails if the node becomes ready, even for a moment, within `window`.
+    pub async fn stays_unready(&self, window: Duration, what: &str) {
+        let mut ready = self.router.ready();
+        let became = tokio::time::timeout(window, ready.wait_for(|r| *r)).await;
+        assert!(became.is_err(), "{what}: ready within {window:?}");
     }
 }
 
@@ -120,19 +164,60 @@ pub fn init_tracing() {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing after `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+/// Allowance added to bounds derived from the configuration: the event loop
+/// checks its deadlines on a 100 ms tick, and a debug build on a loaded 2-core
+/// runner schedules late.
+pub const SLACK: Duration = Duration::from_secs(1);
+
+/// The pause between two checks.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Polls `check` until it returns `Some`.
+///
+/// `by` is when the behaviour promises the condition, counted from the call: a
+/// check that *starts* after `by` and still fails fails the test. A check may
+/// itself take up to `check_bound` (a lookup runs until `lookup_timeout`); one
+/// that takes longer fails the test too. So a passing test waits only as long
+/// as the condition takes, and a failing one at most `by + check_bound`.
+pub async fn eventually<T, F, Fut>(what: &str, by: Duration, check_bound: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
     let start = tokio::time::Instant::now();
+    let mut checks = 0;
     loop {
-        if let Some(v) = check().await {
+        checks += 1;
+        let began = start.elapsed();
+        let Ok(outcome) = tokio::time::timeout(check_bound, check()).await else {
+            panic!("{what}: a check started {began:?} in took longer than {check_bound:?}");
+        };
+        if let Some(v) = outcome {
             return v;
         }
-        assert!(start.elapsed() < deadline, "not within {deadline:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(began < by, "{what}: not by {by:?} (a check started {began:?} in still failed; {checks} checks)");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Polls `check` for `window` and fails at the first check that returns false;
+/// the last check starts after `window`. Each check may take up to `check_bound`.
+pub async fn always<F, Fut>(what: &str, window: Duration, check_bound: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        let began = start.elapsed();
+        let Ok(holds) = tokio::time::timeout(check_bound, check()).await else {
+            panic!("{what}: a check started {began:?} in took longer than {check_bound:?}");
+        };
+        assert!(holds, "{what}: broke in a check started {began:?} in, within the {window:?} it must hold");
+        if began >= window {
+            return;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 

@@ -4,13 +4,17 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use peerpull_store::containerd::Timing;
-use peerpull_store::{Change, Entry, Key, Store, StoreError};
+use peerpull_store::containerd::{Config, Timing};
+use peerpull_store::{Change, Containerd, Entry, Key, Store, StoreError};
 use peerpull_testbed::{ContainerdOptions, ImageBuilder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::gate::Gate;
 use crate::support::{digest, host_blobs, keys, list_becomes, Bed, WATCH_TIMEOUT};
+
+/// Allowance on top of a watch's backoff for it to notice a lost connection and dial again.
+const RETRY_SLACK: Duration = Duration::from_secs(1);
 
 /// What a watcher has been told, applied change by change.
 #[derive(Default)]
@@ -90,9 +94,13 @@ async fn watch_follows_pulls_retags_and_deletions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_while_the_watch_is_disconnected_are_reported() {
     let mut bed = Bed::start().await;
-    // A long first backoff keeps the watch away while containerd restarts and changes.
-    let timing = Timing { backoff_min: Duration::from_secs(3), ..Timing::default() };
-    let store = bed.store().await.with_timing(timing);
+    // The watch reaches containerd through a gate: shut, it is certainly cut off
+    // however soon it retries, so quick retries cannot blur what is tested.
+    let gate = Gate::open(bed.node.socket());
+    let timing =
+        Timing { backoff_min: Duration::from_millis(50), backoff_max: Duration::from_millis(200), ..Timing::default() };
+    let config = Config { socket: gate.path().to_owned(), ..bed.config(true) };
+    let store = Containerd::connect(config).await.unwrap().with_timing(timing);
     let stop = CancellationToken::new();
     let mut rx = store.watch(stop.clone());
     let mut seen = Seen::default();
@@ -102,12 +110,20 @@ async fn changes_while_the_watch_is_disconnected_are_reported() {
     let gone_tag = bed.push_and_pull(&gone, "store/gap:one").await;
     seen.until(&mut rx, &keys(&host, &[&gone_tag], &host_blobs(&gone))).await;
 
-    bed.node.crash();
+    // Cut off, the watch notices and retries within its longest backoff, in vain.
+    gate.shut().await;
+    gate.refused_within(timing.backoff_max + RETRY_SLACK, "the watch reconnecting").await;
     assert!(matches!(store.ping().await, Err(StoreError::Unreachable { .. })));
+    // Meanwhile containerd restarts (forgetting the subscription) and changes.
+    bed.node.crash();
     bed.node.restart().await.unwrap();
     bed.node.cri_remove(&gone_tag).await.unwrap();
     let came = ImageBuilder::new("store-gap-2").layers(&[60_000]).build().unwrap();
     let came_tag = bed.push_and_pull(&came, "store/gap:two").await;
+    assert!(rx.try_recv().is_err(), "the watch reported a change while cut off");
+
+    // No event tells of those changes: only listing again after reconnecting does.
+    gate.reopen();
     seen.until(&mut rx, &keys(&host, &[&came_tag], &host_blobs(&came))).await;
 
     // And it follows events again afterwards.
