@@ -4,7 +4,7 @@
 CARGO ?= cargo
 KEEP ?=
 
-.PHONY: all setup build demo test fmt-check clippy fuzz-smoke
+.PHONY: all setup build demo test fmt-check clippy fuzz-smoke image
 
 all: build
 
@@ -28,6 +28,13 @@ test: setup fmt-check clippy
 	$(CARGO) build -p peerpull
 	$(CARGO) test --workspace
 	$(MAKE) fuzz-smoke
+
+# The container image the Helm chart runs, as an OCI archive (no base image,
+# no registry): `ctr images import target/image/peerpull.oci.tar`,
+# `skopeo copy oci-archive:target/image/peerpull.oci.tar docker://…`.
+image: setup
+	$(CARGO) build --release --locked -p peerpull -p peerpull-image
+	./target/release/peerpull-image --binary target/release/peerpull --out target/image/peerpull.oci.tar
 
 # Each fuzz target for a few seconds from its seeds (nightly, cargo-fuzz);
 # `scripts/fuzz 3600 <target>` runs one for an hour.

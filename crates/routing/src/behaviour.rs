@@ -97,7 +97,7 @@ pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Beh
         .with_other_transport(|key| transport(key, psk))
         .map_err(|e| Error::Transport(e.into()))?
         .with_dns()
-        .map_err(|e| Error::Transport(e.into()))?
+        .map_err(|e| Error::Transport(format!("the system DNS configuration (/etc/resolv.conf): {e}").into()))?
         .with_behaviour(|key| Behaviour::new(key, config))
         .map_err(|e| Error::Transport(e.into()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
