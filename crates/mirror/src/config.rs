@@ -43,6 +43,11 @@ pub struct Config {
     /// Networks allowed to use the mirror as a client, besides loopback
     /// (`--client-cidr` and this node's own addresses); `None`: anyone.
     pub clients: Option<Vec<ipnet::IpNet>>,
+    /// Uploads to other nodes at once (`--max-peer-uploads`); past it a peer
+    /// is told 429 and asks another holder. 0: no cap.
+    pub max_peer_uploads: usize,
+    /// Bytes per second sent to other nodes in all (`--max-upload-rate`); 0: no limit.
+    pub max_upload_rate: u64,
 }
 
 /// What this node proves its membership with.
@@ -100,6 +105,8 @@ impl Default for Config {
             pull_through: None,
             membership: None,
             clients: None,
+            max_peer_uploads: 0,
+            max_upload_rate: 0,
         }
     }
 }

@@ -219,6 +219,7 @@ impl Fetcher {
             let reason = match status {
                 StatusCode::NOT_FOUND if response.headers().contains_key(UPSTREAM_FAILED) => Failure::UpstreamFailed,
                 StatusCode::NOT_FOUND => Failure::NotFound,
+                StatusCode::TOO_MANY_REQUESTS => Failure::Busy,
                 _ => Failure::Status,
             };
             return Err((provider, reason));

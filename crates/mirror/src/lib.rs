@@ -25,6 +25,7 @@
 //! - [`metrics`]: [`Metrics`], the Prometheus metrics of serving;
 //! - [`recent`]: the last requests answered and where each came from;
 //! - [`auth`]: proof of membership between mirrors, allowed client addresses;
+//! - `upload`: what this node sends to peers, capped and paced;
 //! - [`body`]: response bodies and OCI error responses.
 
 pub mod auth;
@@ -41,6 +42,7 @@ pub mod source;
 mod spool;
 mod tags;
 mod transfer;
+mod upload;
 
 pub use config::{Config, Membership, PullThrough, TagResolution};
 pub use metrics::{Metrics, Stats};

@@ -61,6 +61,8 @@ pub enum Failure {
     NoDigest,
     /// A whole answer without `Content-Length`: no end to check its bytes at.
     NoLength,
+    /// The peer is uploading all it may (429): another holder is asked.
+    Busy,
 }
 
 /// What the mirror is doing now, read from its metrics.
@@ -115,6 +117,7 @@ pub struct Metrics {
     spool_bytes: Gauge,
     tags_resolved: Family<SourceLabels, Counter>,
     tags_in_outage: Counter,
+    uploads_refused: Counter,
     /// The registries named in the `registry` label.
     registries: Arc<Mutex<HashSet<String>>>,
 }
@@ -140,6 +143,7 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             tags_resolved: Family::default(),
             tags_in_outage: Counter::default(),
+            uploads_refused: Counter::default(),
             registries: Arc::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
@@ -193,6 +197,11 @@ impl Metrics {
             "tags_resolved_in_outage",
             "Tags answered by this node or its peers because the upstream could not answer",
             metrics.tags_in_outage.clone(),
+        );
+        peerpull.register(
+            "peer_uploads_refused",
+            "Requests from peers answered 429 at the upload limits (--max-peer-uploads, --max-upload-rate)",
+            metrics.uploads_refused.clone(),
         );
         metrics
     }
@@ -257,6 +266,11 @@ impl Metrics {
         self.transfers_shared.inc();
     }
 
+    /// Counts a peer's request turned away at the upload limits (429).
+    pub(crate) fn upload_refused(&self) {
+        self.uploads_refused.inc();
+    }
+
     /// Counts a tag resolved by `source` (none: not resolved), `outage` when the upstream could not answer.
     pub(crate) fn tag(&self, source: Option<Source>, outage: bool) {
         let Some(source) = source else { return };
@@ -304,6 +318,7 @@ impl Failure {
             Failure::UpstreamFailed => "upstream_failed",
             Failure::NoDigest => "no_digest",
             Failure::NoLength => "no_length",
+            Failure::Busy => "busy",
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
 use crate::tags::{Tags, Verdict};
+use crate::upload::{Slot, Uploads};
 use crate::{Config, TagResolution, LOOP_GUARD};
 
 /// The `/v2` mirror; cheap to clone.
@@ -43,6 +44,7 @@ struct Inner {
     proofs: Option<Proofs>,
     client: Arc<peerpull_upstream::Client>,
     recent: Recent,
+    uploads: Uploads,
 }
 
 /// Why a mirror could not be set up.
@@ -73,6 +75,7 @@ impl Mirror {
     /// then (with [`Config::pull_through`]) from the upstream.
     pub fn new(config: Config, store: Arc<dyn Store>, peers: Arc<dyn Peers>, metrics: Metrics) -> Result<Self, Error> {
         let config = Arc::new(config);
+        let uploads = Uploads::new(config.max_peer_uploads, config.max_upload_rate);
         metrics.name_registries(config.mirrored.registries().iter().map(|r| r.host()));
         let proofs = config.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
         let client = fetch::client(&config);
@@ -112,6 +115,7 @@ impl Mirror {
                 proofs,
                 client: upstream,
                 recent: Recent::default(),
+                uploads,
             }),
         })
     }
@@ -140,8 +144,25 @@ impl Mirror {
             (false, Some(_)) => Client::Node,
             (false, None) => Client::Containerd,
         };
+        // An upload to a peer takes a place under the cap first (a node pulling through is never turned away).
+        let slot = match (client, wanted.head) {
+            (Client::Peer, false) => match self.inner.uploads.admit() {
+                Some(slot) => Some(slot),
+                None if wanted.pull_through => Some(Slot::unlimited()),
+                None => {
+                    self.inner.metrics.upload_refused();
+                    let mut busy = body::error(ErrorCode::TooManyRequests, "this node is uploading all it may");
+                    busy.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                    return busy;
+                }
+            },
+            _ => None,
+        };
         let (at, started) = (SystemTime::now(), Instant::now());
         let (mut response, source) = self.answer(&wanted).await;
+        if let Some(slot) = slot {
+            response = self.inner.uploads.paced(response, slot);
+        }
         let via = response.extensions().get::<Via>().map(|via| via.0);
         if let Some(source) = source {
             response.extensions_mut().insert(Served { source, via });

@@ -280,6 +280,19 @@ pub(crate) struct RunArgs {
         value_parser = parse_bytes
     )]
     pub(crate) spool_max_bytes: u64,
+    /// Bytes per second this node sends to other nodes in all (0: no limit); suffixes as for --spool-max-bytes.
+    /// Past it a peer's new request is answered 429 and it asks another holder.
+    #[arg(
+        long = "max-upload-rate",
+        env = "PEERPULL_MAX_UPLOAD_RATE",
+        value_name = "BYTES",
+        default_value = "0",
+        value_parser = parse_bytes
+    )]
+    pub(crate) max_upload_rate: u64,
+    /// Uploads to other nodes at once (0: no cap); past it a peer is answered 429 and asks another holder.
+    #[arg(long = "max-peer-uploads", env = "PEERPULL_MAX_PEER_UPLOADS", value_name = "N", default_value_t = 0)]
+    pub(crate) max_peer_uploads: u32,
     #[command(flatten)]
     pub(crate) admin: AdminSocketArg,
     /// Serve the admin API on this TCP address too (off by default: it has no authentication).

@@ -74,6 +74,8 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             tag_timeout: args.tag_timeout,
             pull_through,
             clients: Some(clients),
+            max_peer_uploads: args.max_peer_uploads as usize,
+            max_upload_rate: args.max_upload_rate,
             ..Default::default()
         },
         limits: peerpull_mirror::Limits {

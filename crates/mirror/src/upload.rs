@@ -1,0 +1,178 @@
+//! What this node sends to other nodes: a cap on uploads at once and one
+//! byte rate shared by all of them, so a popular holder keeps its link for
+//! its own workloads.
+//!
+//! A peer's request past the cap, or arriving while the rate is already
+//! more than [`MAX_BACKLOG`] behind, is answered `429 Too Many Requests`
+//! with `Retry-After` at once, before any work: the asking node counts it as
+//! a busy peer and asks another holder straight away (it is not penalised).
+//! An upload that is admitted is paced: each chunk waits for its bytes in a
+//! token bucket refilled at the rate, with up to [`BURST`] of a second saved.
+//!
+//! Requests to pull through (a node asking the one chosen to fetch from the
+//! upstream) are paced but never refused: refusing would send that node to
+//! the upstream itself, one more upstream copy for the cluster. Responses to
+//! this node's own containerd are neither.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use http::Response;
+use http_body_util::{BodyExt as _, BodyStream, StreamBody};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::body::Body;
+
+/// How far behind the rate may be before new uploads are refused.
+pub(crate) const MAX_BACKLOG: Duration = Duration::from_secs(1);
+/// The part of a second's bytes an idle bucket saves up.
+const BURST: f64 = 0.1;
+
+/// The node's upload limits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Uploads {
+    permits: Option<Arc<Semaphore>>,
+    bucket: Option<Arc<Bucket>>,
+}
+
+/// One admitted upload: holds its place under the cap until dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    /// A place outside the cap, for a request that must not be turned away.
+    pub(crate) fn unlimited() -> Self {
+        Self { _permit: None }
+    }
+}
+
+impl Uploads {
+    /// At most `max` uploads at once and `rate` bytes per second in all (0: no limit).
+    pub(crate) fn new(max: usize, rate: u64) -> Self {
+        Self {
+            permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+            bucket: (rate > 0).then(|| Arc::new(Bucket::new(rate))),
+        }
+    }
+
+    /// A place for one more upload, or `None` (answer 429) at the cap or
+    /// with the rate too far behind.
+    pub(crate) fn admit(&self) -> Option<Slot> {
+        if self.bucket.as_ref().is_some_and(|b| b.backlog() > MAX_BACKLOG) {
+            return None;
+        }
+        match &self.permits {
+            Some(permits) => permits.clone().try_acquire_owned().ok().map(|p| Slot { _permit: Some(p) }),
+            None => Some(Slot { _permit: None }),
+        }
+    }
+
+    /// `response` with its body paced to the rate, holding `slot` until the body ends.
+    pub(crate) fn paced(&self, response: Response<Body>, slot: Slot) -> Response<Body> {
+        let bucket = self.bucket.clone();
+        response.map(move |body| {
+            let frames = BodyStream::new(body).then(move |frame| {
+                let _slot = &slot;
+                let wait = match (&frame, &bucket) {
+                    (Ok(frame), Some(bucket)) => frame.data_ref().map_or(Duration::ZERO, |d| bucket.take(d.len())),
+                    _ => Duration::ZERO,
+                };
+                async move {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    frame
+                }
+            });
+            StreamBody::new(frames).boxed_unsync()
+        })
+    }
+}
+
+/// A token bucket of bytes whose balance may go negative: a chunk is sent
+/// once the balance it left behind has been refilled.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Self {
+        let rate = rate as f64;
+        Self { rate, state: Mutex::new((rate * BURST, Instant::now())) }
+    }
+
+    /// Takes `bytes`; how long to wait before sending them.
+    fn take(&self, bytes: usize) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let balance = self.refilled(&mut state) - bytes as f64;
+        state.0 = balance;
+        self.debt(balance)
+    }
+
+    /// How long the bytes already taken need to be sent.
+    fn backlog(&self) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let balance = self.refilled(&mut state);
+        self.debt(balance)
+    }
+
+    /// The balance now, after the refill since the last look.
+    fn refilled(&self, state: &mut (f64, Instant)) -> f64 {
+        let now = Instant::now();
+        let elapsed = now.duration_since(state.1).as_secs_f64();
+        state.1 = now;
+        state.0 = (state.0 + elapsed * self.rate).min(self.rate * BURST);
+        state.0
+    }
+
+    fn debt(&self, balance: f64) -> Duration {
+        if balance >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-balance / self.rate)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_spends_its_burst_then_the_rate() {
+        let bucket = Bucket::new(1000);
+        assert_eq!(bucket.take(100), Duration::ZERO, "a tenth of a second is saved up");
+        assert_eq!(bucket.take(500), Duration::from_millis(500));
+        assert_eq!(bucket.backlog(), Duration::from_millis(500));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(bucket.backlog(), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(bucket.take(100), Duration::ZERO, "idle time saves no more than the burst");
+        assert_eq!(bucket.take(1), Duration::from_millis(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn admission_stops_at_the_cap_and_when_the_rate_is_behind() {
+        let uploads = Uploads::new(2, 0);
+        let (a, _b) = (uploads.admit().unwrap(), uploads.admit().unwrap());
+        assert!(uploads.admit().is_none());
+        drop(a);
+        assert!(uploads.admit().is_some());
+
+        let uploads = Uploads::new(0, 1000);
+        let bucket = uploads.bucket.clone().unwrap();
+        bucket.take(1100);
+        assert!(uploads.admit().is_some(), "1 s behind is still admitted");
+        bucket.take(1);
+        assert!(uploads.admit().is_none());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(uploads.admit().is_some());
+    }
+}
