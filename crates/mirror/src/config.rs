@@ -48,6 +48,9 @@ pub struct Config {
     pub max_peer_uploads: usize,
     /// Bytes per second sent to other nodes in all (`--max-upload-rate`); 0: no limit.
     pub max_upload_rate: u64,
+    /// Blobs of at least this many bytes come from several holders at once,
+    /// when several hold them (`--multi-source-min-bytes`); 0: always one.
+    pub multi_source_min_bytes: u64,
 }
 
 /// What this node proves its membership with.
@@ -107,6 +110,7 @@ impl Default for Config {
             clients: None,
             max_peer_uploads: 0,
             max_upload_rate: 0,
+            multi_source_min_bytes: 32 << 20,
         }
     }
 }

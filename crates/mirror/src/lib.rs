@@ -14,6 +14,7 @@
 //! - `request`: a request parsed into what it wants;
 //! - [`source`]: the sources (`local`, `peer`) and their [`source::Kind`];
 //! - `fetch`: hedged requests to peers within one attempts budget;
+//! - `multi`: a big blob from several holders at once, in chunks;
 //! - `transfer`: a body streamed, resumed (from peers, then this node's own
 //!   fetch) and verified;
 //! - `spool`: what this node fetches from the upstream, on disk while it
@@ -34,6 +35,7 @@ mod config;
 mod fetch;
 pub mod metrics;
 pub mod mirror;
+mod multi;
 pub mod peers;
 pub mod recent;
 mod request;

@@ -290,6 +290,16 @@ pub(crate) struct RunArgs {
         value_parser = parse_bytes
     )]
     pub(crate) max_upload_rate: u64,
+    /// Blobs of at least this many bytes come from several holders at once when several hold them
+    /// (0: always from one); suffixes as for --spool-max-bytes.
+    #[arg(
+        long = "multi-source-min-bytes",
+        env = "PEERPULL_MULTI_SOURCE_MIN_BYTES",
+        value_name = "BYTES",
+        default_value = "32Mi",
+        value_parser = parse_bytes
+    )]
+    pub(crate) multi_source_min_bytes: u64,
     /// Uploads to other nodes at once (0: no cap); past it a peer is answered 429 and asks another holder.
     #[arg(long = "max-peer-uploads", env = "PEERPULL_MAX_PEER_UPLOADS", value_name = "N", default_value_t = 0)]
     pub(crate) max_peer_uploads: u32,

@@ -76,6 +76,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             clients: Some(clients),
             max_peer_uploads: args.max_peer_uploads as usize,
             max_upload_rate: args.max_upload_rate,
+            multi_source_min_bytes: args.multi_source_min_bytes,
             ..Default::default()
         },
         limits: peerpull_mirror::Limits {

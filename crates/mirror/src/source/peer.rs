@@ -5,8 +5,9 @@
 //! [`crate::transfer`], resumed and verified. Peers are always asked for the
 //! whole content, with its length (`fetch` refuses an answer without one): a
 //! client's range is cut from it here, since only the whole can be checked
-//! against the digest. A request from a peer (loop guard) is never passed on
-//! to other peers.
+//! against the digest. A big blob with several holders comes from all of
+//! them at once ([`crate::multi`]). A request from a peer (loop guard) is
+//! never passed on to other peers.
 
 use http::{header, Method, Response};
 use peerpull_oci::Digest;
@@ -14,9 +15,15 @@ use peerpull_oci::Digest;
 use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
+use crate::multi::Multi;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
 use crate::transfer::{Feed, Transfer};
+
+/// The most holders one blob comes from at once.
+const MAX_HOLDERS: usize = 4;
+/// How long to wait for more holders once one has answered.
+const MORE_HOLDERS_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Content from the peers that hold it.
 pub(crate) struct Peer {
@@ -80,6 +87,23 @@ impl Source for Peer {
         };
         response.extensions_mut().insert(Via(opened.provider));
         let served = self.fetcher.metrics.served(Kind::Peer);
+        let min = config.multi_source_min_bytes;
+        if range.is_none() && min > 0 && size >= min {
+            let mut others = Vec::new();
+            while others.len() + 1 < MAX_HOLDERS {
+                match providers.next_within(MORE_HOLDERS_WAIT).await {
+                    Some(provider) => others.push(provider),
+                    None => break,
+                }
+            }
+            if !others.is_empty() {
+                tracing::debug!(%key, holders = others.len() + 1, size, "serving from several peers");
+                let first = (opened.provider, opened.response.into_body());
+                let multi = Multi::new(self.fetcher.clone(), ask, first, others, size, expected, served);
+                *response.body_mut() = body::stream(multi.stream());
+                return Some(response);
+            }
+        }
         let feed = Feed::Body(opened.response.into_body());
         let provider = Some(opened.provider);
         let fetcher = self.fetcher.clone();

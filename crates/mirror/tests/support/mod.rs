@@ -127,8 +127,10 @@ pub enum Misbehaviour {
     CorruptUntilClose,
     /// Accepts and never answers.
     Silent,
-    /// Announces the full length, sends `n` bytes, then stalls forever.
+    /// Announces the full length (or the range asked), sends `n` bytes, then stalls forever.
     Stall(usize),
+    /// Sends the right bytes (or the range asked), 64 KiB every 100 ms: slow, never stalled.
+    Slow,
     /// Names the right digest in `Docker-Content-Digest` but sends wrong bytes.
     WrongDigest,
 }
@@ -216,7 +218,9 @@ fn parse_range(value: &str, len: usize) -> Option<(usize, usize)> {
 /// Answers one request with `content` (`range` of it, for those that honour ranges).
 async fn answer(stream: &mut TcpStream, content: &[u8], how: Misbehaviour, range: Option<(usize, usize)>) {
     let wrong = |bytes: &[u8]| bytes.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>();
-    let range = range.filter(|_| matches!(how, Misbehaviour::Honest | Misbehaviour::Corrupt));
+    let honours =
+        matches!(how, Misbehaviour::Honest | Misbehaviour::Corrupt | Misbehaviour::Stall(_) | Misbehaviour::Slow);
+    let range = range.filter(|_| honours);
     let mut head = match range {
         Some((start, end)) => {
             format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{}\r\n", content.len())
@@ -232,6 +236,16 @@ async fn answer(stream: &mut TcpStream, content: &[u8], how: Misbehaviour, range
             return;
         }
         Misbehaviour::Honest => [sized.into_bytes(), body.to_vec()].concat(),
+        Misbehaviour::Slow => {
+            let _ = stream.write_all(sized.as_bytes()).await;
+            for piece in body.chunks(64 << 10) {
+                if stream.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Vec::new()
+        }
         Misbehaviour::Corrupt => [sized.into_bytes(), wrong(body)].concat(),
         Misbehaviour::Truncate(n) | Misbehaviour::Stall(n) => [sized.into_bytes(), body[..n].to_vec()].concat(),
         Misbehaviour::WrongDigest => {
