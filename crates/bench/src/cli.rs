@@ -82,6 +82,17 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 500)]
     pub(crate) soak_kill_every_ms: u64,
 
+    /// holders: size of the blob fetched from 1 or 3 holders, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) holders_blob_mib: u64,
+    /// holders: each holder's (and the upstream's) bandwidth, MB/s (10^6 bytes).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) holders_rate_mbps: u64,
+
+    /// holders: then each holder's --max-upload-rate, MB/s (10^6 bytes), below its link's rate.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) holders_limit_mbps: u64,
+
     /// dht: routers in one process.
     #[arg(long, default_value_t = 50)]
     pub(crate) dht_routers: usize,
@@ -107,6 +118,8 @@ pub(crate) enum Scenario {
     Dht,
     /// One node under stalled and concurrent downloads; a rollout while peers are killed.
     Soak,
+    /// A big blob from 1 or 3 holders, each behind a shaped link.
+    Holders,
 }
 
 /// How a rollout's nodes pull.
@@ -120,7 +133,7 @@ pub(crate) enum Pattern {
 
 impl Scenario {
     fn all() -> Vec<Self> {
-        vec![Self::Memory, Self::Dht, Self::Serve, Self::Peer, Self::Miss, Self::Rollout, Self::Soak]
+        vec![Self::Memory, Self::Dht, Self::Serve, Self::Peer, Self::Miss, Self::Rollout, Self::Soak, Self::Holders]
     }
 }
 

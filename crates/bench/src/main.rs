@@ -7,7 +7,7 @@
 //! printed as a table and written to `report.md`, `report.json` and PNG
 //! charts (see the crate's README for the command and the last results).
 //!
-//! The parts: [`cli`] (flags), [`scenario`] (the six scenarios), [`cluster`]
+//! The parts: [`cli`] (flags), [`scenario`] (the scenarios), [`cluster`]
 //! (nodes), [`registry`] and [`shaped`] (upstreams, a pull-through cache and a
 //! bandwidth-limited link), [`http`] and [`procfs`] (measuring), [`stats`],
 //! [`report`] and [`chart`] (results).
@@ -91,6 +91,7 @@ async fn run(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
             Scenario::Dht => report.sections.push(scenario::dht::run(args, &progress).await?),
             Scenario::Memory => report.sections.push(scenario::memory::run(args, &progress).await?),
             Scenario::Soak => report.sections.extend(scenario::soak::run(args, &progress).await?),
+            Scenario::Holders => report.sections.push(scenario::holders::run(args, &progress).await?),
             Scenario::Rollout => {
                 let (sections, memory) = scenario::rollout::run(args, &progress).await?;
                 report.sections.extend(sections);

@@ -3,6 +3,7 @@
 //! report sections it measured.
 
 pub(crate) mod dht;
+pub(crate) mod holders;
 pub(crate) mod memory;
 pub(crate) mod miss;
 pub(crate) mod peer;

@@ -28,18 +28,25 @@ impl Link {
     /// Creates the namespace and the pair, shaping namespace → host traffic
     /// to `rate` bytes per second.
     pub(crate) fn create(rate: u64) -> anyhow::Result<Self> {
+        Self::create_nth(rate, 0)
+    }
+
+    /// The `n`th of several links of this process (up to 4), each with its
+    /// own namespace and addresses.
+    pub(crate) fn create_nth(rate: u64, n: u8) -> anyhow::Result<Self> {
         let id = std::process::id();
         let tag = id % 100_000;
         let (a, b) = (200 + (id % 50) as u8, ((id / 50) % 250) as u8);
+        let b = b.wrapping_add(n.wrapping_mul(61)) % 250;
         let link = Self {
-            ns: format!("ppbench{tag}"),
-            host_if: format!("ppbh{tag}"),
+            ns: format!("ppbench{tag}n{n}"),
+            host_if: format!("ppbh{tag}n{n}"),
             host_ip: IpAddr::V4(Ipv4Addr::new(10, a, b, 1)),
             ns_ip: IpAddr::V4(Ipv4Addr::new(10, a, b, 2)),
         };
         // Left over from a run of the same pid that was killed: start clean.
         link.cleanup();
-        let ns_if = format!("ppbn{tag}");
+        let ns_if = format!("ppbn{tag}n{n}");
         let (ns, host_if) = (link.ns.as_str(), link.host_if.as_str());
         let (host_cidr, ns_cidr) = (format!("{}/30", link.host_ip), format!("{}/30", link.ns_ip));
         // The burst must hold at least a few full-size (GSO) packets and about 10 ms of traffic.

@@ -45,6 +45,8 @@ pub struct PeerpullOptions {
     pub psk: Option<String>,
     /// More arguments for `peerpull run`.
     pub extra: Vec<String>,
+    /// A network namespace to run it in (`ip netns exec`), e.g. behind a shaped link.
+    pub netns: Option<String>,
 }
 
 impl PeerpullOptions {
@@ -60,6 +62,7 @@ impl PeerpullOptions {
             direct_read: false,
             psk: None,
             extra: Vec::new(),
+            netns: None,
         }
     }
 
@@ -281,9 +284,24 @@ impl Peerpull {
         self.launch().await
     }
 
+    /// Stops it and starts it again with the same identity and `options`.
+    pub async fn restart_with(&mut self, options: PeerpullOptions) -> Result<(), Error> {
+        self.stop();
+        self.options = options;
+        self.launch().await
+    }
+
     async fn launch(&mut self) -> Result<(), Error> {
         let o = &self.options;
-        let mut command = Command::new(binary()?);
+        let mut command = match &o.netns {
+            // `ip netns exec` execs the binary: the pid stays the daemon's.
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(binary()?);
+                command
+            }
+            None => Command::new(binary()?),
+        };
         command
             .arg("run")
             .arg("--containerd-socket")
