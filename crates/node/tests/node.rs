@@ -35,32 +35,9 @@ struct Running {
 impl Running {
     async fn start(store: Memory, mirrored: Mirrored, bootstrap: Option<SocketAddr>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let config = Config {
-            containerd: peerpull_store::containerd::Config {
-                socket: dir.path().join("unused.sock"),
-                namespace: "k8s.io".into(),
-                content_path: None,
-            },
-            routing: peerpull_routing::Config {
-                listen: any,
-                bootstrap: bootstrap.map(|a| Bootstrap::parse(&a.to_string()).unwrap()).into_iter().collect(),
-                data_dir: dir.path().to_owned(),
-                ..Default::default()
-            },
-            mirror: peerpull_mirror::Config {
-                mirrored,
-                // No upstream here: tags come from the store and peers.
-                tag_resolution: peerpull_mirror::TagResolution::PeersFirst,
-                ..Default::default()
-            },
-            limits: peerpull_mirror::Limits::default(),
-            registry_addr: any,
-            metrics_addr: any,
-            admin_socket: Some(dir.path().join("admin.sock")),
-            admin_addr: None,
-            debug_web: true,
-        };
+        let mut config = config(dir.path());
+        config.routing.bootstrap = bootstrap.map(|a| Bootstrap::parse(&a.to_string()).unwrap()).into_iter().collect();
+        config.mirror.mirrored = mirrored;
         let node = Node::with_store(config, Arc::new(store.clone())).await.unwrap();
         let (registry, metrics) = (node.registry_addr(), node.metrics_addr());
         let router = node.router().clone();
@@ -81,6 +58,30 @@ impl Running {
 
     async fn metric(&self, line: &str) -> bool {
         self.get(self.metrics, "/metrics").await.1.lines().any(|l| l == line)
+    }
+}
+
+/// A node on 127.0.0.1 with ports the system picks, its data and admin socket in `dir`.
+fn config(dir: &std::path::Path) -> Config {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Config {
+        containerd: peerpull_store::containerd::Config {
+            socket: dir.join("unused.sock"),
+            namespace: "k8s.io".into(),
+            content_path: None,
+        },
+        routing: peerpull_routing::Config { listen: any, data_dir: dir.to_owned(), ..Default::default() },
+        mirror: peerpull_mirror::Config {
+            // No upstream here: tags come from the store and peers.
+            tag_resolution: peerpull_mirror::TagResolution::PeersFirst,
+            ..Default::default()
+        },
+        limits: peerpull_mirror::Limits::default(),
+        registry_addr: any,
+        metrics_addr: any,
+        admin_socket: Some(dir.join("admin.sock")),
+        admin_addr: None,
+        debug_web: true,
     }
 }
 
@@ -341,22 +342,7 @@ impl peerpull_store::Store for FeedEnds {
 #[tokio::test]
 async fn a_subsystem_that_ends_on_its_own_stops_the_node_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let config = Config {
-        containerd: peerpull_store::containerd::Config {
-            socket: dir.path().join("unused.sock"),
-            namespace: "k8s.io".into(),
-            content_path: None,
-        },
-        routing: peerpull_routing::Config { listen: any, data_dir: dir.path().to_owned(), ..Default::default() },
-        mirror: peerpull_mirror::Config::default(),
-        limits: peerpull_mirror::Limits::default(),
-        registry_addr: any,
-        metrics_addr: any,
-        admin_socket: None,
-        admin_addr: None,
-        debug_web: false,
-    };
+    let config = Config { admin_socket: None, debug_web: false, ..config(dir.path()) };
     let node = Node::with_store(config, Arc::new(FeedEnds(Memory::new()))).await.unwrap();
     let stop = CancellationToken::new();
     // Nobody asks it to stop: it ends because a part of it did.
