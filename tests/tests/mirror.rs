@@ -89,6 +89,31 @@ async fn a_node_pulling_what_a_peer_holds_costs_the_upstream_no_blob_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_layer_comes_from_both_holders_at_once() {
+    const SERVED: &str = "peerpull_mirror_bytes_served_total{source=\"local\"}";
+    let cluster = Cluster::peers_only(3).await.unwrap();
+    // Above --multi-source-min-bytes (32 MiB by default).
+    let image = ImageBuilder::new("e2e-multi-source").layers(&[40 << 20]).build().unwrap();
+    let reference = image.push(&cluster.upstream, "e2e/multi:v1").await.unwrap();
+    cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
+    cluster.nodes[2].containerd.cri_pull(&reference).await.unwrap();
+    cluster.wait_located(1, &reference, &[0, 2], SEEN).await.unwrap();
+    let mut before = Vec::new();
+    for n in [0, 2] {
+        before.push(cluster.nodes[n].peerpull.metric(SERVED).await.unwrap());
+    }
+    let pulled = cluster.nodes[1].containerd.cri_pull(&reference).await.unwrap();
+    assert_eq!(pulled.manifest_digest(), Some(image.digest()));
+    let layer = &image.platforms()[0].layers[0];
+    let mut sent = Vec::new();
+    for (n, before) in [0, 2].into_iter().zip(before) {
+        sent.push(cluster.nodes[n].peerpull.metric(SERVED).await.unwrap() - before);
+    }
+    assert!(sent.iter().all(|s| *s >= (4 << 20) as f64), "each holder sends at least a chunk: {sent:?}");
+    assert!(sent.iter().sum::<f64>() >= layer.size as f64, "{sent:?} for a layer of {}", layer.size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder() {
     let mut cluster = Cluster::peers_only(3).await.unwrap();
     let image = ImageBuilder::new("e2e-resume").layers(&[48 << 20]).build().unwrap();
