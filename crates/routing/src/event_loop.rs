@@ -180,6 +180,17 @@ impl EventLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(self.table_peers());
             }
+            Command::HeldProviders { key, reply } => {
+                use libp2p::kad::store::RecordStore as _;
+                let now = std::time::Instant::now();
+                let records = self.swarm.behaviour_mut().kad.store_mut().providers(&record_key(&key));
+                let held = records
+                    .into_iter()
+                    .filter(|r| r.provider != self.local && r.expires.is_none_or(|at| at > now))
+                    .map(|r| r.provider)
+                    .collect();
+                let _ = reply.send(held);
+            }
             Command::AdvertisedPage { after, limit, reply } => {
                 let _ = reply.send(self.provides.page(&after, limit));
             }

@@ -85,6 +85,7 @@ pub(crate) enum Command {
     Closest { key: Key, except: Vec<PeerId>, reply: oneshot::Sender<Option<Provider>> },
     PeerCount { reply: oneshot::Sender<usize> },
     Peers { reply: oneshot::Sender<Vec<Peer>> },
+    HeldProviders { key: Key, reply: oneshot::Sender<Vec<PeerId>> },
     AdvertisedPage { after: String, limit: usize, reply: oneshot::Sender<Vec<Key>> },
     ListenAddrs { reply: oneshot::Sender<Vec<SocketAddr>> },
 }
@@ -183,6 +184,13 @@ impl Router {
     /// How many peers the routing table holds.
     pub async fn peer_count(&self) -> Result<usize, Error> {
         self.call("peer_count", self.command_timeout, |reply| Command::PeerCount { reply }).await
+    }
+
+    /// The other nodes whose unexpired provider records for `key` this node
+    /// stores for the DHT: what re-providing keeps alive.
+    pub async fn held_providers(&self, key: &Key) -> Result<Vec<PeerId>, Error> {
+        let key = key.clone();
+        self.call("held_providers", self.command_timeout, |reply| Command::HeldProviders { key, reply }).await
     }
 
     /// The peers in the routing table, ordered by peer id.

@@ -90,13 +90,17 @@ async fn records_are_reprovided_and_withdrawn_keys_expire() {
 
     // An advertised key stays found past provider_ttl (and the cache_ttl an answer
     // is reused for): re-providing renews the copies others hold. (In a cluster this
-    // small a also answers for its own record, which never expires.)
+    // small a also answers for its own record, which never expires, so the copies
+    // b stores are checked too.)
     let ttl = a.config.provider_ttl;
     let expired = ttl + b.config.cache_ttl + SLACK;
+    let a_id = a.router.local_peer_id();
     always("b finds a for the key a keeps advertising", expired, b.lookup_bound(), || async {
         b.lookup("sha256:kept", 5).await.len() == 1
     })
     .await;
+    let held = b.router.held_providers(&key("sha256:kept")).await.unwrap();
+    assert_eq!(held, vec![a_id], "b holds a live copy of a's record, past its ttl: re-provided");
 
     a.router.withdraw(vec![key("sha256:gone")]).await.unwrap();
     let started = tokio::time::Instant::now();
