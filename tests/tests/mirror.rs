@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use peerpull_e2e::Cluster;
+use peerpull_e2e::{Cluster, Setup};
 use peerpull_testbed::{http, ImageBuilder};
 use sha2::{Digest as _, Sha256};
 
@@ -115,7 +115,20 @@ async fn a_big_layer_comes_from_both_holders_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder() {
-    let mut cluster = Cluster::peers_only(3).await.unwrap();
+    killed_mid_blob(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_during_a_multi_source_download_and_the_others_finish() {
+    killed_mid_blob(true).await;
+}
+
+/// Node 1 downloads a 48 MiB layer nodes 0 and 2 hold, and one of them is
+/// killed after the first MiB: the one sending it (one source at a time), or
+/// node 0 (several sources at once). The download completes, verified.
+async fn killed_mid_blob(multi_source: bool) {
+    let extra = if multi_source { vec![] } else { vec!["--multi-source-min-bytes".to_owned(), "0".to_owned()] };
+    let mut cluster = Cluster::start_with(3, Setup { pull_through: false, extra, ..Setup::default() }).await.unwrap();
     let image = ImageBuilder::new("e2e-resume").layers(&[48 << 20]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/resume:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();
@@ -138,7 +151,7 @@ async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder()
         received += data.len() as u64;
         hasher.update(&data);
         if killed.is_none() && received >= 1 << 20 {
-            // Kill whichever holder is sending this transfer now.
+            // One source: kill whichever holder is sending this transfer now.
             let served = "peerpull_transfers_in_flight{source=\"local\"}";
             let mut serving = None;
             for n in [0, 2] {
@@ -146,7 +159,7 @@ async fn a_peer_killed_mid_blob_and_the_transfer_completes_from_another_holder()
                     serving = Some(n);
                 }
             }
-            let n = serving.expect("one holder is serving");
+            let n = if multi_source { 0 } else { serving.expect("one holder is serving") };
             cluster.nodes[n].peerpull.kill();
             killed = Some(n);
         }
