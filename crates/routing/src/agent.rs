@@ -10,6 +10,15 @@
 //! node itself runs on such addresses; nodes sharing one host on loopback
 //! aliases (test clusters) keep their announced loopback address, since the
 //! source of a loopback connection is always 127.0.0.1.
+//!
+//! The same address also travels with the node's provider records, as a
+//! multiaddr ending in `/http` ([`mirror_multiaddr`]), so that a node that
+//! finds a provider it is not connected to can use it at once. A node
+//! storing a record replaces the announced address with the one resolved
+//! here from the announcing connection, and a node reading one accepts it
+//! only if [`acceptable`] (never loopback or link-local unless it runs on
+//! such addresses itself); when connected to the provider, the connection's
+//! own address is used instead.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,6 +35,31 @@ pub(crate) fn encode(mirror: SocketAddr) -> String {
 /// The mirror address in a peer's agent version, if it carries one.
 pub(crate) fn decode(agent: &str) -> Option<SocketAddr> {
     agent.split_whitespace().find_map(|part| part.strip_prefix("mirror=")?.parse().ok())
+}
+
+/// The multiaddr form of a mirror address, `/ip4/10.0.0.7/tcp/5000/http`: no
+/// libp2p transport dials it, so it can sit among a peer's addresses.
+pub(crate) fn mirror_multiaddr(mirror: SocketAddr) -> Multiaddr {
+    multiaddr_of(mirror).with(Protocol::Http)
+}
+
+/// The mirror address in a multiaddr made by [`mirror_multiaddr`] (Kademlia
+/// may have appended `/p2p/<peer id>`).
+pub(crate) fn mirror_of(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut parts = addr.iter().skip(2);
+    match (parts.next(), parts.next()) {
+        (Some(Protocol::Http), None | Some(Protocol::P2p(_))) if parts.next().is_none() => socket_of(addr),
+        _ => None,
+    }
+}
+
+/// Whether a mirror address read from a provider record may be contacted from
+/// a node running on `own` addresses.
+pub(crate) fn acceptable(mirror: SocketAddr, own: Own) -> bool {
+    let ip = mirror.ip();
+    !(ip.is_unspecified() || ip.is_multicast() || mirror.port() == 0)
+        && (!ip.is_loopback() || own.loopback)
+        && (!is_link_local(ip) || own.link_local)
 }
 
 /// Where this node's own router runs, which decides which peer addresses are acceptable.
@@ -178,6 +212,21 @@ mod tests {
         assert_eq!(resolve(a, ip("127.0.0.4"), true, &listen, ONE_HOST).unwrap().to_string(), "127.0.0.4:5000");
         // It dialed us (from 127.0.0.1): its loopback listen address.
         assert_eq!(resolve(a, ip("127.0.0.1"), false, &listen, ONE_HOST).unwrap().to_string(), "127.0.0.3:5000");
+    }
+
+    #[test]
+    fn mirror_addresses_in_records() {
+        let m: SocketAddr = "10.0.0.7:5000".parse().unwrap();
+        let addr = mirror_multiaddr(m);
+        assert_eq!(addr.to_string(), "/ip4/10.0.0.7/tcp/5000/http");
+        assert_eq!(mirror_of(&addr), Some(m));
+        assert_eq!(mirror_of(&addr.clone().with(Protocol::P2p(libp2p::PeerId::random()))), Some(m));
+        assert_eq!(mirror_of(&multiaddr_of(m)), None, "a libp2p address is not a mirror");
+        assert!(acceptable(m, CLUSTER));
+        for bad in ["0.0.0.0:5000", "10.0.0.7:0", "127.0.0.1:5000", "169.254.169.254:80", "[fe80::1]:5000"] {
+            assert!(!acceptable(bad.parse().unwrap(), CLUSTER), "{bad}");
+        }
+        assert!(acceptable("127.0.0.3:5000".parse().unwrap(), ONE_HOST));
     }
 
     #[test]

@@ -61,6 +61,8 @@ impl Behaviour {
             .set_replication_factor(k)
             .set_query_timeout(config.lookup_timeout.max(std::time::Duration::from_secs(30)))
             .set_provider_record_ttl(Some(config.provider_ttl))
+            // Provider records are stored by the event loop, with the mirror address it resolved.
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
             // Re-announcing is ours (throttled, spread out); see `event_loop::provides`.
             .set_provider_publication_interval(None)
             .set_record_ttl(None)

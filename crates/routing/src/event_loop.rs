@@ -15,7 +15,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt as _};
 use libp2p::{
-    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, DialError},
+    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId, DialError},
     Multiaddr, PeerId, Swarm,
 };
 use peerpull_oci::Key;
@@ -30,7 +30,7 @@ use crate::{
     behaviour::{build_swarm, Behaviour},
     identity,
     keys::record_key,
-    metrics::Metrics,
+    metrics::{How, Metrics},
     router::Command,
     Bootstrap, Config, Error, Peer, Provider,
 };
@@ -93,6 +93,8 @@ impl EventLoop {
         let keypair = identity::load_or_create(&config.data_dir)?;
         let local = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair, &config)?;
+        // Our provider records carry our mirror address (see `agent`).
+        swarm.add_external_address(agent::mirror_multiaddr(config.mirror_addr));
         swarm
             .listen_on(agent::multiaddr_of(config.listen))
             .map_err(|e| Error::Listen { addr: config.listen.to_string(), reason: error_chain(&e) })?;
@@ -116,8 +118,8 @@ impl EventLoop {
             walking_until: None,
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
-            peers: Peers::new(local, agent::Own::of(config.listen.ip())),
-            lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl),
+            peers: Peers::new(local, agent::Own::of(config.listen.ip()), config.provider_ttl),
+            lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl, metrics.clone()),
             provides: Provides::new(config.max_concurrent_provides, config.reprovide_interval, metrics.clone()),
             bootstrap,
             resolving: FuturesUnordered::new(),
@@ -220,17 +222,20 @@ impl EventLoop {
         }
     }
 
-    /// Streams `peer` for `key` if it is usable now; otherwise dials it and waits (bounded).
+    /// Streams `peer` for `key` if it is usable now: connected and identified,
+    /// or at the mirror address its provider record carries. Otherwise dials it
+    /// and waits (bounded).
     fn resolve_provider(&mut self, key: &libp2p::kad::RecordKey, peer: PeerId) {
         let now = Instant::now();
         let status = self.peers.status(peer, now);
         tracing::debug!(%peer, ?status, connected = self.peers.is_connected(&peer), "provider found");
         match status {
-            Status::Ready(mirror) => {
-                let penalised = self.peers.is_penalised(&peer, now);
-                self.lookups.deliver(key, Provider { peer, mirror }, penalised);
-            }
+            Status::Ready(mirror) => self.deliver(key, peer, mirror, How::Connected),
             Status::Wait { dial } => {
+                if let Some(mirror) = self.record_mirror(peer, now) {
+                    self.deliver(key, peer, mirror, How::Record);
+                    return;
+                }
                 if dial && !self.peers.is_connected(&peer) {
                     // Addresses come from the routing table and from the provider record the
                     // running query just received (Kademlia hands those to the dial).
@@ -252,14 +257,38 @@ impl EventLoop {
         }
     }
 
+    fn deliver(&mut self, key: &libp2p::kad::RecordKey, peer: PeerId, mirror: SocketAddr, how: How) {
+        let penalised = self.peers.is_penalised(&peer, Instant::now());
+        self.metrics.resolved(how);
+        self.lookups.deliver(key, Provider { peer, mirror }, penalised);
+    }
+
+    /// The mirror address a provider record of `peer` carries, for a peer we
+    /// are not connected to. The running queries know the addresses each
+    /// answer gave for `peer`; Kademlia hands them out when asked for a peer's
+    /// addresses ahead of a dial, which reads them and changes nothing.
+    fn record_mirror(&mut self, peer: PeerId, now: Instant) -> Option<SocketAddr> {
+        use libp2p::{core::Endpoint, swarm::NetworkBehaviour as _};
+        if self.peers.is_connected(&peer) {
+            return None;
+        }
+        let addrs = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .handle_pending_outbound_connection(ConnectionId::new_unchecked(0), Some(peer), &[], Endpoint::Dialer)
+            .unwrap_or_default();
+        self.peers.learn_record(peer, &addrs, now + self.config.provider_ttl);
+        self.peers.record_mirror(&peer, now)
+    }
+
     /// A peer a lookup waited for became usable (`Some`) or will not (`None`).
     fn peer_resolved(&mut self, peer: PeerId, mirror: Option<SocketAddr>) {
         self.closest_resolved(peer, mirror);
         match mirror {
             Some(mirror) => {
-                let penalised = self.peers.is_penalised(&peer, Instant::now());
                 for key in self.lookups.waiting_for(&peer) {
-                    self.lookups.deliver(&key, Provider { peer, mirror }, penalised);
+                    self.deliver(&key, peer, mirror, How::Dialed);
                 }
             }
             None => {
@@ -290,7 +319,7 @@ impl EventLoop {
             self.walking_until = None;
         }
         let size = self.routing_table_size();
-        self.metrics.routing_peers.set(i64::try_from(size).unwrap_or(i64::MAX));
+        self.metrics.routing_peers.set(gauge(size));
         if self.bootstrap.due(now, size > 0) {
             self.run_bootstrap(size);
         }
@@ -318,7 +347,12 @@ impl EventLoop {
         }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
-            let dropped = self.swarm.behaviour_mut().kad.store_mut().sweep(std::time::Instant::now());
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            let dropped = store.sweep(std::time::Instant::now());
+            let held = store.held();
+            self.metrics.stored_records.set(gauge(held.records));
+            self.metrics.stored_providers.set(gauge(held.providers));
+            self.metrics.stored_max_per_peer.set(gauge(held.max_per_peer));
             self.peers.gc(now);
             self.lookups.gc(now);
             self.closest.gc(now);
@@ -404,6 +438,11 @@ impl EventLoop {
     fn routing_table_size(&mut self) -> usize {
         self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
+}
+
+/// A count as a gauge value.
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// An error with its sources, `a: b: c`, leaving out empty messages (the

@@ -14,11 +14,13 @@
 //! - `event_loop`: the task that owns the swarm and all routing state
 //!   (peers, lookups and their cache, announcements, bootstrap).
 //! - `behaviour`: Kademlia + Identify + Ping, and how the swarm is built.
-//! - `agent`: how a node announces its mirror address (Identify agent version).
+//! - `agent`: how a node announces its mirror address (Identify agent
+//!   version, and a `/http` multiaddr in its provider records).
 //! - `keys`, `store`: key hashing and the provider record store.
 //! - [`psk`]: [`Psk`], the pre-shared key that makes the DHT private.
-//! - `metrics`: the routing-table and advertised-key gauges the event loop
-//!   keeps current ([`Router::register_metrics`]).
+//! - `metrics`: lookups, announcements, walks, traffic and stored records,
+//!   kept current by the event loop ([`Router::register_metrics`],
+//!   [`Router::counters`]).
 //!
 //! # Bounds
 //!
@@ -27,16 +29,23 @@
 //!   Kademlia, so their copies of our record have to expire. While advertised, a
 //!   key is re-announced `Config::reprovide_interval` (default 100 s) after its
 //!   previous announcement finished, at most `max_concurrent_provides` at a time.
-//! - Dead peers: a provider is returned only over a live connection that has
-//!   identified it, or after a fresh dial plus Identify succeeds within
-//!   `Config::dial_timeout` (default 3 s); a failed dial makes lookups skip it
-//!   without dialling for `Config::unreachable_backoff`. So a peer whose process
-//!   exits (the OS closes its sockets) is not returned by any lookup that starts
-//!   after its connections closed (measured: milliseconds). A peer that vanishes
-//!   silently (power loss, partition) loses its connection when the liveness
-//!   probe fails, after at most `ping_interval + ping_timeout` (default 20 s); the
-//!   bound is then 20 s + `dial_timeout` = 23 s. A lookup already in flight
-//!   may still yield a provider that died during it.
+//! - Providers: a provider is returned at once when it is connected and
+//!   identified (at the connection's IP), or when its provider record carries
+//!   its mirror address (resolved from the announcing connection by the node
+//!   that stored the record): a lookup needs no new connection. Otherwise
+//!   (no usable address in the record, or the peer may have gone away) it
+//!   is returned after a fresh dial plus Identify within `Config::dial_timeout`
+//!   (default 3 s), and a failed dial makes lookups skip it for
+//!   `Config::unreachable_backoff`.
+//! - Dead peers: a node that saw a peer's connection end dials it before
+//!   returning it for `unreachable_backoff` after that (so a process that
+//!   exits is left out by the nodes that were talking to it, within
+//!   milliseconds); one whose dial or liveness probe failed (after at most
+//!   `ping_interval + ping_timeout`, 20 s, for a peer that vanished silently),
+//!   until its records expire. Other nodes may return a dead provider from its
+//!   records until they expire (`provider_ttl`); the mirror then moves on to
+//!   the next provider when the connection is refused, or after its hedge
+//!   delay. A lookup already in flight may yield a provider that died during it.
 //! - A lookup ends within `Config::lookup_timeout` (default 5 s).
 //! - Where records land: announcements wait, after the first peer arrives, for
 //!   the first Kademlia walk (at most 10 s), so they go to the nodes closest to
@@ -84,4 +93,4 @@ pub use event_loop::EventLoop;
 pub use libp2p::{Multiaddr, PeerId};
 pub use peerpull_oci::Key;
 pub use psk::{Psk, PskError};
-pub use router::{Advertised, Lookup, Peer, Provider, Router, MAX_LOOKUP_LIMIT};
+pub use router::{Advertised, Counters, Lookup, Peer, Provider, Router, MAX_LOOKUP_LIMIT};

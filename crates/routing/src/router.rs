@@ -54,6 +54,21 @@ pub struct Advertised {
     pub tags: u64,
 }
 
+/// Running totals the router keeps (the same as its metrics report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Kademlia requests sent and answered, and liveness probes: the node's routing traffic.
+    pub messages: u64,
+    /// Providers returned that were connected and identified already.
+    pub connected: u64,
+    /// Providers returned at the mirror address their record carries, with no connection.
+    pub from_record: u64,
+    /// Providers returned after a dial plus Identify.
+    pub dialed: u64,
+    /// Announcements that reached fewer nodes than the replication factor.
+    pub announcements_failed: u64,
+}
+
 /// A handle to the router; cheap to clone, usable from any task.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -121,6 +136,11 @@ impl Router {
     /// and `peerpull_advertised_keys{kind}`, kept current by the event loop.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.metrics.register(registry);
+    }
+
+    /// The router's running totals: its traffic and how providers were resolved.
+    pub fn counters(&self) -> Counters {
+        self.metrics.counters()
     }
 
     /// Becomes `true` once the routing table holds a peer, or at once for a node

@@ -26,6 +26,17 @@ use libp2p::{
 /// The most addresses kept with a provider record.
 pub(crate) const MAX_ADDRESSES: usize = 8;
 
+/// What [`Store::held`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Records of other nodes.
+    pub(crate) records: usize,
+    /// Other nodes with at least one record.
+    pub(crate) providers: usize,
+    /// The most records of any one other node.
+    pub(crate) max_per_peer: usize,
+}
+
 /// Provider records for us and for others.
 pub(crate) struct Store {
     inner: MemoryStore,
@@ -92,6 +103,15 @@ impl Store {
         });
         per_peer.retain(|_, n| *n > 0);
         dropped
+    }
+
+    /// The records held for other nodes.
+    pub(crate) fn held(&self) -> Held {
+        Held {
+            records: self.per_peer.values().sum(),
+            providers: self.per_peer.len(),
+            max_per_peer: self.per_peer.values().copied().max().unwrap_or(0),
+        }
     }
 
     /// How many keys have at least one provider record.
@@ -216,6 +236,7 @@ mod tests {
             store.add_provider(rec(1_000_000 + i, modest)).unwrap();
         }
         assert_eq!(store.records_of(&modest), 50);
+        assert_eq!(store.held(), Held { records: 150, providers: 2, max_per_peer: 100 });
         assert_eq!(store.providers(&RecordKey::new(&"k0")).len(), 1, "the greedy peer's first records stay");
         let kept = store.providers(&RecordKey::new(&"k1000000"));
         assert_eq!(kept[0].addresses.len(), MAX_ADDRESSES);

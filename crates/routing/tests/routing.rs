@@ -316,3 +316,30 @@ async fn with_a_key_only_nodes_holding_it_join() {
     assert!(member.lookup("sha256:contested", 5).await.is_empty());
     assert_eq!(seed.router.peer_count().await.unwrap(), 1, "the seed knows the member only");
 }
+
+/// A lookup uses the mirror address a provider record carries, without a
+/// connection to the provider. Here the asker may hold one connection only
+/// (to the seed), so it can never reach the provider over libp2p: the
+/// provider is still returned, at the mirror address the seed resolved when
+/// it stored the record. (Before, the asker had to dial it and Identify it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_is_returned_from_its_record_without_a_connection() {
+    let seed = NodeBuilder::new("127.0.0.1:0").start().await;
+    let a = NodeBuilder::new("127.0.0.1:0").bootstrap_to(&seed).start().await;
+    a.wait_ready().await;
+    a.router.advertise(vec![key("sha256:held")]).await.unwrap();
+    let a_id = a.router.local_peer_id();
+    eventually("the seed holds a's record", a.command_bound(), a.command_bound(), || async {
+        seed.router.held_providers(&key("sha256:held")).await.unwrap().contains(&a_id).then_some(())
+    })
+    .await;
+
+    let asker = NodeBuilder::new("127.0.0.1:0").config(|c| c.max_connections = 1).bootstrap_to(&seed).start().await;
+    asker.wait_ready().await;
+    let found = asker.lookup("sha256:held", 5).await;
+    assert_eq!(found.iter().map(|p| (p.peer, p.mirror)).collect::<Vec<_>>(), vec![(a_id, a.mirror)]);
+    let peers = asker.router.peers().await.unwrap();
+    assert!(peers.iter().all(|p| p.peer != a_id || p.mirror.is_none()), "the asker never identified a: {peers:?}");
+    let counters = asker.router.counters();
+    assert_eq!((counters.from_record, counters.dialed), (1, 0), "{counters:?}");
+}

@@ -11,7 +11,7 @@ use std::{
 
 use futures::StreamExt as _;
 use peerpull_oci::Digest;
-use peerpull_routing::Key;
+use peerpull_routing::{Counters, Key};
 use support::{Node, NodeBuilder};
 
 const DEFAULT_NODES: usize = 50;
@@ -22,6 +22,11 @@ const SEQUENTIAL_SAMPLE: usize = 200;
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Keys whose closest node every node is asked for.
 const CLOSEST_KEYS: usize = 20;
+
+/// The DHT counts as at rest below this many routing messages per router per
+/// second (liveness probes alone cost a router about 12 at 120 routers).
+const AT_REST_MESSAGES: u64 = 25;
+const AT_REST_DEADLINE: Duration = Duration::from_secs(60);
 
 /// `PEERPULL_SCALE_NODES` / `PEERPULL_SCALE_KEYS` shrink or grow the run.
 fn env_or(name: &str, default: usize) -> usize {
@@ -57,6 +62,15 @@ fn tune(c: &mut peerpull_routing::Config) {
     // need more CPU than the machine has. Re-providing has its own test.
     c.provider_ttl = Duration::from_secs(1800);
     c.reprovide_interval = Duration::from_secs(600);
+    // Every connection between two routers of this one process costs it two file
+    // descriptors, and the process may hold 20 000: close idle ones sooner than
+    // production does, so that 120 routers fit.
+    c.idle_timeout = Duration::from_secs(15);
+    // Each router here has 1/60 of two cores: 32 announcements at once per router
+    // (production's figure, for a node with a machine of its own) starve the walks
+    // past Kademlia's query time-out, and an announcement whose walk times out is
+    // sent to nobody.
+    c.max_concurrent_provides = 4;
     if std::env::var_os("PEERPULL_SCALE_NO_PING").is_some() {
         c.ping_interval = Duration::from_secs(3600);
         c.ping_timeout = Duration::from_secs(3600);
@@ -137,6 +151,7 @@ async fn run(nodes_n: usize, keys_n: usize) {
     }
     let advertise_took = t1.elapsed();
     eprintln!("scale: announced in {advertise_took:?}; looking up");
+    let quiet_after = at_rest(&nodes).await;
 
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let mut jobs = vec![];
@@ -162,12 +177,24 @@ async fn run(nodes_n: usize, keys_n: usize) {
     }
     peers.sort();
 
-    for m in &missing {
-        eprintln!("scale: MISSING {m}");
+    for (i, (owner, k, m)) in missing.iter().enumerate() {
+        // For the first few: how many nodes hold a copy of the owner's record.
+        let mut holders = 0;
+        if i < 10 {
+            let owner_id = nodes[*owner].router.local_peer_id();
+            for n in &nodes {
+                holders += usize::from(n.router.held_providers(&key(*owner, *k)).await.unwrap().contains(&owner_id));
+            }
+        }
+        eprintln!("scale: MISSING {m}; {holders} nodes hold its record");
     }
     println!("scale: {nodes_n} nodes x {keys_n} keys = {} lookups", nodes_n * keys_n);
     println!("scale: all nodes ready after {ready_after:?}");
     println!("scale: convergence (every key's first announcement done) {advertise_took:?}");
+    match quiet_after {
+        Some(t) => println!("scale: at rest {t:?} after that; lookups measured from then"),
+        None => println!("scale: NOT at rest {AT_REST_DEADLINE:?} after that; lookups measured anyway"),
+    }
     for (label, lat) in [("one at a time", &one_at_a_time), (&format!("{CONCURRENT_LOOKUPS} at a time"), &burst)] {
         if let Some(max) = lat.last() {
             println!(
@@ -199,10 +226,40 @@ async fn run(nodes_n: usize, keys_n: usize) {
         }
     }
     println!("scale: closest node: {disagreements} of {CLOSEST_KEYS} keys with more than one fetcher named");
+    let counters = nodes.iter().map(|n| n.router.counters()).fold(Counters::default(), |a, c| Counters {
+        messages: a.messages + c.messages,
+        connected: a.connected + c.connected,
+        from_record: a.from_record + c.from_record,
+        dialed: a.dialed + c.dialed,
+        announcements_failed: a.announcements_failed + c.announcements_failed,
+    });
+    println!(
+        "scale: providers returned: {} connected, {} from their record, {} after a dial; {} routing messages in all; {} announcements failed",
+        counters.connected, counters.from_record, counters.dialed, counters.messages, counters.announcements_failed
+    );
     println!("scale: total {:?}", t0.elapsed());
     assert_eq!(disagreements, 0, "nodes disagree on the fetcher of some keys");
     assert!(missing.is_empty(), "{} of {} keys were not found (see MISSING lines)", missing.len(), nodes_n * keys_n);
     assert_eq!(one_at_a_time.len() + burst.len(), nodes_n * keys_n);
+}
+
+/// Waits until the cluster's routing traffic falls below `AT_REST_MESSAGES` per
+/// router per second: the burst of announcements above leaves a backlog of
+/// requests for a few seconds on two shared cores, and a lookup measured in it
+/// measures the backlog. Returns how long that took (`None`: not by the deadline).
+async fn at_rest(nodes: &[Node]) -> Option<Duration> {
+    let start = Instant::now();
+    let total = || nodes.iter().map(|n| n.router.counters().messages).sum::<u64>();
+    let mut last = total();
+    while start.elapsed() < AT_REST_DEADLINE {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = total();
+        if now - last < AT_REST_MESSAGES * nodes.len() as u64 {
+            return Some(start.elapsed());
+        }
+        last = now;
+    }
+    None
 }
 
 /// Looks every `(owner, key, from)` job up, `concurrency` at a time. Returns the
@@ -211,7 +268,7 @@ async fn lookup_all(
     nodes: &[Node],
     jobs: Vec<(usize, usize, usize)>,
     concurrency: usize,
-) -> (Vec<Duration>, Vec<String>) {
+) -> (Vec<Duration>, Vec<(usize, usize, String)>) {
     let total = jobs.len();
     let done = AtomicUsize::new(0);
     let done_ref = &done;
@@ -228,11 +285,11 @@ async fn lookup_all(
                     assert_eq!(p.mirror, nodes[owner].mirror);
                     Ok(took)
                 }
-                None => Err(format!("key {k} of node {owner} not found from node {from} after {took:?}")),
+                None => Err((owner, k, format!("key {k} of node {owner} not found from node {from} after {took:?}"))),
             }
         })
         .buffer_unordered(concurrency)
-        .collect::<Vec<Result<Duration, String>>>();
+        .collect::<Vec<Result<Duration, (usize, usize, String)>>>();
     let results = progress(&format!("lookups ({concurrency} at a time) done"), &done, total, lookups).await;
     let (mut found, mut missing) = (vec![], vec![]);
     for r in results {

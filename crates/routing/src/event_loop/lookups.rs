@@ -24,7 +24,10 @@ use libp2p::{
 };
 use tokio::{sync::mpsc, time::Instant};
 
-use crate::Provider;
+use crate::{
+    metrics::{Metrics, Outcome},
+    Provider,
+};
 
 /// How a new lookup is served.
 #[derive(Debug)]
@@ -46,10 +49,16 @@ pub(crate) struct Lookups {
     timeout: Duration,
     cache_ttl: Duration,
     negative_ttl: Duration,
+    metrics: Metrics,
 }
 
 #[derive(Debug)]
 struct Inflight {
+    started: Instant,
+    /// When Kademlia first reported a provider.
+    first_found: Option<Instant>,
+    /// Whether a provider was streamed yet.
+    answered: bool,
     query: Option<QueryId>,
     query_done: bool,
     from_cache: bool,
@@ -77,8 +86,9 @@ struct Cached {
 }
 
 impl Lookups {
-    pub(crate) fn new(timeout: Duration, cache_ttl: Duration, negative_ttl: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration, cache_ttl: Duration, negative_ttl: Duration, metrics: Metrics) -> Self {
         Self {
+            metrics,
             inflight: HashMap::new(),
             by_query: HashMap::new(),
             cache: HashMap::new(),
@@ -114,6 +124,9 @@ impl Lookups {
             .filter(|c| c.expires > now && (c.complete || c.providers.len() >= limit))
             .map(|c| c.providers.clone());
         let mut inflight = Inflight {
+            started: now,
+            first_found: None,
+            answered: false,
             query: None,
             query_done: cached.is_some(),
             from_cache: cached.is_some(),
@@ -155,6 +168,7 @@ impl Lookups {
         if !i.seen.insert(peer) {
             return false;
         }
+        i.first_found.get_or_insert_with(Instant::now);
         i.found.push(peer);
         true
     }
@@ -173,6 +187,10 @@ impl Lookups {
             if penalised {
                 i.deferred.push(provider);
             } else {
+                if !i.answered {
+                    i.answered = true;
+                    self.metrics.lookup_seconds.observe(i.started.elapsed().as_secs_f64());
+                }
                 i.emitted.push(provider);
                 i.subs.retain_mut(|s| s.offer(provider) && s.wants_more());
             }
@@ -215,7 +233,23 @@ impl Lookups {
         for key in done {
             let Some(mut i) = self.inflight.remove(&key) else { continue };
             let complete = i.query_done && i.waiting.is_empty();
+            let outcome = if i.answered || !i.deferred.is_empty() {
+                if !i.answered {
+                    self.metrics.lookup_seconds.observe(now.duration_since(i.started).as_secs_f64());
+                }
+                Outcome::Found
+            } else if complete {
+                Outcome::None
+            } else if now >= i.deadline {
+                Outcome::Timeout
+            } else {
+                Outcome::Cancelled
+            };
+            self.metrics.lookup(outcome);
             tracing::debug!(
+                took = ?now.duration_since(i.started),
+                first_found = ?i.first_found.map(|t| t.duration_since(i.started)),
+                ?outcome,
                 found = i.found.len(),
                 emitted = i.emitted.len(),
                 complete,

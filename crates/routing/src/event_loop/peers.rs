@@ -1,11 +1,17 @@
 //! What the event loop knows about other peers: connections, mirror
 //! addresses, penalties, and who recently could not be reached.
 //!
-//! A peer's mirror address counts only while a connection to it is up and
-//! Identify has run on it; when its last connection closes the address is
-//! forgotten, so a dead peer is never returned from stale knowledge. A lookup
-//! that finds a provider we are not connected to waits (bounded by the
-//! dial deadline) for a dial plus Identify.
+//! A connected peer's mirror address is the one Identify gave on the
+//! connection (the connection's IP wins), and is forgotten when its last
+//! connection closes. A provider we are not connected to is used at the
+//! mirror address its provider record carries, without a connection, unless
+//! it may have gone away: a dial to it or its liveness probe failed (until
+//! its records would have expired), or the other side ended its last
+//! connection (briefly: peers also close idle connections, and a process
+//! that exits looks the same). Such a peer, and one whose record carries no
+//! usable address, is dialled first, and a lookup waits (bounded by the dial
+//! deadline) for the dial plus Identify; one that cannot be dialled is
+//! skipped for a while.
 
 use std::{
     collections::HashMap,
@@ -46,10 +52,17 @@ pub(crate) struct Peers {
     unreachable: HashMap<PeerId, Instant>,
     /// Peers a lookup waits for, with the deadline for connection plus Identify.
     awaited: HashMap<PeerId, Instant>,
+    /// Mirror addresses read from provider records, with when to forget them.
+    records: HashMap<PeerId, (SocketAddr, Instant)>,
+    /// Peers that went away: not used from a record again before a dial
+    /// succeeds, or until the time given (by then their records expired).
+    gone: HashMap<PeerId, Instant>,
+    /// How long a peer that went away is dialled before use (the provider record TTL).
+    gone_for: std::time::Duration,
 }
 
 impl Peers {
-    pub(crate) fn new(local: PeerId, own: agent::Own) -> Self {
+    pub(crate) fn new(local: PeerId, own: agent::Own, gone_for: std::time::Duration) -> Self {
         Self {
             local,
             own,
@@ -58,6 +71,9 @@ impl Peers {
             penalties: HashMap::new(),
             unreachable: HashMap::new(),
             awaited: HashMap::new(),
+            records: HashMap::new(),
+            gone: HashMap::new(),
+            gone_for,
         }
     }
 
@@ -76,6 +92,49 @@ impl Peers {
             return Status::Skip;
         }
         Status::Wait { dial: !self.awaited.contains_key(&peer) }
+    }
+
+    /// The mirror address of a provider we are not connected to, from its record:
+    /// `None` if it went away recently, or no acceptable address is known.
+    pub(crate) fn record_mirror(&self, peer: &PeerId, now: Instant) -> Option<SocketAddr> {
+        if self.is_connected(peer) || self.gone.get(peer).is_some_and(|t| *t > now) {
+            return None;
+        }
+        self.records.get(peer).filter(|(_, until)| *until > now).map(|(m, _)| *m)
+    }
+
+    /// Remembers the mirror address a provider record of `peer` carries, if acceptable.
+    pub(crate) fn learn_record(&mut self, peer: PeerId, addrs: &[Multiaddr], until: Instant) {
+        if peer == self.local {
+            return;
+        }
+        let own = self.own;
+        if let Some(m) = addrs.iter().filter_map(agent::mirror_of).find(|m| agent::acceptable(*m, own)) {
+            self.records.insert(peer, (m, until));
+        }
+    }
+
+    /// `peer` may have gone away: until `until` (or a connection), dial it
+    /// before using it from a record.
+    pub(crate) fn went_away(&mut self, peer: PeerId, until: Instant) {
+        let at = self.gone.entry(peer).or_insert(until);
+        *at = (*at).max(until);
+    }
+
+    /// The mirror of a connected `peer` that announced `announced` (e.g. in a
+    /// provider record it sent): Identify's answer if it ran, else resolved
+    /// against one of the peer's connections.
+    pub(crate) fn resolve_announced(
+        &self,
+        peer: PeerId,
+        announced: Option<SocketAddr>,
+        listen_addrs: &[Multiaddr],
+    ) -> Option<SocketAddr> {
+        if let Some(m) = self.mirrors.get(&peer) {
+            return Some(*m);
+        }
+        let conn = self.conns.get(&peer)?.values().next()?;
+        agent::resolve(announced?, agent::ip_of(&conn.remote), conn.dialer, listen_addrs, self.own)
     }
 
     pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
@@ -99,6 +158,7 @@ impl Peers {
     pub(crate) fn on_connected(&mut self, peer: PeerId, conn: ConnectionId, remote: Multiaddr, dialer: bool) {
         self.conns.entry(peer).or_default().insert(conn, Conn { remote, dialer });
         self.unreachable.remove(&peer);
+        self.gone.remove(&peer);
     }
 
     /// Returns true if someone awaited `peer` and it is now gone for good.
@@ -114,12 +174,18 @@ impl Peers {
         false
     }
 
+    /// Nobody waits for `peer` any more. Returns true if someone did.
+    pub(crate) fn stop_awaiting(&mut self, peer: &PeerId) -> bool {
+        self.awaited.remove(peer).is_some()
+    }
+
     /// A dial to `peer` failed. Returns true if someone awaited it.
     pub(crate) fn on_dial_failed(&mut self, peer: PeerId, until: Instant) -> bool {
         if self.is_connected(&peer) {
             return false;
         }
         self.unreachable.insert(peer, until);
+        self.gone.insert(peer, until + self.gone_for);
         self.awaited.remove(&peer).is_some()
     }
 
@@ -159,6 +225,7 @@ impl Peers {
         for peer in &expired {
             self.awaited.remove(peer);
             self.unreachable.insert(*peer, until);
+            self.gone.insert(*peer, until + self.gone_for);
         }
         expired
     }
@@ -171,10 +238,12 @@ impl Peers {
         self.penalties.get(peer).is_some_and(|t| *t > now)
     }
 
-    /// Forgets expired penalties and unreachability marks.
+    /// Forgets expired penalties, unreachability marks and record addresses.
     pub(crate) fn gc(&mut self, now: Instant) {
         self.penalties.retain(|_, t| *t > now);
         self.unreachable.retain(|_, t| *t > now);
+        self.gone.retain(|_, t| *t > now);
+        self.records.retain(|_, (_, t)| *t > now);
     }
 }
 
@@ -193,7 +262,7 @@ mod tests {
     async fn lifecycle_of_a_provider() {
         let local = PeerId::random();
         let peer = PeerId::random();
-        let mut peers = Peers::new(local, agent::Own { loopback: true, link_local: false });
+        let mut peers = Peers::new(local, agent::Own { loopback: true, link_local: false }, Duration::from_secs(300));
         let now = Instant::now();
         assert_eq!(peers.status(local, now), Status::Skip);
         assert_eq!(peers.status(peer, now), Status::Wait { dial: true });
@@ -222,7 +291,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn awaited_peers_expire_and_penalties_wear_off() {
-        let mut peers = Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false });
+        let mut peers =
+            Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false }, Duration::from_secs(300));
         let peer = PeerId::random();
         let now = Instant::now();
         peers.await_peer(peer, now + Duration::from_secs(3));
@@ -240,7 +310,8 @@ mod tests {
 
     #[test]
     fn a_non_peerpull_peer_is_skipped() {
-        let mut peers = Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false });
+        let mut peers =
+            Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false }, Duration::from_secs(300));
         let peer = PeerId::random();
         let now = Instant::now();
         peers.on_connected(peer, conn(7), "/ip4/127.0.0.5/tcp/4001".parse().unwrap(), false);

@@ -10,7 +10,7 @@ use libp2p::{
     kad::{self, GetProvidersOk, QueryResult},
     multiaddr::Protocol,
     ping,
-    swarm::{DialError, SwarmEvent},
+    swarm::{ConnectionError, DialError, SwarmEvent},
     Multiaddr,
 };
 use tokio::time::Instant;
@@ -19,6 +19,7 @@ use super::EventLoop;
 use crate::{
     agent,
     behaviour::{BehaviourEvent, KAD_PROTOCOL},
+    metrics::{Direction, Request, Walk},
 };
 
 impl EventLoop {
@@ -36,13 +37,28 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
                 tracing::trace!(peer = %peer_id, ?cause, "connection closed");
-                if self.peers.on_closed(peer_id, connection_id) {
+                let awaited = self.peers.on_closed(peer_id, connection_id);
+                // Closed by the other side, or broken: it may have exited. An idle
+                // connection the other side closed looks the same, so only briefly.
+                if !self.peers.is_connected(&peer_id) && matches!(cause, Some(ConnectionError::IO(_))) {
+                    self.peers.went_away(peer_id, Instant::now() + self.config.unreachable_backoff);
+                }
+                if awaited {
                     self.peer_resolved(peer_id, None);
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                if matches!(error, DialError::DialPeerConditionFalse(_)) {
-                    return;
+                match error {
+                    // Already being dialled: that dial reports.
+                    DialError::DialPeerConditionFalse(_) => return,
+                    // Our own connection limits: no sign of the peer's health.
+                    DialError::Denied { .. } => {
+                        if self.peers.stop_awaiting(&peer) {
+                            self.peer_resolved(peer, None);
+                        }
+                        return;
+                    }
+                    _ => {}
                 }
                 tracing::debug!(%peer, %error, "dial failed");
                 let until = Instant::now() + self.config.unreachable_backoff;
@@ -65,7 +81,24 @@ impl EventLoop {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event else { return };
+        let (id, result, step, stats) = match event {
+            kad::Event::OutboundQueryProgressed { id, result, step, stats } => (id, result, step, stats),
+            kad::Event::InboundRequest { request } => return self.on_inbound(request),
+            _ => return,
+        };
+        if step.last {
+            let (kind, walk) = match &result {
+                QueryResult::GetProviders(_) => (Request::GetProviders, None),
+                QueryResult::StartProviding(_) | QueryResult::RepublishProvider(_) => (Request::AddProvider, None),
+                QueryResult::Bootstrap(_) => (Request::FindNode, Some(Walk::Bootstrap)),
+                QueryResult::GetClosestPeers(_) => (Request::FindNode, Some(Walk::Closest)),
+                _ => (Request::Other, None),
+            };
+            self.metrics.requests(Direction::Sent, kind, u64::from(stats.num_requests()));
+            if let Some(walk) = walk {
+                self.metrics.walk(walk);
+            }
+        }
         match result {
             QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
                 if let Some(key) = self.lookups.key_of(&id) {
@@ -87,6 +120,7 @@ impl EventLoop {
                 if let Err(e) = &result {
                     tracing::debug!(error = %e, "announcement reached fewer peers than hoped");
                 }
+                self.metrics.announced(result.is_ok());
                 self.provides.on_result(&id, result.is_ok(), Instant::now());
             }
             QueryResult::RepublishProvider(Err(e)) => tracing::debug!(error = %e, "re-announcement failed"),
@@ -95,6 +129,38 @@ impl EventLoop {
         }
         if step.last {
             self.lookups.query_finished(&id);
+        }
+    }
+
+    /// A request another node sent us. Provider records are stored here rather
+    /// than by Kademlia, with the announcing node's mirror address as this node
+    /// resolves it (the connection's IP wins), ahead of its other addresses.
+    fn on_inbound(&mut self, request: kad::InboundRequest) {
+        let kind = match request {
+            kad::InboundRequest::FindNode { .. } => Request::FindNode,
+            kad::InboundRequest::GetProvider { .. } => Request::GetProviders,
+            kad::InboundRequest::AddProvider { record } => {
+                if let Some(record) = record {
+                    self.store_provider(record);
+                }
+                Request::AddProvider
+            }
+            _ => Request::Other,
+        };
+        self.metrics.requests(Direction::Answered, kind, 1);
+    }
+
+    fn store_provider(&mut self, mut record: kad::ProviderRecord) {
+        use kad::store::RecordStore as _;
+        let announced = record.addresses.iter().find_map(agent::mirror_of);
+        record.addresses.retain(|a| agent::mirror_of(a).is_none());
+        if let Some(mirror) = self.peers.resolve_announced(record.provider, announced, &record.addresses) {
+            record.addresses.insert(0, agent::mirror_multiaddr(mirror));
+        }
+        let provider = record.provider;
+        if let Err(error) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+            tracing::debug!(%provider, ?error, "provider record refused");
+            self.metrics.records_refused.inc();
         }
     }
 
@@ -127,9 +193,13 @@ impl EventLoop {
 
     fn on_ping(&mut self, event: ping::Event) {
         match event.result {
-            Ok(_) | Err(ping::Failure::Unsupported) => {}
+            Ok(_) => {
+                self.metrics.pings.inc();
+            }
+            Err(ping::Failure::Unsupported) => {}
             Err(error) => {
                 tracing::debug!(peer = %event.peer, %error, "liveness probe failed; closing connection");
+                self.peers.went_away(event.peer, Instant::now() + self.config.provider_ttl);
                 self.swarm.close_connection(event.connection);
             }
         }
@@ -152,8 +222,10 @@ impl EventLoop {
     }
 }
 
-/// Whether a peer's listen address is worth adding to the routing table.
+/// Whether a peer's listen address is worth adding to the routing table (its
+/// mirror address, among them, is not).
 fn dialable(addr: &Multiaddr, loopback_conn: bool) -> bool {
     agent::ip_of(addr).is_some_and(|ip| !ip.is_unspecified() && ip.is_loopback() == loopback_conn)
         && addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+        && agent::mirror_of(addr).is_none()
 }

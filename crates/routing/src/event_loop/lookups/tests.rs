@@ -9,7 +9,7 @@ fn provider(port: u16) -> Provider {
 }
 
 fn lookups() -> Lookups {
-    Lookups::new(Duration::from_secs(5), Duration::from_secs(5), Duration::from_secs(1))
+    Lookups::new(Duration::from_secs(5), Duration::from_secs(5), Duration::from_secs(1), Metrics::new())
 }
 
 fn key() -> RecordKey {
