@@ -69,11 +69,18 @@ pub(crate) struct Own {
     pub(crate) loopback: bool,
     /// It listens on a link-local address: link-local peers are fine.
     pub(crate) link_local: bool,
+    /// Its connections carry no IP (the in-process memory transport): peers'
+    /// announced addresses are used as they are.
+    pub(crate) in_process: bool,
 }
 
 impl Own {
-    pub(crate) fn of(listen: IpAddr) -> Self {
-        Self { loopback: listen.is_loopback(), link_local: is_link_local(listen) }
+    pub(crate) fn of(listen: IpAddr, transport: crate::Transport) -> Self {
+        Self {
+            loopback: listen.is_loopback(),
+            link_local: is_link_local(listen),
+            in_process: transport == crate::Transport::Memory,
+        }
     }
 }
 
@@ -87,7 +94,9 @@ pub(crate) fn resolve(
     listen_addrs: &[Multiaddr],
     own: Own,
 ) -> Option<SocketAddr> {
-    let ip = remote?;
+    let Some(ip) = remote else {
+        return own.in_process.then_some(announced).filter(|a| acceptable(*a, own));
+    };
     if ip.is_unspecified() || ip.is_multicast() {
         return None;
     }
@@ -171,8 +180,8 @@ mod tests {
         assert_eq!(decode("peerpull/1 mirror=nonsense"), None);
     }
 
-    const CLUSTER: Own = Own { loopback: false, link_local: false };
-    const ONE_HOST: Own = Own { loopback: true, link_local: false };
+    const CLUSTER: Own = Own { loopback: false, link_local: false, in_process: false };
+    const ONE_HOST: Own = Own { loopback: true, link_local: false, in_process: false };
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
@@ -195,7 +204,7 @@ mod tests {
         let a: SocketAddr = "127.0.0.3:5000".parse().unwrap();
         assert_eq!(resolve(a, ip("127.0.0.1"), false, &[], CLUSTER), None, "a local process is not a peer");
         assert_eq!(resolve(a, ip("169.254.1.1"), false, &[], CLUSTER), None);
-        let own_link_local = Own { loopback: false, link_local: true };
+        let own_link_local = Own { loopback: false, link_local: true, in_process: false };
         assert_eq!(resolve(a, ip("169.254.1.1"), false, &[], own_link_local).unwrap().to_string(), "169.254.1.1:5000");
         // A test cluster on loopback aliases: the announced alias, never a non-loopback address.
         assert_eq!(resolve(a, ip("127.0.0.1"), false, &[], ONE_HOST), Some(a));
@@ -227,6 +236,15 @@ mod tests {
             assert!(!acceptable(bad.parse().unwrap(), CLUSTER), "{bad}");
         }
         assert!(acceptable("127.0.0.3:5000".parse().unwrap(), ONE_HOST));
+    }
+
+    #[test]
+    fn in_process_routers_take_announced_addresses() {
+        let sim = Own { in_process: true, ..CLUSTER };
+        let a: SocketAddr = "10.0.3.4:5000".parse().unwrap();
+        assert_eq!(resolve(a, None, false, &[], sim), Some(a));
+        assert_eq!(resolve(a, None, false, &[], CLUSTER), None);
+        assert_eq!(resolve("0.0.0.0:5000".parse().unwrap(), None, false, &[], sim), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!
 //! Transport: TCP + Noise + Yamux, with DNS for `/dns` multiaddrs; with a
 //! pre-shared key, the private-network handshake runs first, so a node
-//! without the key never gets as far as Noise.
+//! without the key never gets as far as Noise. Simulations use libp2p's
+//! memory transport under the same Noise + Yamux instead of TCP.
 
 use std::num::NonZeroUsize;
 
@@ -28,7 +29,11 @@ use libp2p::{
 };
 
 use libp2p::{
-    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade::Version},
+    core::{
+        muxing::StreamMuxerBox,
+        transport::{Boxed, MemoryTransport},
+        upgrade::Version,
+    },
     pnet::PnetConfig,
     PeerId, Transport,
 };
@@ -94,6 +99,20 @@ impl Behaviour {
 pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Error> {
     let idle = config.idle_timeout;
     let psk = config.psk.clone();
+    if config.transport == crate::Transport::Memory {
+        let swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let transport = MemoryTransport::default().upgrade(Version::V1Lazy);
+                Ok(transport.authenticate(noise::Config::new(key)?).multiplex(yamux::Config::default()).boxed())
+            })
+            .map_err(|e| Error::Transport(e.into()))?
+            .with_behaviour(|key| Behaviour::new(key, config))
+            .map_err(|e| Error::Transport(e.into()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
+        return Ok(swarm);
+    }
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|key| transport(key, psk))

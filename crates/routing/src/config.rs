@@ -74,6 +74,22 @@ pub struct Config {
     pub max_connections: u32,
     /// The Kademlia replication factor (k).
     pub replication_factor: usize,
+    /// How routers reach each other: TCP, or libp2p's in-process memory transport.
+    pub transport: Transport,
+}
+
+/// How routers reach each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP on `Config::listen` (with the private-network handshake when a key is set).
+    #[default]
+    Tcp,
+    /// libp2p's in-process memory transport, for simulations of many routers in
+    /// one process (no sockets, no file descriptors): the router listens on
+    /// `/memory/<port of Config::listen>` and bootstraps through `/memory/…`
+    /// multiaddrs. Connections carry no IP, so peers' mirror addresses are taken
+    /// as they announce them: never use it outside one trusted process.
+    Memory,
 }
 
 impl Default for Config {
@@ -104,6 +120,7 @@ impl Default for Config {
             max_keys_per_peer: 32_768,
             max_connections: 4096,
             replication_factor: 20,
+            transport: Transport::Tcp,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, StreamExt as _};
 use libp2p::{
+    multiaddr::Protocol,
     swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId, DialError},
     Multiaddr, PeerId, Swarm,
 };
@@ -32,7 +33,7 @@ use crate::{
     keys::record_key,
     metrics::{How, Metrics},
     router::Command,
-    Bootstrap, Config, Error, Peer, Provider,
+    Bootstrap, Config, Error, Peer, Provider, Transport,
 };
 
 mod bootstrap;
@@ -80,6 +81,8 @@ pub struct EventLoop {
     metrics: Metrics,
     /// `Router::closest`: walks towards keys, their answers, waiting callers.
     closest: Closest,
+    /// Peers new to the routing table since the last tick (see `records_follow_joins`).
+    joined: Vec<PeerId>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -95,8 +98,12 @@ impl EventLoop {
         let mut swarm = build_swarm(keypair, &config)?;
         // Our provider records carry our mirror address (see `agent`).
         swarm.add_external_address(agent::mirror_multiaddr(config.mirror_addr));
+        let listen = match config.transport {
+            Transport::Tcp => agent::multiaddr_of(config.listen),
+            Transport::Memory => Multiaddr::empty().with(Protocol::Memory(u64::from(config.listen.port()))),
+        };
         swarm
-            .listen_on(agent::multiaddr_of(config.listen))
+            .listen_on(listen)
             .map_err(|e| Error::Listen { addr: config.listen.to_string(), reason: error_chain(&e) })?;
         let default_port = match config.listen.port() {
             0 => crate::config::DEFAULT_PORT,
@@ -118,7 +125,7 @@ impl EventLoop {
             walking_until: None,
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
-            peers: Peers::new(local, agent::Own::of(config.listen.ip()), config.provider_ttl),
+            peers: Peers::new(local, agent::Own::of(config.listen.ip(), config.transport), config.provider_ttl),
             lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl, metrics.clone()),
             provides: Provides::new(config.max_concurrent_provides, config.reprovide_interval, metrics.clone()),
             bootstrap,
@@ -126,6 +133,7 @@ impl EventLoop {
             next_sweep: Instant::now() + SWEEP_EVERY,
             metrics,
             closest: Closest::default(),
+            joined: Vec::new(),
             config,
         })
     }
@@ -313,6 +321,9 @@ impl EventLoop {
             self.peer_resolved(peer, None);
         }
         self.provides.schedule(now);
+        if self.walking_until.is_none() && !self.joined.is_empty() {
+            self.records_follow_joins();
+        }
         self.expire_walks(now);
         if self.walking_until.is_some_and(|t| now >= t) {
             tracing::debug!(peer = %self.local, "first routing walk still running; announcing anyway");
@@ -364,6 +375,25 @@ impl EventLoop {
                 lookups = self.lookups.in_flight(),
                 "routing housekeeping"
             );
+        }
+    }
+
+    /// Records follow the cluster as it grows: a key of ours whose closest nodes
+    /// (as our routing table knows them) now include a peer that just joined is
+    /// re-announced at once rather than at its next re-announcement, so lookups,
+    /// which search the closest nodes, find it there. In a steady cluster a
+    /// joining node is among the closest of about k/N of each node's keys.
+    fn records_follow_joins(&mut self) {
+        let joined: Vec<PeerId> = std::mem::take(&mut self.joined);
+        let k = self.config.replication_factor;
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let queued = self.provides.reprovide_where(|key| {
+            let target = libp2p::kad::KBucketKey::new(key.clone());
+            let changed = kad.get_closest_local_peers(&target).take(k).any(|p| joined.contains(p.preimage()));
+            changed
+        });
+        if queued > 0 {
+            tracing::debug!(joined = joined.len(), queued, "re-announcing keys whose closest nodes changed");
         }
     }
 

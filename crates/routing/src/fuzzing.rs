@@ -14,5 +14,5 @@ pub fn decode(agent: &str) -> Option<SocketAddr> {
 /// connection from `remote`, on a node that runs on neither loopback nor
 /// link-local addresses (a production node).
 pub fn resolve(announced: SocketAddr, remote: Option<IpAddr>, dialed: bool) -> Option<SocketAddr> {
-    agent::resolve(announced, remote, dialed, &[], agent::Own { loopback: false, link_local: false })
+    agent::resolve(announced, remote, dialed, &[], agent::Own { loopback: false, link_local: false, in_process: false })
 }

@@ -50,9 +50,10 @@
 //! - Where records land: announcements wait, after the first peer arrives, for
 //!   the first Kademlia walk (at most 10 s), so they go to the nodes closest to
 //!   each key rather than to the few peers known at that moment. When the
-//!   cluster grows, newer nodes may become closer to a key than the ones holding
-//!   its records, and a lookup may miss those records until the key's next
-//!   re-announcement, within `reprovide_interval`.
+//!   cluster grows, a key whose closest nodes (as this node's routing table
+//!   knows them) now include a node that just joined is re-announced at once,
+//!   so the newcomer holds it and lookups, which search the closest nodes,
+//!   keep finding it. A failed announcement is retried within 5 s.
 //!
 //! # Example
 //!
@@ -87,7 +88,7 @@ pub mod psk;
 mod router;
 mod store;
 
-pub use config::{Bootstrap, BootstrapParseError, Config};
+pub use config::{Bootstrap, BootstrapParseError, Config, Transport};
 pub use error::Error;
 pub use event_loop::EventLoop;
 pub use libp2p::{Multiaddr, PeerId};

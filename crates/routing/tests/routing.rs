@@ -343,3 +343,50 @@ async fn a_provider_is_returned_from_its_record_without_a_connection() {
     let counters = asker.router.counters();
     assert_eq!((counters.from_record, counters.dialed), (1, 0), "{counters:?}");
 }
+
+/// Records follow the cluster as it grows. With one copy of each record
+/// (k = 1), a lookup searches only the node closest to the key; when a node
+/// that is closer joins, it must receive the record well before the next
+/// re-announcement (here 10 minutes away), or lookups stop finding the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_stays_findable_when_a_closer_node_joins() {
+    let one_copy = |c: &mut peerpull_routing::Config| {
+        c.replication_factor = 1;
+        c.reprovide_interval = Duration::from_secs(600);
+        c.provider_ttl = Duration::from_secs(1800);
+    };
+    let seed = NodeBuilder::new("127.0.0.1:0").config(one_copy).start().await;
+    let a = NodeBuilder::new("127.0.0.1:0").config(one_copy).bootstrap_to(&seed).start().await;
+    a.wait_ready().await;
+    let names: Vec<String> = (0..24).map(|i| format!("sha256:grows-{i}")).collect();
+    a.router.advertise(names.iter().map(|n| key(n)).collect()).await.unwrap();
+
+    let joiner = NodeBuilder::new("127.0.0.1:0").config(one_copy).bootstrap_to(&seed).start().await;
+    joiner.wait_ready().await;
+    let (a_id, seed_id) = (a.router.local_peer_id(), seed.router.local_peer_id());
+    // Once the joiner knows both others, `closest` is None for the keys it is closest to.
+    eventually("the joiner knows both other nodes", a.discovery_bound(), a.command_bound(), || async {
+        let peers = joiner.router.peers().await.unwrap();
+        let ids: Vec<_> = peers.iter().map(|p| p.peer).collect();
+        (ids.contains(&a_id) && ids.contains(&seed_id)).then_some(())
+    })
+    .await;
+    let mut nearest = vec![];
+    for name in &names {
+        if joiner.router.closest(&key(name), &[]).await.unwrap().is_none() {
+            nearest.push(name.clone());
+        }
+    }
+    assert!(!nearest.is_empty(), "the joiner is closest to none of {} keys", names.len());
+    // The joiner holds a's record of each, and a lookup from the seed finds a.
+    let bound = a.discovery_bound() + a.lookup_bound();
+    for name in &nearest {
+        eventually(&format!("{name} is found after the joiner came"), bound, a.lookup_bound(), || async {
+            let held = joiner.router.held_providers(&key(name)).await.unwrap().contains(&a_id);
+            let found = seed.lookup(name, 1).await.iter().any(|p| p.peer == a_id);
+            (held && found).then_some(())
+        })
+        .await;
+    }
+    println!("{} of {} keys moved to the joiner", nearest.len(), names.len());
+}

@@ -62,10 +62,6 @@ fn tune(c: &mut peerpull_routing::Config) {
     // need more CPU than the machine has. Re-providing has its own test.
     c.provider_ttl = Duration::from_secs(1800);
     c.reprovide_interval = Duration::from_secs(600);
-    // Every connection between two routers of this one process costs it two file
-    // descriptors, and the process may hold 20 000: close idle ones sooner than
-    // production does, so that 120 routers fit.
-    c.idle_timeout = Duration::from_secs(15);
     // Each router here has 1/60 of two cores: 32 announcements at once per router
     // (production's figure, for a node with a machine of its own) starve the walks
     // past Kademlia's query time-out, and an announcement whose walk times out is
@@ -75,6 +71,13 @@ fn tune(c: &mut peerpull_routing::Config) {
         c.ping_interval = Duration::from_secs(3600);
         c.ping_timeout = Duration::from_secs(3600);
     }
+}
+
+/// Over TCP, every connection between two routers of this one process costs it
+/// two file descriptors, and the process may hold 20 000: close idle ones sooner
+/// than production does, so that 120 routers fit.
+fn tune_tcp(c: &mut peerpull_routing::Config) {
+    c.idle_timeout = Duration::from_secs(15);
 }
 
 /// Awaits `work`, printing `done` of `total` every few seconds so a slow run shows where it is.
@@ -118,12 +121,15 @@ async fn twelve_nodes_twenty_five_keys_each() {
 
 async fn run(nodes_n: usize, keys_n: usize) {
     let t0 = Instant::now();
-    let seed = NodeBuilder::new("127.0.0.1:0").config(tune).start().await;
+    // PEERPULL_SCALE_TRANSPORT=memory: libp2p's in-process transport, no sockets.
+    let memory = std::env::var("PEERPULL_SCALE_TRANSPORT").is_ok_and(|t| t == "memory");
+    let builder = || if memory { NodeBuilder::in_memory() } else { NodeBuilder::new("127.0.0.1:0").config(tune_tcp) };
+    let seed = builder().config(tune).start().await;
     let mut nodes = vec![];
     for i in 1..nodes_n {
         // Spread bootstrap over the first few nodes, like several seeds behind a Service.
         let via = if i < 4 { &seed } else { &nodes[(i * 7) % 3] };
-        let n = NodeBuilder::new("127.0.0.1:0").config(tune).bootstrap_to(via).start().await;
+        let n = builder().config(tune).bootstrap_to(via).start().await;
         nodes.push(n);
     }
     nodes.insert(0, seed);

@@ -262,7 +262,11 @@ mod tests {
     async fn lifecycle_of_a_provider() {
         let local = PeerId::random();
         let peer = PeerId::random();
-        let mut peers = Peers::new(local, agent::Own { loopback: true, link_local: false }, Duration::from_secs(300));
+        let mut peers = Peers::new(
+            local,
+            agent::Own { loopback: true, link_local: false, in_process: false },
+            Duration::from_secs(300),
+        );
         let now = Instant::now();
         assert_eq!(peers.status(local, now), Status::Skip);
         assert_eq!(peers.status(peer, now), Status::Wait { dial: true });
@@ -291,8 +295,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn awaited_peers_expire_and_penalties_wear_off() {
-        let mut peers =
-            Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false }, Duration::from_secs(300));
+        let mut peers = Peers::new(
+            PeerId::random(),
+            agent::Own { loopback: true, link_local: false, in_process: false },
+            Duration::from_secs(300),
+        );
         let peer = PeerId::random();
         let now = Instant::now();
         peers.await_peer(peer, now + Duration::from_secs(3));
@@ -310,8 +317,11 @@ mod tests {
 
     #[test]
     fn a_non_peerpull_peer_is_skipped() {
-        let mut peers =
-            Peers::new(PeerId::random(), agent::Own { loopback: true, link_local: false }, Duration::from_secs(300));
+        let mut peers = Peers::new(
+            PeerId::random(),
+            agent::Own { loopback: true, link_local: false, in_process: false },
+            Duration::from_secs(300),
+        );
         let peer = PeerId::random();
         let now = Instant::now();
         peers.on_connected(peer, conn(7), "/ip4/127.0.0.5/tcp/4001".parse().unwrap(), false);

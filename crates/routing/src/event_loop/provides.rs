@@ -8,8 +8,11 @@
 //!
 //! Re-announcing is ours rather than Kademlia's publication job, which starts
 //! a query for every key in the same instant. Each key is due again
-//! `interval` after its last announcement finished (a quarter of that after a
-//! failed one), so announcements stay spread out the way the first ones were.
+//! `interval` after its last announcement finished, so announcements stay
+//! spread out the way the first ones were. A failed announcement (its walk
+//! timed out, so Kademlia sent the record to nobody) is retried after
+//! `FAILED_RETRY`, or a quarter of `interval` if that is shorter: until then
+//! nobody can find the key.
 //! Since `interval` is constant, the due list stays sorted by appending.
 //! `withdraw` removes a key from the local store and the schedule; other nodes
 //! forget it when their copy of our record expires.
@@ -32,6 +35,9 @@ use tokio::{sync::oneshot, time::Instant};
 use crate::{keys::record_key, metrics::Metrics, store::Store, Error};
 
 type Reply = oneshot::Sender<Result<(), Error>>;
+
+/// The longest wait before a failed announcement is tried again.
+const FAILED_RETRY: Duration = Duration::from_secs(5);
 
 /// Our advertised keys and their announcements.
 #[derive(Debug)]
@@ -156,6 +162,17 @@ impl Provides {
         }
     }
 
+    /// Re-announces soon every advertised key for which `closer` says the nodes
+    /// closest to it changed. Returns how many were queued.
+    pub(crate) fn reprovide_where(&mut self, mut closer: impl FnMut(&RecordKey) -> bool) -> usize {
+        let keys: Vec<RecordKey> = self.advertised.keys().filter(|k| closer(k)).cloned().collect();
+        let n = keys.len();
+        for key in keys {
+            self.requeue(key);
+        }
+        n
+    }
+
     fn requeue(&mut self, key: RecordKey) {
         if self.advertised.contains_key(&key) && self.queued.insert(key.clone()) {
             self.queue.push_back(Pending { key, batch: None });
@@ -187,7 +204,7 @@ impl Provides {
     pub(crate) fn on_result(&mut self, query: &QueryId, ok: bool, now: Instant) -> bool {
         let Some(active) = self.active.remove(query) else { return false };
         if self.advertised.contains_key(&active.key) {
-            let next = if ok { self.interval } else { self.interval / 4 };
+            let next = if ok { self.interval } else { (self.interval / 4).min(FAILED_RETRY) };
             self.due_after(active.key, next, now);
         }
         if let Some(batch) = active.batch {

@@ -84,6 +84,7 @@ impl EventLoop {
         let (id, result, step, stats) = match event {
             kad::Event::OutboundQueryProgressed { id, result, step, stats } => (id, result, step, stats),
             kad::Event::InboundRequest { request } => return self.on_inbound(request),
+            kad::Event::RoutingUpdated { peer, is_new_peer: true, .. } => return self.joined.push(peer),
             _ => return,
         };
         if step.last {
@@ -207,7 +208,14 @@ impl EventLoop {
 
     fn on_new_listen_addr(&mut self, address: Multiaddr) {
         tracing::info!(peer = %self.local, %address, "routing listening");
-        let Some(socket) = agent::socket_of(&address) else { return };
+        let socket = match address.iter().next() {
+            // `/memory/<port>`: the configured listen address stands for it.
+            Some(Protocol::Memory(port)) => {
+                u16::try_from(port).ok().map(|port| std::net::SocketAddr::new(self.config.listen.ip(), port))
+            }
+            _ => agent::socket_of(&address),
+        };
+        let Some(socket) = socket else { return };
         if !self.listen_addrs.contains(&socket) {
             self.listen_addrs.push(socket);
         }
@@ -223,8 +231,12 @@ impl EventLoop {
 }
 
 /// Whether a peer's listen address is worth adding to the routing table (its
-/// mirror address, among them, is not).
+/// mirror address, among them, is not). In-process `/memory` addresses are;
+/// only the memory transport can dial them.
 fn dialable(addr: &Multiaddr, loopback_conn: bool) -> bool {
+    if matches!(addr.iter().next(), Some(Protocol::Memory(_))) {
+        return true;
+    }
     agent::ip_of(addr).is_some_and(|ip| !ip.is_unspecified() && ip.is_loopback() == loopback_conn)
         && addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
         && agent::mirror_of(addr).is_none()

@@ -16,11 +16,12 @@ use std::{
 
 use futures::StreamExt as _;
 use peerpull_oci::Digest;
-use peerpull_routing::{Bootstrap, Config, Key, Provider, Router};
+use peerpull_routing::{Bootstrap, Config, Key, Provider, Router, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 static NEXT_MIRROR_PORT: AtomicU16 = AtomicU16::new(20_000);
+static NEXT_MEMORY_PORT: AtomicU16 = AtomicU16::new(1);
 
 /// A running router with its own data dir.
 pub struct Node {
@@ -62,6 +63,14 @@ impl NodeBuilder {
         Self { config, dir: Some(dir) }
     }
 
+    /// A router on the in-process memory transport (no sockets), on a port of its own.
+    pub fn in_memory() -> Self {
+        let port = NEXT_MEMORY_PORT.fetch_add(1, Ordering::Relaxed);
+        let mut builder = Self::new(&format!("127.0.0.1:{port}"));
+        builder.config.transport = Transport::Memory;
+        builder
+    }
+
     pub fn mirror(mut self, mirror: &str) -> Self {
         self.config.mirror_addr = mirror.parse().unwrap();
         self
@@ -73,7 +82,11 @@ impl NodeBuilder {
     }
 
     pub fn bootstrap_to(self, seed: &Node) -> Self {
-        let addr = format!("/ip4/{}/tcp/{}/p2p/{}", seed.listen.ip(), seed.listen.port(), seed.router.local_peer_id());
+        let id = seed.router.local_peer_id();
+        let addr = match seed.config.transport {
+            Transport::Tcp => format!("/ip4/{}/tcp/{}/p2p/{id}", seed.listen.ip(), seed.listen.port()),
+            Transport::Memory => format!("/memory/{}/p2p/{id}", seed.listen.port()),
+        };
         self.bootstrap(&addr)
     }
 

@@ -65,9 +65,13 @@ async fn keys_are_reannounced_on_schedule_until_withdrawn() {
     p.schedule(Instant::now());
     p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 1, "a is due again, b was withdrawn");
-    // A failed announcement is retried sooner.
+    // A failed announcement (nobody has the record) is retried within seconds.
     assert_eq!(finish_all(&mut p, false), 1);
-    tokio::time::advance(Duration::from_secs(25)).await;
+    tokio::time::advance(FAILED_RETRY - Duration::from_millis(1)).await;
+    p.schedule(Instant::now());
+    p.pump(&mut kad, Instant::now());
+    assert_eq!(p.active.len(), 0, "not before FAILED_RETRY");
+    tokio::time::advance(Duration::from_millis(1)).await;
     p.schedule(Instant::now());
     p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 1);
