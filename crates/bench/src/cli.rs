@@ -99,6 +99,19 @@ pub(crate) struct Args {
     /// dht: provider lookups per repeat.
     #[arg(long, default_value_t = 200)]
     pub(crate) dht_lookups: usize,
+
+    /// scale: cluster sizes, routers (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![50, 200, 1000])]
+    pub(crate) scale_routers: Vec<usize>,
+    /// scale: keys each router advertises.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) scale_keys: usize,
+    /// scale: lookups one at a time (the burst is five times as many).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) scale_lookups: usize,
+    /// scale: seconds over which traffic at rest is counted (past the 100 s re-announcement interval).
+    #[arg(long, default_value_t = 120)]
+    pub(crate) scale_rest_secs: u64,
 }
 
 /// A benchmark scenario.
@@ -120,6 +133,8 @@ pub(crate) enum Scenario {
     Soak,
     /// A big blob from 1 or 3 holders, each behind a shaped link.
     Holders,
+    /// Routing with 50 to 1,000 in-process routers on the memory transport.
+    Scale,
 }
 
 /// How a rollout's nodes pull.
@@ -133,7 +148,17 @@ pub(crate) enum Pattern {
 
 impl Scenario {
     fn all() -> Vec<Self> {
-        vec![Self::Memory, Self::Dht, Self::Serve, Self::Peer, Self::Miss, Self::Rollout, Self::Soak, Self::Holders]
+        vec![
+            Self::Memory,
+            Self::Dht,
+            Self::Scale,
+            Self::Serve,
+            Self::Peer,
+            Self::Miss,
+            Self::Rollout,
+            Self::Soak,
+            Self::Holders,
+        ]
     }
 }
 

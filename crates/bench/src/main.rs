@@ -92,6 +92,7 @@ async fn run(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
             Scenario::Memory => report.sections.push(scenario::memory::run(args, &progress).await?),
             Scenario::Soak => report.sections.extend(scenario::soak::run(args, &progress).await?),
             Scenario::Holders => report.sections.push(scenario::holders::run(args, &progress).await?),
+            Scenario::Scale => report.sections.push(scenario::scale::run(args, &progress).await?),
             Scenario::Rollout => {
                 let (sections, memory) = scenario::rollout::run(args, &progress).await?;
                 report.sections.extend(sections);

@@ -8,6 +8,7 @@ pub(crate) mod memory;
 pub(crate) mod miss;
 pub(crate) mod peer;
 pub(crate) mod rollout;
+pub(crate) mod scale;
 pub(crate) mod serve;
 pub(crate) mod soak;
 

@@ -53,6 +53,9 @@ use provides::Provides;
 const TICK: Duration = Duration::from_millis(100);
 /// How often expired records, penalties and cache entries are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often keys are checked against the peers that joined meanwhile (it
+/// costs a pass over every advertised key).
+const FOLLOW_JOINS_EVERY: Duration = Duration::from_secs(1);
 /// How long announcements wait for the first routing-table walk after the
 /// first peer arrived, should that walk not finish.
 const FIRST_WALK_GRACE: Duration = Duration::from_secs(10);
@@ -81,8 +84,9 @@ pub struct EventLoop {
     metrics: Metrics,
     /// `Router::closest`: walks towards keys, their answers, waiting callers.
     closest: Closest,
-    /// Peers new to the routing table since the last tick (see `records_follow_joins`).
+    /// Peers new to the routing table not yet considered (see `records_follow_joins`).
     joined: Vec<PeerId>,
+    next_follow: Instant,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -134,6 +138,7 @@ impl EventLoop {
             metrics,
             closest: Closest::default(),
             joined: Vec::new(),
+            next_follow: Instant::now(),
             config,
         })
     }
@@ -321,8 +326,9 @@ impl EventLoop {
             self.peer_resolved(peer, None);
         }
         self.provides.schedule(now);
-        if self.walking_until.is_none() && !self.joined.is_empty() {
-            self.records_follow_joins();
+        if self.walking_until.is_none() && !self.joined.is_empty() && now >= self.next_follow {
+            self.next_follow = now + FOLLOW_JOINS_EVERY;
+            self.records_follow_joins(now);
         }
         self.expire_walks(now);
         if self.walking_until.is_some_and(|t| now >= t) {
@@ -331,6 +337,7 @@ impl EventLoop {
         }
         let size = self.routing_table_size();
         self.metrics.routing_peers.set(gauge(size));
+        self.metrics.connected_peers.set(gauge(self.peers.connected_count()));
         if self.bootstrap.due(now, size > 0) {
             self.run_bootstrap(size);
         }
@@ -382,12 +389,13 @@ impl EventLoop {
     /// (as our routing table knows them) now include a peer that just joined is
     /// re-announced at once rather than at its next re-announcement, so lookups,
     /// which search the closest nodes, find it there. In a steady cluster a
-    /// joining node is among the closest of about k/N of each node's keys.
-    fn records_follow_joins(&mut self) {
+    /// joining node is among the closest of about k/N of each node's keys; a
+    /// key is re-announced this way at most every 10 s.
+    fn records_follow_joins(&mut self, now: Instant) {
         let joined: Vec<PeerId> = std::mem::take(&mut self.joined);
         let k = self.config.replication_factor;
         let kad = &mut self.swarm.behaviour_mut().kad;
-        let queued = self.provides.reprovide_where(|key| {
+        let queued = self.provides.reprovide_where(now, |key| {
             let target = libp2p::kad::KBucketKey::new(key.clone());
             let changed = kad.get_closest_local_peers(&target).take(k).any(|p| joined.contains(p.preimage()));
             changed

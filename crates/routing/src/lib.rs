@@ -53,7 +53,9 @@
 //!   cluster grows, a key whose closest nodes (as this node's routing table
 //!   knows them) now include a node that just joined is re-announced at once,
 //!   so the newcomer holds it and lookups, which search the closest nodes,
-//!   keep finding it. A failed announcement is retried within 5 s.
+//!   keep finding it (at most one such announcement per key every 10 s, or
+//!   filling routing tables would keep re-announcing everything). A failed
+//!   announcement is retried within 5 s.
 //!
 //! # Example
 //!

@@ -1,6 +1,7 @@
 //! The router's own metrics, all under the `peerpull_` prefix:
 //!
-//! - `routing_peers`: peers in the routing table; `advertised_keys{kind}`.
+//! - `routing_peers`: peers in the routing table; `routing_connected_peers`;
+//!   `advertised_keys{kind}`.
 //! - `routing_lookups_total{outcome}` (`found`, `none`, `timeout`,
 //!   `cancelled`) and
 //!   `routing_lookup_seconds`, the time from a lookup's start to its first
@@ -38,6 +39,8 @@ use prometheus_client::registry::Registry;
 pub(crate) struct Metrics {
     /// Peers in the routing table.
     pub(crate) routing_peers: Gauge,
+    /// Peers with at least one open connection.
+    pub(crate) connected_peers: Gauge,
     advertised_keys: Family<KindLabels, Gauge>,
     lookups: Family<OutcomeLabels, Counter>,
     /// Seconds from a lookup's start to its first usable provider.
@@ -164,6 +167,7 @@ impl Metrics {
     pub(crate) fn new() -> Self {
         let metrics = Self {
             routing_peers: Gauge::default(),
+            connected_peers: Gauge::default(),
             advertised_keys: Family::default(),
             lookups: Family::default(),
             // 0.25 ms to about 8 s.
@@ -221,6 +225,8 @@ impl Metrics {
         let resolved = |how| self.resolved.get_or_create(&HowLabels { how }).get();
         crate::Counters {
             messages: self.messages(),
+            pings: self.pings.get(),
+            connections: u64::try_from(self.connected_peers.get()).unwrap_or(0),
             connected: resolved(How::Connected),
             from_record: resolved(How::Record),
             dialed: resolved(How::Dialed),
@@ -255,6 +261,7 @@ impl Metrics {
     pub(crate) fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("peerpull");
         r.register("routing_peers", "Peers in the routing table", self.routing_peers.clone());
+        r.register("routing_connected_peers", "Peers with an open connection", self.connected_peers.clone());
         r.register("advertised_keys", "Keys this node advertises, by kind", self.advertised_keys.clone());
         r.register("routing_lookups", "Provider lookups, by outcome", self.lookups.clone());
         r.register(

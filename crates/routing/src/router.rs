@@ -59,6 +59,10 @@ pub struct Advertised {
 pub struct Counters {
     /// Kademlia requests sent and answered, and liveness probes: the node's routing traffic.
     pub messages: u64,
+    /// Of those, liveness probes.
+    pub pings: u64,
+    /// Peers with an open connection now (each is probed every `ping_interval`).
+    pub connections: u64,
     /// Providers returned that were connected and identified already.
     pub connected: u64,
     /// Providers returned at the mirror address their record carries, with no connection.

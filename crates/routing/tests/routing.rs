@@ -378,8 +378,9 @@ async fn a_key_stays_findable_when_a_closer_node_joins() {
         }
     }
     assert!(!nearest.is_empty(), "the joiner is closest to none of {} keys", names.len());
-    // The joiner holds a's record of each, and a lookup from the seed finds a.
-    let bound = a.discovery_bound() + a.lookup_bound();
+    // The joiner holds a's record of each, and a lookup from the seed finds a. A key
+    // is re-announced for a joiner at most 10 s after its previous announcement.
+    let bound = a.discovery_bound() + a.lookup_bound() + Duration::from_secs(10);
     for name in &nearest {
         eventually(&format!("{name} is found after the joiner came"), bound, a.lookup_bound(), || async {
             let held = joiner.router.held_providers(&key(name)).await.unwrap().contains(&a_id);

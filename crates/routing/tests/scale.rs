@@ -234,6 +234,8 @@ async fn run(nodes_n: usize, keys_n: usize) {
     println!("scale: closest node: {disagreements} of {CLOSEST_KEYS} keys with more than one fetcher named");
     let counters = nodes.iter().map(|n| n.router.counters()).fold(Counters::default(), |a, c| Counters {
         messages: a.messages + c.messages,
+        pings: a.pings + c.pings,
+        connections: a.connections + c.connections,
         connected: a.connected + c.connected,
         from_record: a.from_record + c.from_record,
         dialed: a.dialed + c.dialed,

@@ -1,13 +1,14 @@
-//! In-process routers for the DHT and memory scenarios: each a real
-//! `peerpull-routing` router on `127.0.0.1:0` with its own data directory and
-//! event loop task, stopped when dropped.
+//! In-process routers for the DHT, memory and scale scenarios: each a real
+//! `peerpull-routing` router with its own data directory and event loop
+//! task, stopped when dropped; on `127.0.0.1:0` over TCP, or on libp2p's
+//! in-process memory transport (scale: no file descriptors per connection).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use futures::StreamExt as _;
-use peerpull_routing::{Bootstrap, Config, Key, Router};
+use peerpull_routing::{Bootstrap, Config, Key, Router, Transport};
 use tokio_util::sync::CancellationToken;
 
 /// How long a router may take to find a peer.
@@ -18,13 +19,35 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Node {
     pub(crate) router: Router,
     listen: SocketAddr,
+    transport: Transport,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
 
 impl Node {
-    /// Starts a router whose mirror address is port `mirror_port`, bootstrapping from `seed`.
+    /// Starts a router over TCP whose mirror address is port `mirror_port`, bootstrapping from `seed`.
     pub(crate) async fn start(mirror_port: u16, seed: Option<&Node>) -> anyhow::Result<Self> {
+        Self::start_with(mirror_port, seed, |_| {}).await
+    }
+
+    /// Starts a router on the memory transport at `/memory/<number>`, with
+    /// mirror address `10.x.y.z:5000` from `number`, bootstrapping from `seed`.
+    pub(crate) async fn in_memory(
+        number: u16,
+        seed: Option<&Node>,
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        Self::start_with(0, seed, |c| {
+            c.transport = Transport::Memory;
+            c.listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), number);
+            let [hi, lo] = number.to_be_bytes();
+            c.mirror_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, hi, lo, 1)), 5000);
+            tune(c);
+        })
+        .await
+    }
+
+    async fn start_with(mirror_port: u16, seed: Option<&Node>, tune: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("pp-bench-router-").tempdir().context("creating a temp dir")?;
         let mut config = Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
@@ -34,16 +57,21 @@ impl Node {
             advertise_timeout: Duration::from_secs(300),
             ..Config::default()
         };
+        tune(&mut config);
         if let Some(seed) = seed {
-            let addr =
-                format!("/ip4/{}/tcp/{}/p2p/{}", seed.listen.ip(), seed.listen.port(), seed.router.local_peer_id());
+            let (listen, id) = (seed.listen, seed.router.local_peer_id());
+            let addr = match seed.transport {
+                Transport::Tcp => format!("/ip4/{}/tcp/{}/p2p/{id}", listen.ip(), listen.port()),
+                Transport::Memory => format!("/memory/{}/p2p/{id}", listen.port()),
+            };
             config.bootstrap.push(Bootstrap::parse(&addr).map_err(|e| anyhow!("{e:?}"))?);
         }
+        let transport = config.transport;
         let (router, event_loop) = Router::start(config).context("starting a router")?;
         let shutdown = CancellationToken::new();
         tokio::spawn(event_loop.run(shutdown.clone()));
         let listen = *router.listen_addrs().await?.first().ok_or_else(|| anyhow!("router listens nowhere"))?;
-        Ok(Self { router, listen, shutdown, _dir: dir })
+        Ok(Self { router, listen, transport, shutdown, _dir: dir })
     }
 
     /// Waits until the router has a peer.

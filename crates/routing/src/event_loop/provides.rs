@@ -36,6 +36,8 @@ use crate::{keys::record_key, metrics::Metrics, store::Store, Error};
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
+/// The shortest time between a key's announcements when nodes join (see `reprovide_where`).
+const FOLLOW_GAP: Duration = Duration::from_secs(10);
 /// The longest wait before a failed announcement is tried again.
 const FAILED_RETRY: Duration = Duration::from_secs(5);
 
@@ -45,6 +47,10 @@ pub(crate) struct Provides {
     advertised: HashMap<RecordKey, Key>,
     queue: VecDeque<Pending>,
     queued: HashSet<RecordKey>,
+    /// When each key's last announcement started.
+    started: HashMap<RecordKey, Instant>,
+    /// Keys to re-announce for nodes that joined, and when (see `reprovide_where`).
+    follow: HashMap<RecordKey, Instant>,
     active: HashMap<QueryId, Active>,
     due: VecDeque<(Instant, RecordKey)>,
     batches: HashMap<u64, Batch>,
@@ -79,6 +85,8 @@ impl Provides {
             advertised: HashMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
+            started: HashMap::new(),
+            follow: HashMap::new(),
             active: HashMap::new(),
             due: VecDeque::new(),
             batches: HashMap::new(),
@@ -128,6 +136,8 @@ impl Provides {
         for name in keys {
             let key = record_key(name);
             let Some(removed) = self.advertised.remove(&key) else { continue };
+            self.started.remove(&key);
+            self.follow.remove(&key);
             self.metrics.advertised(removed.kind()).dec();
             kad.stop_providing(&key);
             if self.queued.remove(&key) {
@@ -148,6 +158,14 @@ impl Provides {
 
     /// Queues every advertised key whose re-announcement is due.
     pub(crate) fn schedule(&mut self, now: Instant) {
+        if self.follow.values().any(|at| *at <= now) {
+            let due: Vec<RecordKey> =
+                self.follow.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+            for key in due {
+                self.follow.remove(&key);
+                self.requeue(key);
+            }
+        }
         while self.due.front().is_some_and(|(t, _)| *t <= now) {
             let Some((_, key)) = self.due.pop_front() else { break };
             self.requeue(key);
@@ -162,13 +180,26 @@ impl Provides {
         }
     }
 
-    /// Re-announces soon every advertised key for which `closer` says the nodes
-    /// closest to it changed. Returns how many were queued.
-    pub(crate) fn reprovide_where(&mut self, mut closer: impl FnMut(&RecordKey) -> bool) -> usize {
-        let keys: Vec<RecordKey> = self.advertised.keys().filter(|k| closer(k)).cloned().collect();
+    /// Re-announces every advertised key for which `closer` says the nodes
+    /// closest to it changed: now, or `FOLLOW_GAP` after its last announcement
+    /// started if that was more recent (while routing tables fill they change
+    /// every second; this bounds the extra announcements). Returns how many
+    /// keys were queued or scheduled.
+    pub(crate) fn reprovide_where(&mut self, now: Instant, mut closer: impl FnMut(&RecordKey) -> bool) -> usize {
+        let keys: Vec<RecordKey> = self
+            .advertised
+            .keys()
+            .filter(|k| !self.queued.contains(*k) && !self.follow.contains_key(*k) && closer(k))
+            .cloned()
+            .collect();
         let n = keys.len();
         for key in keys {
-            self.requeue(key);
+            match self.started.get(&key).map(|t| *t + FOLLOW_GAP).filter(|at| *at > now) {
+                Some(at) => {
+                    self.follow.insert(key, at);
+                }
+                None => self.requeue(key),
+            }
         }
         n
     }
@@ -186,6 +217,7 @@ impl Provides {
             self.queued.remove(&p.key);
             match kad.start_providing(p.key.clone()) {
                 Ok(query) => {
+                    self.started.insert(p.key.clone(), now);
                     self.active.insert(query, Active { key: p.key, batch: p.batch });
                 }
                 Err(source) => {

@@ -1,0 +1,294 @@
+//! Scenario 9, routing at scale: 50, 200 and 1,000 real routers in this
+//! process on libp2p's in-memory transport (the same router, Noise and Yamux
+//! as production, without sockets), with production timings except that each
+//! router runs at most `ANNOUNCE_SLOTS` announcements at once (they all share
+//! two cores here). For each size: the time until every router is ready and
+//! until every key's first announcement finished (convergence); lookup latency
+//! one at a time and `BURST` at a time; the routing messages each router sends
+//! and answers per minute at rest; and, after 10 % of the routers leave and as
+//! many new ones join, the lookups again. Sizes are compared with the
+//! smallest; traffic growth is set against log(N) growth.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt as _;
+use peerpull_oci::{Digest, Key};
+use peerpull_routing::Config;
+
+use crate::cli::Args;
+use crate::report::{Row, Section};
+use crate::scenario::routers::Node;
+use crate::stats::percentile;
+use crate::Progress;
+
+/// Announcements each router runs at once (production: 32, for a router with a machine of its own).
+const ANNOUNCE_SLOTS: usize = 2;
+/// Liveness probes on every connection (production: 10 s). A real router
+/// probes its connections on a machine of its own; here a thousand routers'
+/// probes would take most of two cores and the lookups would measure that.
+const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// Lookups at once in the burst.
+const BURST: usize = 32;
+/// The cluster is at rest below this many Kademlia requests (liveness probes
+/// aside) per router per second.
+const AT_REST_PER_ROUTER: u64 = 2;
+const AT_REST_DEADLINE: Duration = Duration::from_secs(180);
+/// Routers a new one may bootstrap through (several seeds behind a Service).
+const SEEDS: usize = 3;
+/// Routers started at once.
+const START_BATCH: usize = 25;
+
+/// A memory-transport port never used before in this process (a stopped
+/// router's port stays taken until its task has wound down).
+fn next_port() -> anyhow::Result<u16> {
+    static NEXT: AtomicU16 = AtomicU16::new(1);
+    match NEXT.fetch_add(1, Ordering::Relaxed) {
+        0 => bail!("out of memory-transport ports"),
+        port => Ok(port),
+    }
+}
+
+/// A small deterministic xorshift, so runs pick the same pairs.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn key(owner: usize, i: usize) -> Key {
+    Key::Digest(Digest::sha256_of(format!("scale/{owner:05}/{i:04}").as_bytes()))
+}
+
+fn tune(c: &mut Config) {
+    c.max_concurrent_provides = ANNOUNCE_SLOTS;
+    c.ping_interval = PING_INTERVAL;
+    c.advertise_timeout = Duration::from_secs(1800);
+    c.command_timeout = Duration::from_secs(60);
+}
+
+/// What one size measured.
+struct Measured {
+    ready: f64,
+    convergence: f64,
+    rest_after: f64,
+    one: Latency,
+    burst: Latency,
+    per_minute: f64,
+    connections: f64,
+    churned: Latency,
+}
+
+/// Lookup latencies (ms) and how many found nothing.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    missed: usize,
+    total: usize,
+}
+
+/// Runs the scenario.
+pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Section> {
+    let sizes = &args.scale_routers;
+    let mut section = Section::new("scale", "9. Routing at scale (in-process routers on the memory transport)");
+    section.note(format!(
+        "Routers {sizes:?}, {} keys each, production timings but {ANNOUNCE_SLOTS} announcements at once per router and liveness probes every {}s (all share two cores). One run per size (--repeats does not apply). Lookups: {} one at a time and {} {BURST} at a time, each for a key of a random other router, time to the first provider; measured once the cluster is at rest (under {AT_REST_PER_ROUTER} Kademlia requests per router per second). Traffic at rest: Kademlia requests sent and answered per router per minute, over {}s, and the connections each router holds (in production each is probed 6 times a minute). Churn: 10 % of the routers stop and as many new ones join; then {} lookups one at a time of keys whose owner is still up, from any router.",
+        PING_INTERVAL.as_secs(), args.scale_keys, args.scale_lookups, args.scale_lookups * 5, args.scale_rest_secs, args.scale_lookups
+    ));
+    let base = sizes.first().copied().unwrap_or(0);
+    for &size in sizes {
+        let m = measure(size, args, progress).await?;
+        let label = |what: &str| format!("{what}, {size} routers");
+        let vs = |row: Row, what: &str| if size == base { row } else { row.vs(format!("{what}, {base} routers")) };
+        let rows = [
+            vs(Row::new(label("all ready"), "s", vec![m.ready]), "all ready"),
+            vs(Row::new(label("convergence"), "s", vec![m.convergence]), "convergence"),
+            Row::new(label("at rest after convergence"), "s", vec![m.rest_after]),
+            vs(Row::new(label("lookup p50, one at a time"), "ms", vec![m.one.p50]), "lookup p50, one at a time"),
+            vs(Row::new(label("lookup p99, one at a time"), "ms", vec![m.one.p99]), "lookup p99, one at a time"),
+            vs(Row::new(label("lookup p50, burst"), "ms", vec![m.burst.p50]), "lookup p50, burst"),
+            vs(Row::new(label("lookup p99, burst"), "ms", vec![m.burst.p99]), "lookup p99, burst"),
+            vs(
+                Row::new(label("Kademlia requests per router per minute at rest"), "msg", vec![m.per_minute]),
+                "Kademlia requests per router per minute at rest",
+            ),
+            vs(
+                Row::new(label("connections per router at rest"), "conn", vec![m.connections]),
+                "connections per router at rest",
+            ),
+            Row::new(label("log(N) relative to the smallest size"), "x", vec![(size as f64).ln() / (base as f64).ln()]),
+            vs(Row::new(label("lookup p50 after 10 % churn"), "ms", vec![m.churned.p50]), "lookup p50, one at a time"),
+            vs(Row::new(label("lookup p99 after 10 % churn"), "ms", vec![m.churned.p99]), "lookup p99, one at a time"),
+            Row::new(
+                label("lookups that found nothing (one at a time, burst, after churn)"),
+                "keys",
+                vec![(m.one.missed + m.burst.missed + m.churned.missed) as f64],
+            ),
+        ];
+        section.rows.extend(rows);
+        progress.say(format!(
+            "scale: {size} routers: lookups found nothing {} of {}, {} of {}, {} of {}",
+            m.one.missed, m.one.total, m.burst.missed, m.burst.total, m.churned.missed, m.churned.total
+        ));
+    }
+    Ok(section)
+}
+
+async fn measure(size: usize, args: &Args, progress: &Progress) -> anyhow::Result<Measured> {
+    if size < SEEDS + 2 {
+        bail!("--scale-routers: at least {} routers", SEEDS + 2);
+    }
+    let t0 = Instant::now();
+    let mut nodes: Vec<Option<Node>> = Vec::new();
+    for _ in 0..SEEDS {
+        let seed = nodes.first().and_then(Option::as_ref);
+        nodes.push(Some(Node::in_memory(next_port()?, seed, tune).await?));
+    }
+    nodes.extend(start_batch(&nodes, size - SEEDS).await?.into_iter().map(Some));
+    for node in nodes.iter().flatten() {
+        node.wait_ready().await?;
+    }
+    let ready = t0.elapsed();
+    progress.say(format!("scale: {size} routers ready after {ready:?}; announcing {} keys each", args.scale_keys));
+
+    let t1 = Instant::now();
+    let announced = nodes.iter().enumerate().filter_map(|(owner, n)| {
+        let n = n.as_ref()?;
+        Some(n.router.advertise((0..args.scale_keys).map(|i| key(owner, i)).collect()))
+    });
+    for result in futures::future::join_all(announced).await {
+        result.context("advertising")?;
+    }
+    let convergence = t1.elapsed();
+    let rest_after = at_rest(&nodes).await.context("the cluster never came to rest")?;
+    progress.say(format!("scale: converged after {convergence:?}, at rest {rest_after:?} later; looking up"));
+
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ size as u64;
+    let one = lookups(&nodes, plan(&nodes, &mut rng, args.scale_lookups, args.scale_keys, size), 1).await?;
+    let burst = lookups(&nodes, plan(&nodes, &mut rng, args.scale_lookups * 5, args.scale_keys, size), BURST).await?;
+
+    let before = totals(&nodes);
+    tokio::time::sleep(Duration::from_secs(args.scale_rest_secs)).await;
+    let after = totals(&nodes);
+    let minutes = args.scale_rest_secs as f64 / 60.0 * size as f64;
+    let per_minute = ((after.0 - after.1) - (before.0 - before.1)) as f64 / minutes;
+    let connections = nodes.iter().flatten().map(|n| n.router.counters().connections).sum::<u64>() as f64 / size as f64;
+    progress.say(format!(
+        "scale: {per_minute:.0} Kademlia requests per router per minute at rest, {connections:.0} connections each; churning 10 %"
+    ));
+
+    // 10 % leave (never a seed), as many join through the seeds.
+    let leaving = size / 10;
+    for _ in 0..leaving {
+        let i = SEEDS + (next(&mut rng) as usize % (size - SEEDS));
+        nodes[i] = None;
+    }
+    let joined = start_batch(&nodes, leaving).await?;
+    for node in &joined {
+        node.wait_ready().await?;
+    }
+    nodes.extend(joined.into_iter().map(Some));
+    let churned = lookups(&nodes, plan(&nodes, &mut rng, args.scale_lookups, args.scale_keys, size), 1).await?;
+    Ok(Measured {
+        ready: ready.as_secs_f64(),
+        convergence: convergence.as_secs_f64(),
+        rest_after: rest_after.as_secs_f64(),
+        one,
+        burst,
+        per_minute,
+        connections,
+        churned,
+    })
+}
+
+/// Starts `n` routers, `START_BATCH` at a time, each bootstrapping through one
+/// of the seeds (the first `SEEDS` of `nodes`). One at a time, each start
+/// would wait for its turn among all the busy routers before it.
+async fn start_batch(nodes: &[Option<Node>], n: usize) -> anyhow::Result<Vec<Node>> {
+    let mut started = Vec::with_capacity(n);
+    for batch in (0..n).collect::<Vec<_>>().chunks(START_BATCH) {
+        let starts = batch.iter().map(|i| {
+            let seed = nodes[i % SEEDS].as_ref();
+            async move { Node::in_memory(next_port()?, seed, tune).await }
+        });
+        for node in futures::future::join_all(starts).await {
+            started.push(node?);
+        }
+    }
+    Ok(started)
+}
+
+/// Routing messages and pings of every running router so far.
+fn totals(nodes: &[Option<Node>]) -> (u64, u64) {
+    nodes.iter().flatten().map(|n| n.router.counters()).fold((0, 0), |(m, p), c| (m + c.messages, p + c.pings))
+}
+
+/// Waits until the cluster's Kademlia traffic falls below `AT_REST_PER_ROUTER`
+/// requests per router per second; how long that took.
+async fn at_rest(nodes: &[Option<Node>]) -> Option<Duration> {
+    let start = Instant::now();
+    let running = nodes.iter().flatten().count() as u64;
+    let kademlia = || {
+        let (messages, pings) = totals(nodes);
+        messages - pings
+    };
+    let mut last = kademlia();
+    while start.elapsed() < AT_REST_DEADLINE {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = kademlia();
+        if now - last < AT_REST_PER_ROUTER * running {
+            return Some(start.elapsed());
+        }
+        last = now;
+    }
+    None
+}
+
+/// `n` lookups: (owner, key index, asker), owner and asker distinct running
+/// routers; owners among the first `advertised`, the ones that advertised keys.
+fn plan(nodes: &[Option<Node>], rng: &mut u64, n: usize, keys: usize, advertised: usize) -> Vec<(usize, usize, usize)> {
+    let up: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].is_some()).collect();
+    let owners: Vec<usize> = up.iter().copied().filter(|i| *i < advertised).collect();
+    (0..n)
+        .map(|_| {
+            let owner = owners[next(rng) as usize % owners.len()];
+            let mut from = up[next(rng) as usize % up.len()];
+            while from == owner {
+                from = up[next(rng) as usize % up.len()];
+            }
+            (owner, next(rng) as usize % keys.max(1), from)
+        })
+        .collect()
+}
+
+/// Runs the lookups `concurrency` at a time: latency percentiles of those that found a provider.
+async fn lookups(
+    nodes: &[Option<Node>],
+    plan: Vec<(usize, usize, usize)>,
+    concurrency: usize,
+) -> anyhow::Result<Latency> {
+    let total = plan.len();
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(bool, Duration)>> = futures::stream::iter(plan)
+        .map(|(owner, k, from)| async move {
+            let node = nodes[from].as_ref().context("asker stopped")?;
+            node.lookup(&key(owner, k)).await
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut ms = Vec::new();
+    let mut missed = 0;
+    for r in results {
+        let (found, took) = r?;
+        if found {
+            ms.push(took.as_secs_f64() * 1e3);
+        } else {
+            missed += 1;
+        }
+    }
+    eprintln!("scale: {total} lookups {concurrency} at a time took {:?}, {missed} found nothing", started.elapsed());
+    Ok(Latency { p50: percentile(&ms, 0.50), p99: percentile(&ms, 0.99), missed, total })
+}
