@@ -39,6 +39,7 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         .args(["--rollout-layers", "1", "--miss-layer-kib", "64", "--memory-keys", "100"])
         .args(["--dht-routers", "6", "--dht-lookups", "10", "--soak-blob-mib", "4", "--soak-clients", "3"])
         .args(["--soak-stalled", "5", "--soak-nodes", "2", "--soak-image-mib", "4", "--soak-kill-every-ms", "100"])
+        .args(["--scale-routers", "6,8", "--scale-keys", "2", "--scale-lookups", "10", "--scale-rest-secs", "1"])
         .args(["--out"])
         .arg(out.path())
         .spawn()
