@@ -66,6 +66,7 @@ impl Behaviour {
             .set_replication_factor(k)
             .set_query_timeout(config.lookup_timeout.max(std::time::Duration::from_secs(30)))
             .set_provider_record_ttl(Some(config.provider_ttl))
+            .set_periodic_bootstrap_interval(Some(config.refresh_interval))
             // Provider records are stored by the event loop, with the mirror address it resolved.
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             // Re-announcing is ours (throttled, spread out); see `event_loop::provides`.

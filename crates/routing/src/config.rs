@@ -53,6 +53,9 @@ pub struct Config {
     pub bootstrap_interval: Duration,
     /// The longest wait between bootstrap attempts while no peer is connected.
     pub bootstrap_backoff_max: Duration,
+    /// How often Kademlia refreshes the routing table (a walk towards this node
+    /// and one into each bucket: about a hundred requests).
+    pub refresh_interval: Duration,
     /// Liveness probe interval on every connection; a peer that misses a probe for
     /// `ping_timeout` is disconnected.
     pub ping_interval: Duration,
@@ -110,6 +113,7 @@ impl Default for Config {
             unreachable_backoff: Duration::from_secs(10),
             bootstrap_interval: Duration::from_secs(30),
             bootstrap_backoff_max: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(300),
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),

@@ -419,7 +419,7 @@ impl EventLoop {
             }
         }
         // Fill a thin routing table now. A full one is left to Kademlia's own refresh
-        // (every 5 minutes): a bootstrap walk costs every node about a hundred requests.
+        // (`refresh_interval`): a bootstrap walk costs every node about a hundred requests.
         if table_size > 0 && table_size < self.config.replication_factor {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }

@@ -54,8 +54,12 @@
 //!   knows them) now include a node that just joined is re-announced at once,
 //!   so the newcomer holds it and lookups, which search the closest nodes,
 //!   keep finding it (at most one such announcement per key every 10 s, or
-//!   filling routing tables would keep re-announcing everything). A failed
-//!   announcement is retried within 5 s.
+//!   filling routing tables would keep re-announcing everything). A node that
+//!   takes the place of a routing-table entry gone quiet does not count as
+//!   joining (in a large cluster that happens all the time as idle connections
+//!   close). A failed announcement is retried after 5 s, then after twice as
+//!   long per further failure in a row, at most a quarter of
+//!   `reprovide_interval`.
 //!
 //! # How the costs grow with the cluster (N nodes)
 //!

@@ -230,6 +230,8 @@ impl Metrics {
             connected: resolved(How::Connected),
             from_record: resolved(How::Record),
             dialed: resolved(How::Dialed),
+            announcements: self.announcements.get_or_create(&ResultLabels { result: "ok" }).get()
+                + self.announcements.get_or_create(&ResultLabels { result: "failed" }).get(),
             announcements_failed: self.announcements.get_or_create(&ResultLabels { result: "failed" }).get(),
         }
     }

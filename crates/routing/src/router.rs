@@ -69,7 +69,9 @@ pub struct Counters {
     pub from_record: u64,
     /// Providers returned after a dial plus Identify.
     pub dialed: u64,
-    /// Announcements that reached fewer nodes than the replication factor.
+    /// Announcements finished (reached the replication factor or not).
+    pub announcements: u64,
+    /// Of those, the ones that reached fewer nodes than the replication factor.
     pub announcements_failed: u64,
 }
 

@@ -1,8 +1,8 @@
 //! Scenario 9, routing at scale: 50, 200 and 1,000 real routers in this
 //! process on libp2p's in-memory transport (the same router, Noise and Yamux
-//! as production, without sockets), with production timings except that each
-//! router runs at most `ANNOUNCE_SLOTS` announcements at once (they all share
-//! two cores here). For each size: the time until every router is ready and
+//! as production, without sockets), with production settings except that each
+//! router runs at most `ANNOUNCE_SLOTS` announcements at once and its periodic
+//! work `SLOWER` times less often (they all share two cores here). For each size: the time until every router is ready and
 //! until every key's first announcement finished (convergence); lookup latency
 //! one at a time and `BURST` at a time; the routing messages each router sends
 //! and answers per minute at rest; and, after 10 % of the routers leave and as
@@ -25,16 +25,25 @@ use crate::Progress;
 
 /// Announcements each router runs at once (production: 32, for a router with a machine of its own).
 const ANNOUNCE_SLOTS: usize = 2;
-/// Liveness probes on every connection (production: 10 s). A real router
-/// probes its connections on a machine of its own; here a thousand routers'
-/// probes would take most of two cores and the lookups would measure that.
-const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// Routers announcing their keys at once at the start: a real cluster's nodes
+/// each announce on a machine of their own; a thousand here at once would
+/// starve every walk past Kademlia's query time-out.
+const ANNOUNCING_ROUTERS: usize = 50;
+/// Periodic work (re-announcements and their records' lifetime, bootstrap and
+/// routing-table refresh walks, liveness probes) runs this many times less often than in production.
+/// A real router spends a few milliseconds of CPU a second on it on a machine
+/// of its own; a thousand here at production rates would need more than two
+/// cores, and the lookups would measure the queue. Traffic at rest is
+/// reported scaled back to production rates.
+const SLOWER: u32 = 10;
+/// How often a long run of lookups reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Lookups at once in the burst.
 const BURST: usize = 32;
 /// The cluster is at rest below this many Kademlia requests (liveness probes
 /// aside) per router per second.
-const AT_REST_PER_ROUTER: u64 = 2;
-const AT_REST_DEADLINE: Duration = Duration::from_secs(180);
+const AT_REST_PER_ROUTER: u64 = 1;
+const AT_REST_DEADLINE: Duration = Duration::from_secs(600);
 /// Routers a new one may bootstrap through (several seeds behind a Service).
 const SEEDS: usize = 3;
 /// Routers started at once.
@@ -64,7 +73,11 @@ fn key(owner: usize, i: usize) -> Key {
 
 fn tune(c: &mut Config) {
     c.max_concurrent_provides = ANNOUNCE_SLOTS;
-    c.ping_interval = PING_INTERVAL;
+    c.reprovide_interval *= SLOWER;
+    c.provider_ttl *= SLOWER;
+    c.bootstrap_interval *= SLOWER;
+    c.refresh_interval *= SLOWER;
+    c.ping_interval *= SLOWER;
     c.advertise_timeout = Duration::from_secs(1800);
     c.command_timeout = Duration::from_secs(60);
 }
@@ -94,8 +107,8 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
     let sizes = &args.scale_routers;
     let mut section = Section::new("scale", "9. Routing at scale (in-process routers on the memory transport)");
     section.note(format!(
-        "Routers {sizes:?}, {} keys each, production timings but {ANNOUNCE_SLOTS} announcements at once per router and liveness probes every {}s (all share two cores). One run per size (--repeats does not apply). Lookups: {} one at a time and {} {BURST} at a time, each for a key of a random other router, time to the first provider; measured once the cluster is at rest (under {AT_REST_PER_ROUTER} Kademlia requests per router per second). Traffic at rest: Kademlia requests sent and answered per router per minute, over {}s, and the connections each router holds (in production each is probed 6 times a minute). Churn: 10 % of the routers stop and as many new ones join; then {} lookups one at a time of keys whose owner is still up, from any router.",
-        PING_INTERVAL.as_secs(), args.scale_keys, args.scale_lookups, args.scale_lookups * 5, args.scale_rest_secs, args.scale_lookups
+        "Routers {sizes:?}, {} keys each, production settings but {ANNOUNCE_SLOTS} announcements at once per router and periodic work (re-announcements, record lifetime, bootstrap and refresh walks, liveness probes) {SLOWER}x less often (all share two cores); idle connections close after the production {}s. One run per size (--repeats does not apply). Lookups: {} one at a time and {} {BURST} at a time, each for a key of a random other router, time to the first provider; measured once the cluster is at rest (under {AT_REST_PER_ROUTER} Kademlia requests per router per second). Traffic at rest: Kademlia requests sent and answered per router per minute, over {}s, times {SLOWER} (production rates), and the connections each router holds. Churn: 10 % of the routers stop and as many new ones join; then {} lookups one at a time of keys whose owner is still up, from any router.",
+        Config::default().idle_timeout.as_secs(), args.scale_keys, args.scale_lookups, args.scale_lookups * 5, args.scale_rest_secs, args.scale_lookups
     ));
     let base = sizes.first().copied().unwrap_or(0);
     for &size in sizes {
@@ -151,19 +164,36 @@ async fn measure(size: usize, args: &Args, progress: &Progress) -> anyhow::Resul
         node.wait_ready().await?;
     }
     let ready = t0.elapsed();
-    progress.say(format!("scale: {size} routers ready after {ready:?}; announcing {} keys each", args.scale_keys));
+    let started_rest = at_rest(&nodes).await.context("the cluster never came to rest after starting")?;
+    progress.say(format!(
+        "scale: {size} routers ready after {ready:?}, at rest {started_rest:?} later; announcing {} keys each",
+        args.scale_keys
+    ));
 
     let t1 = Instant::now();
-    let announced = nodes.iter().enumerate().filter_map(|(owner, n)| {
-        let n = n.as_ref()?;
-        Some(n.router.advertise((0..args.scale_keys).map(|i| key(owner, i)).collect()))
-    });
-    for result in futures::future::join_all(announced).await {
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let all = futures::stream::iter(nodes.iter().enumerate())
+        .filter_map(|(owner, n)| async move { n.as_ref().map(|n| (owner, n)) })
+        .map(|(owner, n)| {
+            let done = &done;
+            async move {
+                let r = n.router.advertise((0..args.scale_keys).map(|i| key(owner, i)).collect()).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+        })
+        .buffer_unordered(ANNOUNCING_ROUTERS)
+        .collect::<Vec<_>>();
+    let announced = watched(&nodes, "routers announcing", &done, size, all).await;
+    for result in announced {
         result.context("advertising")?;
     }
+    let failed = nodes.iter().flatten().map(|n| n.router.counters().announcements_failed).sum::<u64>();
     let convergence = t1.elapsed();
     let rest_after = at_rest(&nodes).await.context("the cluster never came to rest")?;
-    progress.say(format!("scale: converged after {convergence:?}, at rest {rest_after:?} later; looking up"));
+    progress.say(format!(
+        "scale: converged after {convergence:?} ({failed} announcements failed), at rest {rest_after:?} later; looking up"
+    ));
 
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ size as u64;
     let one = lookups(&nodes, plan(&nodes, &mut rng, args.scale_lookups, args.scale_keys, size), 1).await?;
@@ -173,7 +203,7 @@ async fn measure(size: usize, args: &Args, progress: &Progress) -> anyhow::Resul
     tokio::time::sleep(Duration::from_secs(args.scale_rest_secs)).await;
     let after = totals(&nodes);
     let minutes = args.scale_rest_secs as f64 / 60.0 * size as f64;
-    let per_minute = ((after.0 - after.1) - (before.0 - before.1)) as f64 / minutes;
+    let per_minute = ((after.0 - after.1) - (before.0 - before.1)) as f64 / minutes * f64::from(SLOWER);
     let connections = nodes.iter().flatten().map(|n| n.router.counters().connections).sum::<u64>() as f64 / size as f64;
     progress.say(format!(
         "scale: {per_minute:.0} Kademlia requests per router per minute at rest, {connections:.0} connections each; churning 10 %"
@@ -225,6 +255,40 @@ fn totals(nodes: &[Option<Node>]) -> (u64, u64) {
     nodes.iter().flatten().map(|n| n.router.counters()).fold((0, 0), |(m, p), c| (m + c.messages, p + c.pings))
 }
 
+/// Runs `work`, reporting every `PROGRESS_EVERY` how much of it is `done` and
+/// the cluster's routing activity meanwhile.
+async fn watched<T>(
+    nodes: &[Option<Node>],
+    what: &str,
+    done: &std::sync::atomic::AtomicUsize,
+    total: usize,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    let mut last = activity(nodes);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                let now = activity(nodes);
+                eprintln!(
+                    "scale: {what}: {} of {total} done; in the last {PROGRESS_EVERY:?}: {} Kademlia requests, {} announcements ({} failed); {} connections",
+                    done.load(Ordering::Relaxed), now.0 - last.0, now.1 - last.1, now.2 - last.2, now.3
+                );
+                last = now;
+            }
+        }
+    }
+}
+
+/// Kademlia requests, announcements and failed ones so far, and connections now, of every running router.
+fn activity(nodes: &[Option<Node>]) -> (u64, u64, u64, u64) {
+    nodes.iter().flatten().map(|n| n.router.counters()).fold((0, 0, 0, 0), |(m, a, f, c), n| {
+        (m + n.messages - n.pings, a + n.announcements, f + n.announcements_failed, c + n.connections)
+    })
+}
+
 /// Waits until the cluster's Kademlia traffic falls below `AT_REST_PER_ROUTER`
 /// requests per router per second; how long that took.
 async fn at_rest(nodes: &[Option<Node>]) -> Option<Duration> {
@@ -271,14 +335,20 @@ async fn lookups(
 ) -> anyhow::Result<Latency> {
     let total = plan.len();
     let started = Instant::now();
-    let results: Vec<anyhow::Result<(bool, Duration)>> = futures::stream::iter(plan)
-        .map(|(owner, k, from)| async move {
-            let node = nodes[from].as_ref().context("asker stopped")?;
-            node.lookup(&key(owner, k)).await
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let all = futures::stream::iter(plan)
+        .map(|(owner, k, from)| {
+            let done = &done;
+            async move {
+                let node = nodes[from].as_ref().context("asker stopped")?;
+                let r = node.lookup(&key(owner, k)).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                r
+            }
         })
         .buffer_unordered(concurrency)
-        .collect()
-        .await;
+        .collect::<Vec<anyhow::Result<(bool, Duration)>>>();
+    let results = watched(nodes, &format!("lookups {concurrency} at a time"), &done, total, all).await;
     let mut ms = Vec::new();
     let mut missed = 0;
     for r in results {

@@ -11,8 +11,10 @@
 //! `interval` after its last announcement finished, so announcements stay
 //! spread out the way the first ones were. A failed announcement (its walk
 //! timed out, so Kademlia sent the record to nobody) is retried after
-//! `FAILED_RETRY`, or a quarter of `interval` if that is shorter: until then
-//! nobody can find the key.
+//! `FAILED_RETRY` (until then nobody can find the key), twice as long after
+//! each further failure in a row, at most a quarter of `interval`: walks time
+//! out when the nodes are overloaded, and retrying at a fixed pace would add
+//! to the load that made them fail.
 //! Since `interval` is constant, the due list stays sorted by appending.
 //! `withdraw` removes a key from the local store and the schedule; other nodes
 //! forget it when their copy of our record expires.
@@ -38,7 +40,7 @@ type Reply = oneshot::Sender<Result<(), Error>>;
 
 /// The shortest time between a key's announcements when nodes join (see `reprovide_where`).
 const FOLLOW_GAP: Duration = Duration::from_secs(10);
-/// The longest wait before a failed announcement is tried again.
+/// The wait before a failed announcement is tried again (doubled per further failure in a row).
 const FAILED_RETRY: Duration = Duration::from_secs(5);
 
 /// Our advertised keys and their announcements.
@@ -51,6 +53,8 @@ pub(crate) struct Provides {
     started: HashMap<RecordKey, Instant>,
     /// Keys to re-announce for nodes that joined, and when (see `reprovide_where`).
     follow: HashMap<RecordKey, Instant>,
+    /// Keys whose last announcements failed, and how many in a row.
+    failures: HashMap<RecordKey, u32>,
     active: HashMap<QueryId, Active>,
     due: VecDeque<(Instant, RecordKey)>,
     batches: HashMap<u64, Batch>,
@@ -87,6 +91,7 @@ impl Provides {
             queued: HashSet::new(),
             started: HashMap::new(),
             follow: HashMap::new(),
+            failures: HashMap::new(),
             active: HashMap::new(),
             due: VecDeque::new(),
             batches: HashMap::new(),
@@ -138,6 +143,7 @@ impl Provides {
             let Some(removed) = self.advertised.remove(&key) else { continue };
             self.started.remove(&key);
             self.follow.remove(&key);
+            self.failures.remove(&key);
             self.metrics.advertised(removed.kind()).dec();
             kad.stop_providing(&key);
             if self.queued.remove(&key) {
@@ -236,7 +242,14 @@ impl Provides {
     pub(crate) fn on_result(&mut self, query: &QueryId, ok: bool, now: Instant) -> bool {
         let Some(active) = self.active.remove(query) else { return false };
         if self.advertised.contains_key(&active.key) {
-            let next = if ok { self.interval } else { (self.interval / 4).min(FAILED_RETRY) };
+            let next = if ok {
+                self.failures.remove(&active.key);
+                self.interval
+            } else {
+                let failures = self.failures.entry(active.key.clone()).or_insert(0);
+                *failures = failures.saturating_add(1);
+                retry_after(*failures, self.interval)
+            };
             self.due_after(active.key, next, now);
         }
         if let Some(batch) = active.batch {
@@ -275,6 +288,12 @@ impl Provides {
             }
         }
     }
+}
+
+/// The wait before announcing a key again after its `failures`-th failure in a row.
+fn retry_after(failures: u32, interval: Duration) -> Duration {
+    let doubled = FAILED_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(interval / 4)
 }
 
 #[cfg(test)]

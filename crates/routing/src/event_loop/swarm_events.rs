@@ -84,7 +84,12 @@ impl EventLoop {
         let (id, result, step, stats) = match event {
             kad::Event::OutboundQueryProgressed { id, result, step, stats } => (id, result, step, stats),
             kad::Event::InboundRequest { request } => return self.on_inbound(request),
-            kad::Event::RoutingUpdated { peer, is_new_peer: true, .. } => return self.joined.push(peer),
+            // A peer that took the place of one gone quiet is no newcomer: in a large
+            // cluster, entries of full buckets are replaced all the time as idle
+            // connections close, and following those re-announced keys without end.
+            kad::Event::RoutingUpdated { peer, is_new_peer: true, old_peer: None, .. } => {
+                return self.joined.push(peer)
+            }
             _ => return,
         };
         if step.last {

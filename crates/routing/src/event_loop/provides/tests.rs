@@ -75,6 +75,16 @@ async fn keys_are_reannounced_on_schedule_until_withdrawn() {
     p.schedule(Instant::now());
     p.pump(&mut kad, Instant::now());
     assert_eq!(p.active.len(), 1);
+    // Failing again, it waits twice as long.
+    assert_eq!(finish_all(&mut p, false), 1);
+    tokio::time::advance(FAILED_RETRY * 2 - Duration::from_millis(1)).await;
+    p.schedule(Instant::now());
+    p.pump(&mut kad, Instant::now());
+    assert_eq!(p.active.len(), 0, "not before twice FAILED_RETRY");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    p.schedule(Instant::now());
+    p.pump(&mut kad, Instant::now());
+    assert_eq!(p.active.len(), 1);
     finish_all(&mut p, true);
 
     p.reprovide_all();
@@ -142,4 +152,13 @@ fn pages_walk_every_key_once_in_order() {
     expected.sort();
     assert_eq!(seen.iter().map(ToString::to_string).collect::<Vec<_>>(), expected);
     assert!(p.page("", 0).is_empty());
+}
+
+#[test]
+fn failed_announcements_back_off_up_to_a_quarter_of_the_interval() {
+    let interval = Duration::from_secs(100);
+    let waits: Vec<u64> = (1..=6).map(|n| retry_after(n, interval).as_secs()).collect();
+    assert_eq!(waits, [5, 10, 20, 25, 25, 25]);
+    assert_eq!(retry_after(u32::MAX, interval), Duration::from_secs(25));
+    assert_eq!(retry_after(1, Duration::from_secs(8)), Duration::from_secs(2));
 }
