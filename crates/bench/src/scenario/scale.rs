@@ -182,7 +182,7 @@ async fn measure(size: usize, args: &Args, progress: &Progress) -> anyhow::Resul
     for result in announced {
         result.context("advertising")?;
     }
-    let failed = nodes.iter().flatten().map(|n| n.router.counters().announcements_failed).sum::<u64>();
+    let failed = activity(&nodes).2;
     let convergence = t1.elapsed();
     let rest_after = at_rest(&nodes).await.context("the cluster never came to rest")?;
     progress.say(format!(
@@ -193,11 +193,11 @@ async fn measure(size: usize, args: &Args, progress: &Progress) -> anyhow::Resul
     let one = lookups(&nodes, plan(&nodes, &mut rng, args.scale_lookups, args.scale_keys, size), 1).await?;
     let burst = lookups(&nodes, plan(&nodes, &mut rng, args.scale_lookups * 5, args.scale_keys, size), BURST).await?;
 
-    let before = totals(&nodes);
+    let before = activity(&nodes).0;
     tokio::time::sleep(Duration::from_secs(args.scale_rest_secs)).await;
-    let after = totals(&nodes);
+    let after = activity(&nodes).0;
     let minutes = args.scale_rest_secs as f64 / 60.0 * size as f64;
-    let per_minute = ((after.0 - after.1) - (before.0 - before.1)) as f64 / minutes;
+    let per_minute = (after - before) as f64 / minutes;
     let connections = nodes.iter().flatten().map(|n| n.router.counters().connections).sum::<u64>() as f64 / size as f64;
     progress.say(format!(
         "scale: {per_minute:.0} Kademlia requests per router per minute at rest, {connections:.0} connections each; churning 10 %"
@@ -244,11 +244,6 @@ async fn start_batch(nodes: &[Option<Node>], n: usize) -> anyhow::Result<Vec<Nod
     Ok(started)
 }
 
-/// Routing messages and pings of every running router so far.
-fn totals(nodes: &[Option<Node>]) -> (u64, u64) {
-    nodes.iter().flatten().map(|n| n.router.counters()).fold((0, 0), |(m, p), c| (m + c.messages, p + c.pings))
-}
-
 /// Runs `work`, reporting every `PROGRESS_EVERY` how much of it is `done` and
 /// the cluster's routing activity meanwhile.
 async fn watched<T>(
@@ -288,10 +283,7 @@ fn activity(nodes: &[Option<Node>]) -> (u64, u64, u64, u64) {
 async fn at_rest(nodes: &[Option<Node>]) -> Option<Duration> {
     let start = Instant::now();
     let running = nodes.iter().flatten().count() as u64;
-    let kademlia = || {
-        let (messages, pings) = totals(nodes);
-        messages - pings
-    };
+    let kademlia = || activity(nodes).0;
     let mut last = kademlia();
     while start.elapsed() < AT_REST_DEADLINE {
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -46,6 +46,14 @@ async fn throttles_and_replies_when_the_batch_is_done() {
     assert!(rx.await.unwrap().is_ok());
 }
 
+/// Lets `wait` pass, then schedules and starts what is due; how many announcements run.
+async fn after(p: &mut Provides, kad: &mut kad::Behaviour<Store>, wait: Duration) -> usize {
+    tokio::time::advance(wait).await;
+    p.schedule(Instant::now());
+    p.pump(kad, Instant::now());
+    p.active.len()
+}
+
 #[tokio::test(start_paused = true)]
 async fn keys_are_reannounced_on_schedule_until_withdrawn() {
     let mut kad = kad();
@@ -55,36 +63,20 @@ async fn keys_are_reannounced_on_schedule_until_withdrawn() {
     p.pump(&mut kad, Instant::now());
     assert_eq!(finish_all(&mut p, true), 2);
 
-    tokio::time::advance(Duration::from_secs(99)).await;
-    p.schedule(Instant::now());
-    p.pump(&mut kad, Instant::now());
-    assert_eq!(p.active.len(), 0, "not due yet");
+    assert_eq!(after(&mut p, &mut kad, Duration::from_secs(99)).await, 0, "not due yet");
 
-    tokio::time::advance(Duration::from_secs(1)).await;
     p.withdraw(&[k("b")], &mut kad);
-    p.schedule(Instant::now());
-    p.pump(&mut kad, Instant::now());
-    assert_eq!(p.active.len(), 1, "a is due again, b was withdrawn");
+    assert_eq!(after(&mut p, &mut kad, Duration::from_secs(1)).await, 1, "a is due again, b was withdrawn");
     // A failed announcement (nobody has the record) is retried within seconds.
     assert_eq!(finish_all(&mut p, false), 1);
-    tokio::time::advance(FAILED_RETRY - Duration::from_millis(1)).await;
-    p.schedule(Instant::now());
-    p.pump(&mut kad, Instant::now());
-    assert_eq!(p.active.len(), 0, "not before FAILED_RETRY");
-    tokio::time::advance(Duration::from_millis(1)).await;
-    p.schedule(Instant::now());
-    p.pump(&mut kad, Instant::now());
-    assert_eq!(p.active.len(), 1);
+    let just_before = FAILED_RETRY - Duration::from_millis(1);
+    assert_eq!(after(&mut p, &mut kad, just_before).await, 0, "not before FAILED_RETRY");
+    assert_eq!(after(&mut p, &mut kad, Duration::from_millis(1)).await, 1);
     // Failing again, it waits twice as long.
     assert_eq!(finish_all(&mut p, false), 1);
-    tokio::time::advance(FAILED_RETRY * 2 - Duration::from_millis(1)).await;
-    p.schedule(Instant::now());
-    p.pump(&mut kad, Instant::now());
-    assert_eq!(p.active.len(), 0, "not before twice FAILED_RETRY");
-    tokio::time::advance(Duration::from_millis(1)).await;
-    p.schedule(Instant::now());
-    p.pump(&mut kad, Instant::now());
-    assert_eq!(p.active.len(), 1);
+    let just_before = FAILED_RETRY * 2 - Duration::from_millis(1);
+    assert_eq!(after(&mut p, &mut kad, just_before).await, 0, "not before twice FAILED_RETRY");
+    assert_eq!(after(&mut p, &mut kad, Duration::from_millis(1)).await, 1);
     finish_all(&mut p, true);
 
     p.reprovide_all();
