@@ -2,6 +2,14 @@
 //! node B's mirror can see it at A, node B pulls it through CRI (from A);
 //! a node without peerpull pulls the same image straight from the upstream
 //! (the baseline). Each repeat uses a new image, so no node holds it before.
+//! B and C take turns going first, so neither always meets the other's
+//! disk writes still being flushed.
+//!
+//! Before the pulls, the image's blobs are also fetched over HTTP alone (all
+//! at once, into nothing) through B's mirror and straight from the
+//! upstream: the part of a pull that peerpull's path decides, without
+//! containerd's writing and unpacking, which a CRI pull spends most of its
+//! time on and which is the same on both nodes.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +25,8 @@ use crate::Progress;
 
 const DIRECT: &str = "node C: pull straight from upstream";
 const PEER: &str = "node B: pull from peer A";
+const HTTP_DIRECT: &str = "blobs over HTTP straight from upstream";
+const HTTP_PEER: &str = "blobs over HTTP through B's mirror (from A)";
 
 /// Runs the scenario.
 pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Section> {
@@ -27,6 +37,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
     let client = Client::new();
     let (mut first, mut from_peer, mut direct, mut peer_bytes, mut direct_bytes, mut sizes) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut http_peer, mut http_direct) = (vec![], vec![]);
     for rep in 0..args.repeats {
         let image = ImageBuilder::new(&format!("bench-peer-{rep}")).layers(&layers).build()?;
         let repo = format!("bench/peer{rep}");
@@ -49,35 +60,80 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
             .await?;
         }
 
-        let before = upstream.blob_bytes_served()?;
-        let start = Instant::now();
-        nodes[1].containerd.cri_pull(&reference).await.context("node B pulling")?;
-        from_peer.push(secs(start.elapsed()));
-        let after = upstream.blob_bytes_served()?;
-        peer_bytes.push((after - before) as f64 / MIB);
+        // The config and the layers; the registry serves manifests only under `manifests/`.
+        let is_manifest = |media_type: &str| media_type.contains("manifest") || media_type.contains("index");
+        let blobs = image.blobs_for(&Platform::host());
+        let blobs: Vec<&str> =
+            blobs.iter().filter(|b| !is_manifest(&b.media_type)).map(|b| b.digest.as_str()).collect();
+        let through_b = |d: &str| format!("{}/v2/{repo}/blobs/{d}?ns={ns}", nodes[1].peerpull.mirror_url());
+        let straight = |d: &str| format!("{}/v2/{repo}/blobs/{d}", upstream.url());
+        let peer_urls: Vec<String> = blobs.iter().map(|d| through_b(d)).collect();
+        let direct_urls: Vec<String> = blobs.iter().map(|d| straight(d)).collect();
+        let b_first = rep % 2 == 0;
+        let blob_bytes: u64 =
+            image.blobs_for(&Platform::host()).iter().filter(|b| !is_manifest(&b.media_type)).map(|b| b.size).sum();
+        for peer_turn in [b_first, !b_first] {
+            let before = upstream.blob_bytes_served()?;
+            if peer_turn {
+                http_peer.push(fetch_all(&client, &peer_urls).await?);
+            } else {
+                http_direct.push(fetch_all(&client, &direct_urls).await?);
+                logged(&upstream, before + blob_bytes).await?;
+            }
+        }
 
-        let start = Instant::now();
-        plain.cri_pull(&reference).await.context("node C pulling")?;
-        direct.push(secs(start.elapsed()));
-        direct_bytes.push((upstream.blob_bytes_served()? - after) as f64 / MIB);
+        for peer_turn in [b_first, !b_first] {
+            let before = upstream.blob_bytes_served()?;
+            let start = Instant::now();
+            if peer_turn {
+                nodes[1].containerd.cri_pull(&reference).await.context("node B pulling")?;
+                from_peer.push(secs(start.elapsed()));
+                peer_bytes.push((upstream.blob_bytes_served()? - before) as f64 / MIB);
+            } else {
+                plain.cri_pull(&reference).await.context("node C pulling")?;
+                direct.push(secs(start.elapsed()));
+                direct_bytes.push((logged(&upstream, before + blob_bytes).await? - before) as f64 / MIB);
+            }
+        }
         progress.say(format!(
-            "peer: repeat {}/{}: B from peer {:.2}s, C from upstream {:.2}s",
+            "peer: repeat {}/{}: B from peer {:.2}s, C from upstream {:.2}s; over HTTP {:.2}s and {:.2}s",
             rep + 1,
             args.repeats,
             from_peer[rep],
-            direct[rep]
+            direct[rep],
+            http_peer[rep],
+            http_direct[rep]
         ));
     }
     let mut section = Section::new(
         "peer",
         format!("2. Peer pull ({} layers, {} MiB)", layers.len(), args.peer_layers_mib.iter().sum::<u64>()),
     );
-    section.note("CRI PullImage on each node; A pulls first (its mirror misses, containerd falls back to the upstream); B pulls only once its mirror finds A for the tag and every blob; C has no peerpull. A new image every repeat.");
+    section.note("CRI PullImage on each node; A pulls first (its mirror misses, containerd falls back to the upstream); B pulls only once its mirror finds A for the tag and every blob; C has no peerpull; B and C take turns going first. A new image every repeat. The HTTP rows fetch the image's blobs all at once (before the pulls, taking turns too) and discard them.");
     section.rows.push(Row::new(DIRECT, "s", direct));
     section.rows.push(Row::new(PEER, "s", from_peer).vs(DIRECT));
     section.rows.push(Row::new("node A: first pull, mirror miss then upstream", "s", first).vs(DIRECT));
+    section.rows.push(Row::new(HTTP_DIRECT, "s", http_direct));
+    section.rows.push(Row::new(HTTP_PEER, "s", http_peer).vs(HTTP_DIRECT));
     section.rows.push(Row::new("image size", "MiB", sizes));
     section.rows.push(Row::new("upstream blob bytes, C's pull", "MiB", direct_bytes).vs("image size"));
     section.rows.push(Row::new("upstream blob bytes, B's pull", "MiB", peer_bytes).vs("image size"));
     Ok(section)
+}
+
+/// The upstream's blob bytes served once its log shows at least `expected`:
+/// it writes a request's line after the client has the last byte, and a
+/// line late for one measurement must not count in the next.
+async fn logged(upstream: &Upstream, expected: u64) -> anyhow::Result<u64> {
+    Ok(eventually("the upstream's log to show the bytes it served", Duration::from_secs(10), || async {
+        upstream.blob_bytes_served().ok().filter(|served| *served >= expected)
+    })
+    .await?)
+}
+
+/// GETs every URL at once, reading each body as it comes; the seconds until the last ends.
+async fn fetch_all(client: &Client, urls: &[String]) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    futures::future::try_join_all(urls.iter().map(|url| client.stream(url))).await?;
+    Ok(secs(start.elapsed()))
 }
