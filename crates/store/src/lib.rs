@@ -12,7 +12,8 @@
 //!   registries it came from) and [`Change`] (what a watch reports);
 //! - [`error`](mod@error): [`StoreError`];
 //! - [`memory`]: [`Memory`], the in-memory store;
-//! - [`containerd`]: [`Containerd`], the store backed by containerd.
+//! - [`containerd`]: [`Containerd`], the store backed by containerd;
+//! - [`file`]: reading chunks of local files without waiting on the disk in async code.
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod containerd;
 pub mod error;
+pub mod file;
 pub mod key;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;

@@ -1,15 +1,16 @@
 //! Reading an entry while it is written: a range of its bytes as they land.
 //!
 //! A reader waits for the writer's progress, reads what is in the file in
-//! chunks of at most [`CHUNK`] bytes (the memory one reader holds), and
+//! chunks of at most [`CHUNK`] bytes (the memory one reader holds; in place
+//! while the page cache holds them, see [`peerpull_store::file`]), and
 //! hands out the chunk that ends the blob only once the digest checked out.
 
-use std::io::SeekFrom;
+use std::fs::File;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::Stream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
 use super::{Failed, Lease, State};
@@ -53,7 +54,7 @@ pub(crate) fn read(
 struct Reader {
     entry: Lease,
     state: watch::Receiver<State>,
-    file: Option<tokio::fs::File>,
+    file: Option<Arc<File>>,
     pos: u64,
     end: u64,
     wait: Duration,
@@ -74,15 +75,21 @@ impl Reader {
             // The chunk that completes the blob waits for the verdict on the digest.
             self.wait_for(|_, state| matches!(state, State::Done { .. }).then_some(())).await?;
         }
-        if self.file.is_none() {
-            self.file = Some(tokio::fs::File::open(&self.entry.path).await?);
+        let file = match &self.file {
+            Some(file) => file.clone(),
+            None => {
+                let file = Arc::new(tokio::fs::File::open(&self.entry.path).await?.into_std().await);
+                self.file.insert(file).clone()
+            }
+        };
+        let want = (upto - self.pos) as usize;
+        let chunk = peerpull_store::file::read_chunk(file, self.pos, want).await?;
+        if chunk.len() < want {
+            let reason = format!("the spool file ended at {} of {upto} bytes", self.pos + chunk.len() as u64);
+            return Err(SpoolError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, reason)));
         }
-        let Some(file) = self.file.as_mut() else { return Err(SpoolError::Timeout) };
-        file.seek(SeekFrom::Start(self.pos)).await?;
-        let mut buf = BytesMut::zeroed((upto - self.pos) as usize);
-        file.read_exact(&mut buf).await?;
         self.pos = upto;
-        Ok(buf.freeze())
+        Ok(chunk)
     }
 
     /// Waits until `ready` gives a value for the state; a failed fetch is an error.

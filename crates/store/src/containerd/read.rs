@@ -8,20 +8,15 @@
 //! is present in the namespace (and its size) is the caller's job, done
 //! through containerd before either path is taken, so the direct path never
 //! serves a file containerd would not.
-//!
-//! The direct path reads a chunk the page cache holds in place, with a read
-//! that cannot wait for the disk (`preadv2` with `RWF_NOWAIT`), and hands
-//! only what is not cached to the blocking pool. The hand-off to a pool
-//! thread and back costs more than copying a 128 KiB chunk: serving a
-//! cached blob went from 740 to about 1,600 MB/s (bench scenario 1).
+//! The direct path reads each chunk with [`crate::file::read_chunk`]: in
+//! place what the page cache holds, the rest in the blocking pool.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use containerd_client::services::v1::ReadContentRequest;
 use futures::StreamExt;
 use peerpull_oci::{ByteRange, Digest};
@@ -109,7 +104,7 @@ pub(crate) async fn direct(root: &Path, digest: &Digest, size: u64, span: Span) 
         async move {
             let at = at.filter(|at| *at < end)?;
             let want = (end - at).min(CHUNK as u64) as usize;
-            let chunk = match read_chunk(file, at, want).await {
+            let chunk = match crate::file::read_chunk(file, at, want).await {
                 Ok(chunk) if chunk.len() == want => chunk,
                 Ok(chunk) => {
                     let reason = format!("file ended at {} of {end} bytes", at + chunk.len() as u64);
@@ -121,47 +116,6 @@ pub(crate) async fn direct(root: &Path, digest: &Digest, size: u64, span: Span) 
         }
     });
     Some(Box::pin(stream))
-}
-
-/// Reads up to `want` bytes at `at`, fewer only at the end of the file: in
-/// place as far as the page cache holds them, the rest in the blocking pool.
-async fn read_chunk(file: Arc<File>, at: u64, want: usize) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(want);
-    let cached = read_cached(&file, at, &mut buf);
-    if cached == want {
-        return Ok(buf.freeze());
-    }
-    tokio::task::spawn_blocking(move || read_at(&file, at, buf, cached)).await.map_err(std::io::Error::other)?
-}
-
-/// How many bytes at `at` the page cache gave into `buf` without waiting
-/// for the disk: 0 when none are cached or the file system cannot say.
-fn read_cached(file: &File, at: u64, buf: &mut [u8]) -> usize {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let mut slices = [std::io::IoSliceMut::new(&mut buf[filled..])];
-        match rustix::io::preadv2(file, &mut slices, at + filled as u64, rustix::io::ReadWriteFlags::NOWAIT) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => filled += n,
-        }
-    }
-    filled
-}
-
-/// `buf` with its bytes from `filled` on read at `at + filled`; shortened
-/// only by the end of the file.
-fn read_at(file: &File, at: u64, mut buf: BytesMut, mut filled: usize) -> std::io::Result<Bytes> {
-    let want = buf.len();
-    while filled < want {
-        match file.read_at(&mut buf[filled..], at + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(filled);
-    Ok(buf.freeze())
 }
 
 /// Opens `span` of `digest` through containerd's content `Read`.
@@ -308,35 +262,5 @@ mod tests {
         assert!(
             matches!(&items[1], Err(StoreError::ReadFailed { cause, .. }) if cause.to_string().contains("ended at"))
         );
-    }
-
-    #[tokio::test]
-    async fn chunks_not_in_the_page_cache_are_read_in_the_blocking_pool() {
-        let dir = tempfile::tempdir().unwrap();
-        let bytes: Vec<u8> = (0..(CHUNK * 3)).map(|i| (i % 253) as u8).collect();
-        let path = dir.path().join("blob");
-        std::fs::write(&path, &bytes).unwrap();
-        let file = File::open(&path).unwrap();
-        file.sync_all().unwrap();
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        let mut probe = vec![0u8; CHUNK];
-        assert!(
-            read_cached(&file, CHUNK as u64, &mut probe) < CHUNK,
-            "the file is still in the page cache: this test needs a file system that can drop it"
-        );
-
-        let file = Arc::new(file);
-        let chunk = read_chunk(file.clone(), CHUNK as u64, CHUNK).await.unwrap();
-        assert_eq!(chunk, bytes[CHUNK..CHUNK * 2], "a chunk read from the disk");
-        let cached = read_cached(&file, CHUNK as u64, &mut probe);
-        assert_eq!((cached, &probe[..]), (CHUNK, &bytes[CHUNK..CHUNK * 2]), "the same chunk, now cached");
-
-        // A chunk found partly cached is finished in the pool from where the cache ended.
-        let mut buf = BytesMut::zeroed(CHUNK);
-        buf[..10].copy_from_slice(&bytes[2 * CHUNK..2 * CHUNK + 10]);
-        let rest = read_at(&file, 2 * CHUNK as u64, buf, 10).unwrap();
-        assert_eq!(rest, bytes[2 * CHUNK..]);
-        let tail = read_chunk(file, 3 * CHUNK as u64 - 5, CHUNK).await.unwrap();
-        assert_eq!(tail, bytes[3 * CHUNK - 5..], "fewer bytes at the end of the file");
     }
 }
