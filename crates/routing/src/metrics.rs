@@ -233,6 +233,7 @@ impl Metrics {
             announcements: self.announcements.get_or_create(&ResultLabels { result: "ok" }).get()
                 + self.announcements.get_or_create(&ResultLabels { result: "failed" }).get(),
             announcements_failed: self.announcements.get_or_create(&ResultLabels { result: "failed" }).get(),
+            bootstraps: self.walks.get_or_create(&WalkLabels { kind: Walk::Bootstrap }).get(),
         }
     }
 
@@ -282,7 +283,7 @@ impl Metrics {
             self.announcements_queued.clone(),
         );
         r.register("routing_announcements", "Announcements finished, by result", self.announcements.clone());
-        r.register("routing_walks", "Routing-table walks started, by kind", self.walks.clone());
+        r.register("routing_walks", "Routing-table walks finished, by kind", self.walks.clone());
         r.register("routing_requests", "Kademlia requests sent and answered", self.requests.clone());
         r.register("routing_pings", "Liveness probes answered", self.pings.clone());
         r.register("routing_stored_records", "Provider records held for other nodes", self.stored_records.clone());

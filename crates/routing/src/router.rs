@@ -73,6 +73,9 @@ pub struct Counters {
     pub announcements: u64,
     /// Of those, the ones that reached fewer nodes than the replication factor.
     pub announcements_failed: u64,
+    /// Routing-table walks (Kademlia bootstrap) finished: the first one ends
+    /// the node's start-up, then one per `refresh_interval`.
+    pub bootstraps: u64,
 }
 
 /// A handle to the router; cheap to clone, usable from any task.

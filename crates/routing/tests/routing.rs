@@ -317,6 +317,22 @@ async fn with_a_key_only_nodes_holding_it_join() {
     assert_eq!(seed.router.peer_count().await.unwrap(), 1, "the seed knows the member only");
 }
 
+/// A node's routing-table walks are counted once they end: the first one,
+/// through the seed, ends its start-up (the benchmark waits for it on every
+/// router before it measures a cluster at rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_routing_table_walk_is_counted_when_it_ends() {
+    let seed = NodeBuilder::new("127.0.0.1:0").start().await;
+    let a = NodeBuilder::new("127.0.0.1:0").bootstrap_to(&seed).start().await;
+    a.wait_ready().await;
+    let walked = eventually("a's first walk counted", a.discovery_bound(), a.command_bound(), || async {
+        let counters = a.router.counters();
+        (counters.bootstraps > 0).then_some(counters)
+    })
+    .await;
+    assert!(walked.messages > walked.pings, "a walk sends Kademlia requests: {walked:?}");
+}
+
 /// A lookup uses the mirror address a provider record carries, without a
 /// connection to the provider. Here the asker may hold one connection only
 /// (to the seed), so it can never reach the provider over libp2p: the

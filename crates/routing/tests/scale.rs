@@ -240,6 +240,7 @@ async fn run(nodes_n: usize, keys_n: usize) {
         from_record: a.from_record + c.from_record,
         dialed: a.dialed + c.dialed,
         announcements: a.announcements + c.announcements,
+        bootstraps: a.bootstraps + c.bootstraps,
         announcements_failed: a.announcements_failed + c.announcements_failed,
     });
     println!(

@@ -38,7 +38,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(60);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Lookups at once in the burst.
 const BURST: usize = 32;
-/// The cluster is at rest below this many Kademlia requests (liveness probes
+/// The cluster is at rest, once every router has finished its first
+/// routing-table walk, below this many Kademlia requests (liveness probes
 /// aside) per router per second.
 const AT_REST_PER_ROUTER: u64 = 1;
 const AT_REST_DEADLINE: Duration = Duration::from_secs(600);
@@ -101,7 +102,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
     let sizes = &args.scale_routers;
     let mut section = Section::new("scale", "9. Routing at scale (in-process routers on the memory transport)");
     section.note(format!(
-        "Routers {sizes:?}, {} keys each, production settings but {ANNOUNCE_SLOTS} announcements at once per router, at most {ANNOUNCING_ROUTERS} routers announcing at once at the start, and liveness probes every {}s (all share two cores). One run per size (--repeats does not apply). Lookups: {} one at a time and {} {BURST} at a time, each for a key of a random other router, time to the first provider; measured once the cluster is at rest (under {AT_REST_PER_ROUTER} Kademlia requests per router per second). Traffic at rest: Kademlia requests sent and answered per router per minute, over {}s, and the connections each router holds (in production each is probed 6 times a minute). Churn: 10 % of the routers stop and as many new ones join; then {} lookups one at a time of keys whose owner is still up, from any router.",
+        "Routers {sizes:?}, {} keys each, production settings but {ANNOUNCE_SLOTS} announcements at once per router, at most {ANNOUNCING_ROUTERS} routers announcing at once at the start, and liveness probes every {}s (all share two cores). One run per size (--repeats does not apply). Lookups: {} one at a time and {} {BURST} at a time, each for a key of a random other router, time to the first provider; measured once the cluster is at rest (every router finished its first routing-table walk, then under {AT_REST_PER_ROUTER} Kademlia requests per router per second). Traffic at rest: Kademlia requests sent and answered per router per minute, over {}s, and the connections each router holds (in production each is probed 6 times a minute). Churn: 10 % of the routers stop and as many new ones join; then {} lookups one at a time of keys whose owner is still up, from any router.",
         args.scale_keys, PING_INTERVAL.as_secs(), args.scale_lookups, args.scale_lookups * 5, args.scale_rest_secs, args.scale_lookups
     ));
     let base = sizes.first().copied().unwrap_or(0);
@@ -278,17 +279,20 @@ fn activity(nodes: &[Option<Node>]) -> (u64, u64, u64, u64) {
     })
 }
 
-/// Waits until the cluster's Kademlia traffic falls below `AT_REST_PER_ROUTER`
-/// requests per router per second; how long that took.
+/// Waits until every router has finished its first routing-table walk (so
+/// start-up traffic is over, not in a lull) and then the cluster's Kademlia
+/// traffic falls below `AT_REST_PER_ROUTER` requests per router per second;
+/// how long that took.
 async fn at_rest(nodes: &[Option<Node>]) -> Option<Duration> {
     let start = Instant::now();
     let running = nodes.iter().flatten().count() as u64;
     let kademlia = || activity(nodes).0;
+    let walked = || nodes.iter().flatten().all(|n| n.router.counters().bootstraps > 0);
     let mut last = kademlia();
     while start.elapsed() < AT_REST_DEADLINE {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = kademlia();
-        if now - last < AT_REST_PER_ROUTER * running {
+        if now - last < AT_REST_PER_ROUTER * running && walked() {
             return Some(start.elapsed());
         }
         last = now;
