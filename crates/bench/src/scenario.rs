@@ -17,6 +17,13 @@ mod routers;
 /// Bytes in a MiB.
 pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
+/// Writes every dirty page to the disk, so that a measured pull does not pay
+/// for the writes of the one before it (nodes and registry share one disk).
+pub(crate) async fn settle() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(rustix::fs::sync).await?;
+    Ok(())
+}
+
 /// Seconds of a duration.
 pub(crate) fn secs(d: std::time::Duration) -> f64 {
     d.as_secs_f64()

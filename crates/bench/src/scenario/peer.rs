@@ -2,8 +2,9 @@
 //! node B's mirror can see it at A, node B pulls it through CRI (from A);
 //! a node without peerpull pulls the same image straight from the upstream
 //! (the baseline). Each repeat uses a new image, so no node holds it before.
-//! B and C take turns going first, so neither always meets the other's
-//! disk writes still being flushed.
+//! B and C take turns going first, and every measured step starts with the
+//! disk's dirty pages written ([`settle`]), so no pull pays for the writes
+//! of the one before it.
 //!
 //! Before the pulls, the image's blobs are also fetched over HTTP alone (all
 //! at once, into nothing) through B's mirror and straight from the
@@ -20,7 +21,7 @@ use crate::cli::Args;
 use crate::cluster::{peer_cluster, plain_node};
 use crate::http::Client;
 use crate::report::{Row, Section};
-use crate::scenario::{secs, MIB};
+use crate::scenario::{secs, settle, MIB};
 use crate::Progress;
 
 const DIRECT: &str = "node C: pull straight from upstream";
@@ -44,6 +45,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         let reference = image.push(&upstream, &format!("{repo}:v1")).await?;
         sizes.push(image.pull_size(&Platform::host()) as f64 / MIB);
 
+        settle().await?;
         let start = Instant::now();
         nodes[0].containerd.cri_pull(&reference).await.context("node A pulling")?;
         first.push(secs(start.elapsed()));
@@ -73,6 +75,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         let blob_bytes: u64 =
             image.blobs_for(&Platform::host()).iter().filter(|b| !is_manifest(&b.media_type)).map(|b| b.size).sum();
         for peer_turn in [b_first, !b_first] {
+            settle().await?;
             let before = upstream.blob_bytes_served()?;
             if peer_turn {
                 http_peer.push(fetch_all(&client, &peer_urls).await?);
@@ -83,6 +86,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         }
 
         for peer_turn in [b_first, !b_first] {
+            settle().await?;
             let before = upstream.blob_bytes_served()?;
             let start = Instant::now();
             if peer_turn {
@@ -109,7 +113,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         "peer",
         format!("2. Peer pull ({} layers, {} MiB)", layers.len(), args.peer_layers_mib.iter().sum::<u64>()),
     );
-    section.note("CRI PullImage on each node; A pulls first (its mirror misses, containerd falls back to the upstream); B pulls only once its mirror finds A for the tag and every blob; C has no peerpull; B and C take turns going first. A new image every repeat. The HTTP rows fetch the image's blobs all at once (before the pulls, taking turns too) and discard them.");
+    section.note("CRI PullImage on each node; A pulls first (its mirror misses, containerd falls back to the upstream); B pulls only once its mirror finds A for the tag and every blob; C has no peerpull; B and C take turns going first; the disk's dirty pages are written before each measured step. A new image every repeat. The HTTP rows fetch the image's blobs all at once (before the pulls, taking turns too) and discard them.");
     section.rows.push(Row::new(DIRECT, "s", direct));
     section.rows.push(Row::new(PEER, "s", from_peer).vs(DIRECT));
     section.rows.push(Row::new("node A: first pull, mirror miss then upstream", "s", first).vs(DIRECT));
