@@ -28,6 +28,7 @@ const DIRECT: &str = "node C: pull straight from upstream";
 const PEER: &str = "node B: pull from peer A";
 const HTTP_DIRECT: &str = "blobs over HTTP straight from upstream";
 const HTTP_PEER: &str = "blobs over HTTP through B's mirror (from A)";
+const HTTP_MISS: &str = "blobs over HTTP through A's mirror, no node holds them";
 
 /// Runs the scenario.
 pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Section> {
@@ -38,12 +39,19 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
     let client = Client::new();
     let (mut first, mut from_peer, mut direct, mut peer_bytes, mut direct_bytes, mut sizes) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut http_peer, mut http_direct) = (vec![], vec![]);
+    let (mut http_peer, mut http_direct, mut http_miss) = (vec![], vec![], vec![]);
     for rep in 0..args.repeats {
         let image = ImageBuilder::new(&format!("bench-peer-{rep}")).layers(&layers).build()?;
         let repo = format!("bench/peer{rep}");
         let reference = image.push(&upstream, &format!("{repo}:v1")).await?;
         sizes.push(image.pull_size(&Platform::host()) as f64 / MIB);
+
+        let unheld = ImageBuilder::new(&format!("bench-unheld-{rep}")).layers(&layers).build()?;
+        let unheld_repo = format!("bench/unheld{rep}");
+        unheld.push(&upstream, &format!("{unheld_repo}:v1")).await?;
+        let urls = blob_urls(&unheld, &nodes[0].peerpull.mirror_url(), &unheld_repo, Some(&upstream.host()));
+        settle().await?;
+        http_miss.push(fetch_all(&client, &urls).await?);
 
         settle().await?;
         let start = Instant::now();
@@ -62,18 +70,10 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
             .await?;
         }
 
-        // The config and the layers; the registry serves manifests only under `manifests/`.
-        let is_manifest = |media_type: &str| media_type.contains("manifest") || media_type.contains("index");
-        let blobs = image.blobs_for(&Platform::host());
-        let blobs: Vec<&str> =
-            blobs.iter().filter(|b| !is_manifest(&b.media_type)).map(|b| b.digest.as_str()).collect();
-        let through_b = |d: &str| format!("{}/v2/{repo}/blobs/{d}?ns={ns}", nodes[1].peerpull.mirror_url());
-        let straight = |d: &str| format!("{}/v2/{repo}/blobs/{d}", upstream.url());
-        let peer_urls: Vec<String> = blobs.iter().map(|d| through_b(d)).collect();
-        let direct_urls: Vec<String> = blobs.iter().map(|d| straight(d)).collect();
+        let peer_urls = blob_urls(&image, &nodes[1].peerpull.mirror_url(), &repo, Some(&ns));
+        let direct_urls = blob_urls(&image, &upstream.url(), &repo, None);
         let b_first = rep % 2 == 0;
-        let blob_bytes: u64 =
-            image.blobs_for(&Platform::host()).iter().filter(|b| !is_manifest(&b.media_type)).map(|b| b.size).sum();
+        let blob_bytes: u64 = fetched(&image).map(|b| b.size).sum();
         for peer_turn in [b_first, !b_first] {
             settle().await?;
             let before = upstream.blob_bytes_served()?;
@@ -113,12 +113,13 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         "peer",
         format!("2. Peer pull ({} layers, {} MiB)", layers.len(), args.peer_layers_mib.iter().sum::<u64>()),
     );
-    section.note("CRI PullImage on each node; A pulls first (its mirror misses, containerd falls back to the upstream); B pulls only once its mirror finds A for the tag and every blob; C has no peerpull; B and C take turns going first; the disk's dirty pages are written before each measured step. A new image every repeat. The HTTP rows fetch the image's blobs all at once (before the pulls, taking turns too) and discard them.");
+    section.note("CRI PullImage on each node; A pulls first (its mirror misses, containerd falls back to the upstream); B pulls only once its mirror finds A for the tag and every blob; C has no peerpull; B and C take turns going first; the disk's dirty pages are written before each measured step. A new image every repeat. The HTTP rows fetch the image's blobs all at once (before the pulls, taking turns too) and discard them; the miss row does the same with a second new image through A's mirror before A pulls.");
     section.rows.push(Row::new(DIRECT, "s", direct));
     section.rows.push(Row::new(PEER, "s", from_peer).vs(DIRECT));
     section.rows.push(Row::new("node A: first pull, mirror miss then upstream", "s", first).vs(DIRECT));
     section.rows.push(Row::new(HTTP_DIRECT, "s", http_direct));
     section.rows.push(Row::new(HTTP_PEER, "s", http_peer).vs(HTTP_DIRECT));
+    section.rows.push(Row::new(HTTP_MISS, "s", http_miss).vs(HTTP_DIRECT));
     section.rows.push(Row::new("image size", "MiB", sizes));
     section.rows.push(Row::new("upstream blob bytes, C's pull", "MiB", direct_bytes).vs("image size"));
     section.rows.push(Row::new("upstream blob bytes, B's pull", "MiB", peer_bytes).vs("image size"));
@@ -133,6 +134,19 @@ async fn logged(upstream: &Upstream, expected: u64) -> anyhow::Result<u64> {
         upstream.blob_bytes_served().ok().filter(|served| *served >= expected)
     })
     .await?)
+}
+
+/// The blobs a pull fetches by digest: the config and the layers (the
+/// registry serves manifests only under `manifests/`).
+fn fetched(image: &peerpull_testbed::Image) -> impl Iterator<Item = &peerpull_testbed::Blob> {
+    let is_manifest = |media_type: &str| media_type.contains("manifest") || media_type.contains("index");
+    image.blobs_for(&Platform::host()).into_iter().filter(move |b| !is_manifest(&b.media_type))
+}
+
+/// The URLs of `image`'s fetched blobs in `repo` at `base` (a mirror's, with `ns`, or the upstream's).
+fn blob_urls(image: &peerpull_testbed::Image, base: &str, repo: &str, ns: Option<&str>) -> Vec<String> {
+    let query = ns.map(|ns| format!("?ns={ns}")).unwrap_or_default();
+    fetched(image).map(|b| format!("{base}/v2/{repo}/blobs/{}{query}", b.digest)).collect()
 }
 
 /// GETs every URL at once, reading each body as it comes; the seconds until the last ends.

@@ -2,21 +2,37 @@
 //!
 //! The fetch is resumed with a byte offset when the upstream's body breaks
 //! or stalls (at most [`MAX_RESUMES`] times), so a hiccup does not cost a
-//! second copy of the blob. Progress is published after each chunk is in
+//! second copy of the blob. Progress is published after each batch is in
 //! the file, so readers only ever read written bytes.
+//!
+//! Implementation notes: the body's data is written in batches of what has
+//! arrived, up to [`BATCH`] bytes, each written and hashed by one task of
+//! the blocking pool, instead of one write (a hand-off to the pool and
+//! back) per frame of a few KiB. Measured on a 256 MiB image fetched
+//! through the mirror while no node held it (bench scenario 2, four
+//! repeats each): the two nodes' CPU time went from 0.96 to 0.85 s on
+//! average, noisy; the wall time is set by the hops, each of which hashes
+//! the bytes. A slow body is written frame by frame, as it comes, so
+//! readers never wait on a batch to fill.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::FutureExt as _;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use peerpull_oci::Verifier;
-use tokio::io::AsyncWriteExt;
 
 use super::{Entry, Failed, Meta, Spool, State};
 use crate::fetch::read_data;
 
 /// How many times one fetch is resumed after its body broke.
 const MAX_RESUMES: usize = 3;
+/// The most bytes written to the file at once.
+const BATCH: usize = 1 << 20;
 
 /// The upstream's answer for an entry: what the content is, and its body.
 pub(crate) struct Opened {
@@ -68,8 +84,8 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Fail
         return Err(local(format!("the spool has no room for {size} bytes")));
     }
     let path = &entry.path;
-    let mut file =
-        tokio::fs::File::create(path).await.map_err(|e| local(format!("creating {}: {e}", path.display())))?;
+    let file = tokio::fs::File::create(path).await.map_err(|e| local(format!("creating {}: {e}", path.display())))?;
+    let file = Arc::new(file.into_std().await);
     entry.state.send_replace(State::Writing { meta: meta.clone(), written: 0 });
     let mut verifier = Verifier::new(entry.digest.clone());
     let (mut written, mut resumes) = (0u64, 0);
@@ -77,13 +93,11 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Fail
     while written < size {
         match read_data(&mut body, stall).await {
             Ok(Some(data)) => {
-                let room = size - written;
-                let data = if data.len() as u64 > room { data.slice(..room as usize) } else { data };
-                file.write_all(&data).await.map_err(|e| local(format!("writing the spool: {e}")))?;
-                file.flush().await.map_err(|e| local(format!("writing the spool: {e}")))?;
-                verifier.update(&data);
-                written += data.len() as u64;
-                spool.inner.metrics.upstream_bytes(data.len() as u64);
+                let batch = gather(&mut body, data, size - written);
+                let len: u64 = batch.iter().map(|data| data.len() as u64).sum();
+                verifier = append(file.clone(), written, batch, verifier).await?;
+                written += len;
+                spool.inner.metrics.upstream_bytes(len);
                 entry.state.send_modify(|state| {
                     if let State::Writing { written: at, .. } = state {
                         *at = written;
@@ -104,4 +118,44 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Fail
         return Err(upstream(format!("the upstream's bytes do not match {}", entry.digest)));
     }
     Ok(meta)
+}
+
+/// `first` and the data frames `body` has ready now, up to [`BATCH`] bytes
+/// and never past `room`. What is not ready (or the body's end, or its
+/// failure) is left to the next read.
+fn gather(body: &mut Incoming, first: Bytes, room: u64) -> Vec<Bytes> {
+    let mut batch = Vec::new();
+    let mut len = 0u64;
+    let mut next = Some(first);
+    while let Some(data) = next.take() {
+        let data = if data.len() as u64 > room - len { data.slice(..(room - len) as usize) } else { data };
+        len += data.len() as u64;
+        batch.push(data);
+        while len < room && len < BATCH as u64 && next.is_none() {
+            match body.frame().now_or_never() {
+                Some(Some(Ok(frame))) => next = frame.into_data().ok().filter(|data| !data.is_empty()),
+                _ => break,
+            }
+        }
+    }
+    batch
+}
+
+/// Writes `batch` to `file` at `offset` and adds it to `verifier`, in the blocking pool.
+async fn append(file: Arc<File>, offset: u64, batch: Vec<Bytes>, mut verifier: Verifier) -> Result<Verifier, Failed> {
+    let written = tokio::task::spawn_blocking(move || {
+        let mut at = offset;
+        for data in &batch {
+            file.write_all_at(data, at)?;
+            verifier.update(data);
+            at += data.len() as u64;
+        }
+        Ok::<_, std::io::Error>(verifier)
+    })
+    .await;
+    match written {
+        Ok(Ok(verifier)) => Ok(verifier),
+        Ok(Err(e)) => Err(local(format!("writing the spool: {e}"))),
+        Err(e) => Err(local(format!("writing the spool: {e}"))),
+    }
 }
