@@ -8,6 +8,7 @@
 //! is present in the namespace (and its size) is the caller's job, done
 //! through containerd before either path is taken, so the direct path never
 //! serves a file containerd would not.
+//!
 //! The direct path reads each chunk with [`crate::file::read_chunk`]: in
 //! place what the page cache holds, the rest in the blocking pool.
 
