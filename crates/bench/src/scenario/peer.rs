@@ -10,7 +10,10 @@
 //! at once, into nothing) through B's mirror and straight from the
 //! upstream: the part of a pull that peerpull's path decides, without
 //! containerd's writing and unpacking, which a CRI pull spends most of its
-//! time on and which is the same on both nodes.
+//! time on and which is the same on both nodes. So are the blobs of a second
+//! new image, through A's mirror while no node holds them: the miss path,
+//! where one node fetches each blob from the upstream into its spool and
+//! each hop verifies the bytes.
 
 use std::time::{Duration, Instant};
 
