@@ -4,7 +4,8 @@
 //! state directory, gRPC socket and CRI registry `config_path` (where
 //! `hosts.toml` files go), all inside one temporary directory. The CRI plugin
 //! is on, its TCP service off. It is ready when its socket answers a
-//! `Version` call. Dropping it stops the process, unmounts anything left
+//! `Version` call and CRI's image service answers (CRI initialises after the
+//! socket is up). Dropping it stops the process, unmounts anything left
 //! mounted under its root and removes the directory.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use containerd_client::services::v1::version_client::VersionClient;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::ImageFsInfoRequest;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
@@ -138,7 +141,9 @@ impl Containerd {
         let mut command = Command::new("containerd");
         command.arg("--config").arg(&self.config_file);
         let socket = &self.socket;
-        self.service.start(&mut command, || async { version(socket).await.is_ok() }, START_TIMEOUT).await
+        // CRI answers "server is not initialized yet" for a moment after the socket is up.
+        let ready = || async { version(socket).await.is_ok() && cri_ready(socket).await };
+        self.service.start(&mut command, ready, START_TIMEOUT).await
     }
 }
 
@@ -151,6 +156,13 @@ async fn version(socket: &Path) -> Result<String, Error> {
     let mut client = VersionClient::new(connect(socket).await?);
     let reply = client.version(()).await.map_err(Error::grpc("version"))?;
     Ok(reply.into_inner().version)
+}
+
+/// Whether CRI's image service answers on `socket`.
+async fn cri_ready(socket: &Path) -> bool {
+    let Ok(channel) = connect(socket).await else { return false };
+    let mut client = ImageServiceClient::new(channel);
+    client.image_fs_info(ImageFsInfoRequest {}).await.is_ok()
 }
 
 impl Drop for Containerd {
