@@ -1,7 +1,8 @@
 //! Scenario 4, miss overhead: a node whose mirror is configured pulls an
 //! image no peer holds (its mirror answers 404, containerd falls back to the
 //! upstream) and a node without the mirror pulls the same image. Each
-//! repeat uses a new image; the order of the two pulls alternates.
+//! repeat uses a new image; the order of the two pulls alternates; each pull
+//! starts once the disk's dirty pages are written ([`settle`]).
 
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use peerpull_testbed::{ImageBuilder, Upstream};
 use crate::cli::Args;
 use crate::cluster::{peer_cluster, plain_node};
 use crate::report::{Row, Section};
-use crate::scenario::secs;
+use crate::scenario::{secs, settle};
 use crate::Progress;
 
 const PLAIN: &str = "pull, no mirror configured";
@@ -27,11 +28,13 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         let image = ImageBuilder::new(&format!("bench-miss-{rep}")).layers(&[args.miss_layer_kib << 10]).build()?;
         let reference = image.push(&upstream, &format!("bench/miss{rep}:v1")).await?;
         let mirrored = async {
+            settle().await?;
             let start = Instant::now();
             nodes[0].containerd.cri_pull(&reference).await.context("pulling through the mirror")?;
             anyhow::Ok(secs(start.elapsed()))
         };
         let direct = async {
+            settle().await?;
             let start = Instant::now();
             plain.cri_pull(&reference).await.context("pulling without the mirror")?;
             anyhow::Ok(secs(start.elapsed()))

@@ -4,6 +4,7 @@
 //! set-ups: (a) no mirror, every node straight to the upstream; (b) a
 //! pull-through cache (`docker-registry` in proxy mode, the Harbor-style
 //! choice) that every node pulls through; (c) peerpull on every node.
+//! Each rollout starts once the disk's dirty pages are written ([`settle`]).
 //!
 //! Reported per image size and pattern: the time until every node has the
 //! image and the blob bytes the upstream served, against (a) and against the
@@ -27,7 +28,7 @@ use crate::cluster::{peer_cluster, plain_node, Node};
 use crate::procfs::memory;
 use crate::registry::{Mode, Registry};
 use crate::report::{Row, Section};
-use crate::scenario::{secs, MIB};
+use crate::scenario::{secs, settle, MIB};
 use crate::shaped::Link;
 use crate::Progress;
 
@@ -110,6 +111,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<(Vec
             let batch = if cell.pattern == Pattern::Rolling { rolling_batch } else { nodes_n };
             let (mut times, mut bytes) = (vec![], vec![]);
             for (rep, reference) in cell.references.iter().enumerate() {
+                settle().await?;
                 let before = upstream.blob_bytes_served()?;
                 let took = rollout(&containerds, reference, batch).await?;
                 times.push(took);
