@@ -160,6 +160,7 @@ async fn measure(size: usize, args: &Args, progress: &Progress) -> anyhow::Resul
         node.wait_ready().await?;
     }
     let ready = t0.elapsed();
+    eprintln!("scale: {size} routers ready after {ready:?}; waiting for the cluster to come to rest");
     let started_rest = at_rest(&nodes).await.context("the cluster never came to rest after starting")?;
     progress.say(format!(
         "scale: {size} routers ready after {ready:?}, at rest {started_rest:?} later; announcing {} keys each",
@@ -233,7 +234,8 @@ async fn measure(size: usize, args: &Args, progress: &Progress) -> anyhow::Resul
 /// of the seeds (the first `SEEDS` of `nodes`). One at a time, each start
 /// would wait for its turn among all the busy routers before it.
 async fn start_batch(nodes: &[Option<Node>], n: usize) -> anyhow::Result<Vec<Node>> {
-    let mut started = Vec::with_capacity(n);
+    let mut started: Vec<Node> = Vec::with_capacity(n);
+    let mut report = Instant::now() + PROGRESS_EVERY;
     for batch in (0..n).collect::<Vec<_>>().chunks(START_BATCH) {
         let starts = batch.iter().map(|i| {
             let seed = nodes[i % SEEDS].as_ref();
@@ -241,6 +243,11 @@ async fn start_batch(nodes: &[Option<Node>], n: usize) -> anyhow::Result<Vec<Nod
         });
         for node in futures::future::join_all(starts).await {
             started.push(node?);
+        }
+        if Instant::now() >= report {
+            report = Instant::now() + PROGRESS_EVERY;
+            let connections: u64 = started.iter().map(|n| n.router.counters().connections).sum();
+            eprintln!("scale: {} of {n} routers started; {connections} connections among them", started.len());
         }
     }
     Ok(started)
@@ -290,11 +297,21 @@ async fn at_rest(nodes: &[Option<Node>]) -> Option<Duration> {
     let kademlia = || activity(nodes).0;
     let walked = || nodes.iter().flatten().all(|n| n.router.counters().bootstraps > 0);
     let mut last = kademlia();
+    let mut report = Instant::now() + PROGRESS_EVERY;
     while start.elapsed() < AT_REST_DEADLINE {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = kademlia();
         if now - last < AT_REST_PER_ROUTER * running && walked() {
             return Some(start.elapsed());
+        }
+        if Instant::now() >= report {
+            report = Instant::now() + PROGRESS_EVERY;
+            let walked = nodes.iter().flatten().filter(|n| n.router.counters().bootstraps > 0).count();
+            eprintln!(
+                "scale: coming to rest: {walked} of {running} routers have walked; {} Kademlia requests in the last second; {} connections",
+                now - last,
+                activity(nodes).3
+            );
         }
         last = now;
     }
