@@ -141,9 +141,7 @@ impl Containerd {
         let mut command = Command::new("containerd");
         command.arg("--config").arg(&self.config_file);
         let socket = &self.socket;
-        // CRI answers "server is not initialized yet" for a moment after the socket is up.
-        let ready = || async { version(socket).await.is_ok() && cri_ready(socket).await };
-        self.service.start(&mut command, ready, START_TIMEOUT).await
+        self.service.start(&mut command, || ready(socket), START_TIMEOUT).await
     }
 }
 
@@ -151,18 +149,13 @@ async fn connect(socket: &Path) -> Result<Channel, Error> {
     containerd_client::connect(socket).await.map_err(|source| Error::Connect { socket: socket.to_owned(), source })
 }
 
-/// The version of the containerd answering on `socket`.
-async fn version(socket: &Path) -> Result<String, Error> {
-    let mut client = VersionClient::new(connect(socket).await?);
-    let reply = client.version(()).await.map_err(Error::grpc("version"))?;
-    Ok(reply.into_inner().version)
-}
-
-/// Whether CRI's image service answers on `socket`.
-async fn cri_ready(socket: &Path) -> bool {
+/// Whether the containerd on `socket` answers `Version`, and CRI's image
+/// service answers too (it says "server is not initialized yet" for a moment
+/// after the socket is up).
+async fn ready(socket: &Path) -> bool {
     let Ok(channel) = connect(socket).await else { return false };
-    let mut client = ImageServiceClient::new(channel);
-    client.image_fs_info(ImageFsInfoRequest {}).await.is_ok()
+    let version = VersionClient::new(channel.clone()).version(()).await.is_ok();
+    version && ImageServiceClient::new(channel).image_fs_info(ImageFsInfoRequest {}).await.is_ok()
 }
 
 impl Drop for Containerd {

@@ -295,18 +295,18 @@ async fn at_rest(nodes: &[Option<Node>]) -> Option<Duration> {
     let start = Instant::now();
     let running = nodes.iter().flatten().count() as u64;
     let kademlia = || activity(nodes).0;
-    let walked = || nodes.iter().flatten().all(|n| n.router.counters().bootstraps > 0);
+    let walked = || nodes.iter().flatten().filter(|n| n.router.counters().bootstraps > 0).count() as u64;
     let mut last = kademlia();
     let mut report = Instant::now() + PROGRESS_EVERY;
     while start.elapsed() < AT_REST_DEADLINE {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = kademlia();
-        if now - last < AT_REST_PER_ROUTER * running && walked() {
+        let walked = walked();
+        if now - last < AT_REST_PER_ROUTER * running && walked == running {
             return Some(start.elapsed());
         }
         if Instant::now() >= report {
             report = Instant::now() + PROGRESS_EVERY;
-            let walked = nodes.iter().flatten().filter(|n| n.router.counters().bootstraps > 0).count();
             eprintln!(
                 "scale: coming to rest: {walked} of {running} routers have walked; {} Kademlia requests in the last second; {} connections",
                 now - last,

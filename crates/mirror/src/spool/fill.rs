@@ -153,9 +153,5 @@ async fn append(file: Arc<File>, offset: u64, batch: Vec<Bytes>, mut verifier: V
         Ok::<_, std::io::Error>(verifier)
     })
     .await;
-    match written {
-        Ok(Ok(verifier)) => Ok(verifier),
-        Ok(Err(e)) => Err(local(format!("writing the spool: {e}"))),
-        Err(e) => Err(local(format!("writing the spool: {e}"))),
-    }
+    written.map_err(std::io::Error::from).and_then(|r| r).map_err(|e| local(format!("writing the spool: {e}")))
 }
