@@ -1,7 +1,9 @@
 //! The upstream fetched once for the whole cluster: nodes that all miss an
 //! image at the same moment pull it through CRI, and the registry (its
 //! access log) serves each blob once; when the node fetching a blob dies
-//! mid-download, the others still finish, at the cost of one more copy at most.
+//! mid-download, the others still finish, at the cost of one more copy at most;
+//! and the nodes following one fetch serve each other, so no node uploads
+//! more than two copies.
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,6 +34,38 @@ async fn four_nodes_pull_at_once_and_the_upstream_serves_each_blob_once() {
             assert!(node.containerd.has_content(&blob.digest).await.unwrap(), "node {n} lacks {}", blob.digest);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_pull_at_once_and_no_node_uploads_more_than_two_copies() {
+    let cluster = Cluster::start(5).await.unwrap();
+    let image = ImageBuilder::new("e2e-relay").layers(&[8 << 20]).build().unwrap();
+    let reference = image.push(&cluster.upstream, "e2e/relay:v1").await.unwrap();
+    let pulls = cluster.nodes.iter().map(|node| node.containerd.cri_pull(&reference));
+    for (n, pulled) in join_all(pulls).await.into_iter().enumerate() {
+        assert_eq!(pulled.unwrap().manifest_digest(), Some(image.digest()), "node {n}");
+    }
+    let downloads = cluster.upstream.blob_downloads().unwrap();
+    let layer = &image.platforms()[0].layers[0];
+    assert_eq!(downloads.get(&layer.digest), Some(&1), "{downloads:?}");
+    // Every follower's copy came from some node; a response is counted when it ends.
+    let followers = (cluster.nodes.len() - 1) as f64 * layer.size as f64;
+    let uploads = peerpull_testbed::eventually("the followers' copies counted", Duration::from_secs(10), || async {
+        let mut uploads = Vec::new();
+        for node in &cluster.nodes {
+            uploads.push(node.peerpull.metric("peerpull_peer_upload_bytes_total").await.ok()?);
+        }
+        (uploads.iter().sum::<f64>() >= followers).then_some(uploads)
+    })
+    .await
+    .unwrap();
+    // The manifest and config are small and come from any node that has them, to every other.
+    let small: u64 = image.blobs().iter().map(|b| b.size).sum::<u64>() - layer.size;
+    let most = 2.0 * layer.size as f64 + 4.0 * small as f64;
+    let copies: Vec<f64> = uploads.iter().map(|u| u / layer.size as f64).collect();
+    println!("copies of the layer each node uploaded: {copies:.2?}");
+    // The node fetching the layer streams it to two followers; the others stream it from those.
+    assert!(uploads.iter().all(|&u| u <= most), "a node uploaded more than two copies: {copies:.3?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use peerpull_oci::{Mirrored, Registry, Scheme};
+use peerpull_routing::Provider;
 
 /// The mirror's settings.
 #[derive(Debug, Clone)]
@@ -51,6 +52,14 @@ pub struct Config {
     /// Blobs of at least this many bytes come from several holders at once,
     /// when several hold them (`--multi-source-min-bytes`); 0: always one.
     pub multi_source_min_bytes: u64,
+    /// Followers the node fetching a blob from the upstream serves itself;
+    /// later ones stream from a follower, which serves as many onward
+    /// (`--relay-fanout`, see `relay`); 0: it serves every follower itself.
+    pub relay_fanout: usize,
+    /// This node as its peers reach it (peer id, mirror port), named when it
+    /// follows another node's upstream fetch so that others may stream from
+    /// it; `None`: it is never sent to, nor itself sent to another follower.
+    pub node: Option<Provider>,
 }
 
 /// What this node proves its membership with.
@@ -111,6 +120,8 @@ impl Default for Config {
             max_peer_uploads: 0,
             max_upload_rate: 0,
             multi_source_min_bytes: 32 << 20,
+            relay_fanout: 2,
+            node: None,
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::auth::{Proofs, PROOF};
 use crate::metrics::{Failure, Metrics};
 use crate::peers::Peers;
 use crate::transfer::TransferError;
-use crate::{Config, LOOP_GUARD, PULL_THROUGH, UPSTREAM_FAILED};
+use crate::{relay, Config, LOOP_GUARD, PULL_THROUGH, UPSTREAM_FAILED};
 
 /// The HTTP client for peer requests.
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -121,6 +121,9 @@ pub(crate) struct Ask {
     pub(crate) pull_through: bool,
     /// Refuse an answer that does not name its digest (a tag's: what the bytes are checked against).
     pub(crate) needs_digest: bool,
+    /// With `pull_through`, name this node as a follower: the answer may be a
+    /// `307` sending it to another follower (see `relay`), passed on as is.
+    pub(crate) follower: bool,
 }
 
 /// A peer's answer that is good enough to serve.
@@ -198,6 +201,9 @@ impl Fetcher {
         }
         if ask.pull_through {
             request = request.header(PULL_THROUGH, "1");
+            if let Some(node) = self.config.node.as_ref().filter(|_| ask.follower) {
+                request = request.header(relay::FOLLOWER, relay::follower_value(node));
+            }
         }
         if let Some((start, end)) = from {
             request = request.header(header::RANGE, ByteRange { start, end_inclusive: end }.header_value());
@@ -214,6 +220,9 @@ impl Fetcher {
         };
         let expected = if from.is_some() || ask.range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
         let status = response.status();
+        if ask.follower && status == StatusCode::TEMPORARY_REDIRECT && response.headers().contains_key(relay::FOLLOW) {
+            return Ok(Opened { provider, response });
+        }
         let ok = status == expected || (ask.range.is_some() && status == StatusCode::OK);
         if !ok {
             let reason = match status {

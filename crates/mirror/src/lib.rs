@@ -17,8 +17,9 @@
 //! - `multi`: a big blob from several holders at once, in chunks;
 //! - `transfer`: a body streamed, resumed (from peers, then this node's own
 //!   fetch) and verified;
-//! - `spool`: what this node fetches from the upstream, on disk while it
-//!   streams, read by every request for it;
+//! - `spool`: what this node fetches from the upstream (or from the node
+//!   fetching it), on disk while it streams, read by every request for it;
+//! - `relay`: the nodes following one upstream fetch placed in a tree;
 //! - `tags`: tags resolved against the upstream first;
 //! - [`peers`]: [`Peers`], what the mirror needs from routing;
 //! - [`server`]: [`Server`], the accept loop with connection limits and
@@ -38,6 +39,7 @@ pub mod mirror;
 mod multi;
 pub mod peers;
 pub mod recent;
+mod relay;
 mod request;
 pub mod server;
 pub mod source;

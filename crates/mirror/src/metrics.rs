@@ -118,6 +118,8 @@ pub struct Metrics {
     tags_resolved: Family<SourceLabels, Counter>,
     tags_in_outage: Counter,
     uploads_refused: Counter,
+    peer_upload_bytes: Counter,
+    relayed: Counter,
     /// The registries named in the `registry` label.
     registries: Arc<Mutex<HashSet<String>>>,
 }
@@ -144,6 +146,8 @@ impl Metrics {
             tags_resolved: Family::default(),
             tags_in_outage: Counter::default(),
             uploads_refused: Counter::default(),
+            peer_upload_bytes: Counter::default(),
+            relayed: Counter::default(),
             registries: Arc::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
@@ -202,6 +206,16 @@ impl Metrics {
             "peer_uploads_refused",
             "Requests from peers answered 429 at the upload limits (--max-peer-uploads, --max-upload-rate)",
             metrics.uploads_refused.clone(),
+        );
+        peerpull.register(
+            "peer_upload_bytes",
+            "Body bytes sent to other nodes, counted when each response ends",
+            metrics.peer_upload_bytes.clone(),
+        );
+        peerpull.register(
+            "followers_relayed",
+            "Nodes following this node's upstream fetch that were sent to stream from another follower (--relay-fanout)",
+            metrics.relayed.clone(),
         );
         metrics
     }
@@ -269,6 +283,16 @@ impl Metrics {
     /// Counts a peer's request turned away at the upload limits (429).
     pub(crate) fn upload_refused(&self) {
         self.uploads_refused.inc();
+    }
+
+    /// Counts body bytes sent to another node.
+    pub(crate) fn peer_upload(&self, bytes: u64) {
+        self.peer_upload_bytes.inc_by(bytes);
+    }
+
+    /// Counts a follower sent to stream from another follower.
+    pub(crate) fn relayed(&self) {
+        self.relayed.inc();
     }
 
     /// Counts a tag resolved by `source` (none: not resolved), `outage` when the upstream could not answer.

@@ -96,9 +96,10 @@ impl Mirror {
                 stall: config.stall_timeout,
                 open_timeout: config.pull_through_timeout(),
             };
-            let made = Spool::new(dir.clone(), limits, store, metrics.clone())
+            let made = Spool::new(dir.clone(), limits, store, fetcher.peers.clone(), metrics.clone())
                 .map_err(|source| Error::Spool { dir, source })?;
-            sources.push(Box::new(source::in_flight::InFlight::new(made.clone(), metrics.clone(), wait)));
+            let in_flight = source::in_flight::InFlight::new(made.clone(), metrics.clone(), wait, config.relay_fanout);
+            sources.push(Box::new(in_flight));
             sources.push(Box::new(source::peer::Peer::new(fetcher.clone())));
             sources.push(Box::new(source::upstream::Upstream::new(client, made.clone(), fetcher, wait)));
             spool = Some(made);
@@ -188,8 +189,12 @@ impl Mirror {
         };
         // The node's own requests (the admin API, the test pull) are not pulls: not remembered.
         let recent = (client != Client::Node).then(|| self.inner.recent.clone());
+        let uploaded = (client == Client::Peer).then(|| metrics.clone());
         match source {
             Some(kind) => body::observed(response, metrics.in_flight(kind), move |bytes| {
+                if let Some(metrics) = uploaded {
+                    metrics.peer_upload(bytes);
+                }
                 pull.bytes = bytes;
                 pull.duration = started.elapsed();
                 if let Some(recent) = recent {

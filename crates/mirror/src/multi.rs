@@ -16,9 +16,15 @@
 //! arrive is used. The digest is checked over the bytes in order and the
 //! last chunk is held back until it matches, as for a single source.
 //!
-//! Not here: onward sharing of chunks with other nodes while they arrive,
-//! and per-chunk digests (a corrupt holder fails the whole response, and is
-//! not known for certain, so none is penalised).
+//! Blame: a blob's digest says only that some chunk was wrong, not which.
+//! After a mismatch, each holder that sent chunks is asked for the whole
+//! blob once more, in the background, and checked alone; a holder whose
+//! copy does not match is penalised, one that could not be read whole is
+//! not (its chunks may have been right). A mismatch from one holder alone
+//! blames it at once. The cost, one more copy per holder involved, is paid
+//! only when a holder sent wrong bytes.
+//!
+//! Not here: onward sharing of chunks with other nodes while they arrive.
 
 use std::time::Duration;
 
@@ -52,6 +58,8 @@ pub(crate) struct Multi {
     size: u64,
     served: Counter,
     chunks: Vec<Chunk>,
+    /// The holder each arrived chunk came from.
+    from: Vec<Option<usize>>,
     /// The chunk the client gets next.
     next: usize,
     running: FuturesUnordered<BoxFuture<'static, Fetched>>,
@@ -88,6 +96,7 @@ impl Multi {
         let mut holders = vec![Holder { provider: first.0, busy: true, failed: false }];
         holders.extend(others.into_iter().map(|provider| Holder { provider, busy: false, failed: false }));
         let mut chunks = vec![Chunk::Waiting; count];
+        let from = vec![None; count];
         chunks[0] = Chunk::Asked(1);
         let running = FuturesUnordered::new();
         let (stall, len) = (fetcher.config.stall_timeout, CHUNK.min(size) as usize);
@@ -99,6 +108,7 @@ impl Multi {
             size,
             served,
             chunks,
+            from,
             next: 0,
             running,
             verifier: Some(expected.verifier()),
@@ -131,6 +141,7 @@ impl Multi {
                     let expected = verifier.expected().clone();
                     if !verifier.finish() {
                         self.fetcher.metrics.peer_failure(Failure::DigestMismatch);
+                        self.blame(expected.clone());
                         return Some(Err(TransferError::Mismatch { expected }));
                     }
                 }
@@ -147,6 +158,7 @@ impl Multi {
                 Ok(bytes) => {
                     if matches!(self.chunks[chunk], Chunk::Asked(_)) {
                         self.chunks[chunk] = Chunk::Arrived(bytes);
+                        self.from[chunk] = Some(holder);
                     }
                 }
                 Err(reason) => {
@@ -160,6 +172,35 @@ impl Multi {
                 }
             }
         }
+    }
+
+    /// Finds, in the background, which of the holders that sent chunks sent
+    /// a copy that does not match `expected`, and penalises them.
+    fn blame(&self, expected: Digest) {
+        let mut suspects: Vec<Provider> = Vec::new();
+        for provider in self.from.iter().flatten().map(|&h| self.holders[h].provider) {
+            if !suspects.iter().any(|s| s.peer == provider.peer) {
+                suspects.push(provider);
+            }
+        }
+        let (fetcher, ask) = (self.fetcher.clone(), self.ask.clone());
+        tokio::spawn(async move {
+            let certain = suspects.len() == 1;
+            for suspect in suspects {
+                let matches =
+                    if certain { Some(false) } else { whole_matches(&fetcher, &ask, suspect, &expected).await };
+                match matches {
+                    Some(false) => {
+                        tracing::warn!(peer = %suspect.peer, digest = %expected, "a holder's copy does not match its digest");
+                        fetcher.peers.penalize(suspect.peer).await;
+                    }
+                    Some(true) => tracing::debug!(peer = %suspect.peer, "a holder's copy matches: not to blame"),
+                    None => {
+                        tracing::debug!(peer = %suspect.peer, "a holder's copy could not be read whole: not blamed")
+                    }
+                }
+            }
+        });
     }
 
     /// Gives every idle holder a chunk: the first waiting one inside the
@@ -200,6 +241,17 @@ impl Multi {
             );
         }
     }
+}
+
+/// Whether `holder`'s whole copy matches `expected`; `None` when it could not be read whole.
+async fn whole_matches(fetcher: &Fetcher, ask: &Ask, holder: Provider, expected: &Digest) -> Option<bool> {
+    let opened = fetcher.send(holder, ask.clone(), None).await.ok()?;
+    let mut body = opened.response.into_body();
+    let mut verifier = expected.verifier();
+    while let Some(data) = read_data(&mut body, fetcher.config.stall_timeout).await.ok()? {
+        verifier.update(&data);
+    }
+    Some(verifier.finish())
 }
 
 /// The first `len` bytes of `body` (which then is dropped).

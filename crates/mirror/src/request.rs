@@ -7,9 +7,11 @@
 
 use http::{header, HeaderValue, Method, Request, Response};
 use peerpull_oci::{Digest, ErrorCode, Key, Reference, Route, TagOrDigest};
+use peerpull_routing::Provider;
 
+use crate::auth::RemoteAddr;
 use crate::body::{self, Body};
-use crate::{LOOP_GUARD, PULL_THROUGH};
+use crate::{relay, LOOP_GUARD, PULL_THROUGH};
 
 /// A content request: a manifest or blob, by tag or digest.
 #[derive(Debug)]
@@ -30,6 +32,8 @@ pub(crate) struct Wanted {
     pub(crate) from_peer: bool,
     /// A peer asks this node to fetch from the upstream on its behalf (see [`PULL_THROUGH`]).
     pub(crate) pull_through: bool,
+    /// A node pulling through that may be sent to another follower (see `relay`).
+    pub(crate) follower: Option<Provider>,
     /// The repository, e.g. `library/nginx`.
     pub(crate) name: String,
     /// `/v2/…` without the query, as the upstream serves it.
@@ -84,6 +88,7 @@ impl Wanted {
             accept: self.accept.clone(),
             from_peer: self.from_peer,
             pull_through: self.pull_through,
+            follower: self.follower,
             name: self.name.clone(),
             path_and_query: format!("{path}{query}"),
             path,
@@ -136,6 +141,12 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
     };
     let headers = request.headers();
     let from_peer = headers.contains_key(LOOP_GUARD);
+    let pull_through = from_peer && headers.contains_key(PULL_THROUGH);
+    let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
+    let follower = match (pull_through, headers.get(relay::FOLLOWER).and_then(|v| v.to_str().ok()), remote) {
+        (true, Some(value), Some(remote)) => relay::parse_follower(value, remote),
+        _ => None,
+    };
     Parsed::Wanted(Box::new(Wanted {
         target,
         manifest,
@@ -144,7 +155,8 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
         range: headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned),
         accept: headers.get(header::ACCEPT).cloned(),
         from_peer,
-        pull_through: from_peer && headers.contains_key(PULL_THROUGH),
+        pull_through,
+        follower,
         name,
         path: request.uri().path().to_owned(),
         path_and_query,

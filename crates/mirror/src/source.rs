@@ -3,9 +3,10 @@
 //! Each [`Source`] either answers a request or passes it on; the mirror
 //! tries them in order and answers a 404 when none could:
 //! 1. `local`: this node's containerd;
-//! 2. `in_flight`: an upstream fetch already under way on this node (the spool);
+//! 2. `in_flight`: a fetch already under way on this node (the spool);
 //! 3. `peer`: another node that holds it, found in the DHT;
-//! 4. `upstream`: the registry itself, fetched once for the whole cluster.
+//! 4. `upstream`: the registry itself, fetched once for the whole cluster
+//!    (`follow`: the other nodes' side of that one fetch).
 //!
 //! A source that answers owns its response whole: status, headers and a
 //! body that counts its bytes under the source's [`Kind`]. The mirror counts
@@ -20,6 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::body::{self, Body};
 use crate::request::Wanted;
 
+pub(crate) mod follow;
 pub(crate) mod in_flight;
 pub(crate) mod local;
 pub(crate) mod peer;

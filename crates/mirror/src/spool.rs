@@ -28,12 +28,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use peerpull_oci::Digest;
+use peerpull_routing::Provider;
 use peerpull_store::Store;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::peers::Peers;
+use crate::relay::Tree;
 
 mod fill;
 mod read;
@@ -88,6 +91,12 @@ pub(crate) struct Entry {
     readers: AtomicUsize,
     /// Bytes reserved in the spool for it.
     reserved: AtomicU64,
+    /// How long its fetch may take to answer.
+    open_timeout: Duration,
+    /// The followers streaming it from this node.
+    followers: Mutex<Tree>,
+    /// The peer its bytes come from now (`None`: the upstream).
+    feeder: Mutex<Option<Provider>>,
 }
 
 /// The spool of one node; cheap to clone.
@@ -117,6 +126,8 @@ struct Inner {
     stall: Duration,
     open_timeout: Duration,
     store: Arc<dyn Store>,
+    /// Told of peers whose bytes did not match.
+    peers: Arc<dyn Peers>,
     metrics: Metrics,
     entries: Mutex<Entries>,
 }
@@ -130,7 +141,13 @@ struct Entries {
 
 impl Spool {
     /// A spool in `dir` (emptied: what a previous run left is unverified), within `limits`.
-    pub(crate) fn new(dir: PathBuf, limits: Limits, store: Arc<dyn Store>, metrics: Metrics) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        dir: PathBuf,
+        limits: Limits,
+        store: Arc<dyn Store>,
+        peers: Arc<dyn Peers>,
+        metrics: Metrics,
+    ) -> std::io::Result<Self> {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -138,7 +155,8 @@ impl Spool {
         }
         std::fs::create_dir_all(&dir)?;
         let Limits { max_bytes, ttl, stall, open_timeout } = limits;
-        let inner = Inner { dir, max_bytes, ttl, stall, open_timeout, store, metrics, entries: Mutex::default() };
+        let entries = Mutex::default();
+        let inner = Inner { dir, max_bytes, ttl, stall, open_timeout, store, peers, metrics, entries };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -151,6 +169,11 @@ impl Spool {
     /// A lease on the entry of `digest`: the one in flight, or a new one whose
     /// fetch `open` starts (and resumes from an offset after a broken body).
     pub(crate) fn start(&self, digest: &Digest, open: Opener) -> Lease {
+        self.start_within(digest, open, self.inner.open_timeout)
+    }
+
+    /// The same, for a fetch that may take up to `open_timeout` to answer.
+    pub(crate) fn start_within(&self, digest: &Digest, open: Opener, open_timeout: Duration) -> Lease {
         let mut entries = self.entries();
         if let Some(entry) = entries.by_digest.get(digest) {
             if !entry.failed() {
@@ -169,6 +192,9 @@ impl Spool {
             completed: Mutex::new(None),
             readers: AtomicUsize::new(0),
             reserved: AtomicU64::new(0),
+            open_timeout,
+            followers: Mutex::default(),
+            feeder: Mutex::default(),
         });
         entries.by_digest.insert(digest.clone(), entry.clone());
         let lease = Lease::new(entry.clone());
@@ -300,6 +326,20 @@ impl Entry {
                 State::Opening => Err(SpoolError::Timeout),
             },
         }
+    }
+
+    /// Where the follower `joining` streams this entry from (see [`Tree::place`]).
+    pub(crate) fn place(&self, joining: Provider, fanout: usize) -> Option<Provider> {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner()).place(joining, fanout)
+    }
+
+    /// The peer its bytes come from now, if not the upstream.
+    pub(crate) fn feeder(&self) -> Option<Provider> {
+        *self.feeder.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fed_by(&self, peer: Option<Provider>) {
+        *self.feeder.lock().unwrap_or_else(|p| p.into_inner()) = peer;
     }
 
     fn unread(&self) -> bool {

@@ -4,8 +4,7 @@
 //! [`Transfer`] streams the body of the peer [`Fetcher::open`] chose (or of
 //! the upstream). If that source dies or stalls mid-stream, the transfer
 //! continues from another provider with a `Range` from the byte reached,
-//! and, when none is left and a [`Fallback`] is given, from this node's own
-//! upstream fetch, so the client sees one uninterrupted response.
+//! so the client sees one uninterrupted response.
 //!
 //! Implementation notes: digest-addressed content is verified as it streams,
 //! and the most recent chunk is held back until the next one arrives. The
@@ -20,8 +19,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::stream::{BoxStream, StreamExt};
 use futures::Stream;
 use hyper::body::Incoming;
 use peerpull_oci::{ByteRange, Digest, Verifier};
@@ -30,7 +27,6 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::fetch::{read_data, Ask, Fetcher, Providers};
 use crate::metrics::Failure;
-use crate::spool::SpoolError;
 
 /// Why a transfer was aborted.
 #[derive(Debug, thiserror::Error)]
@@ -57,28 +53,16 @@ pub enum TransferError {
     },
 }
 
-/// Where a transfer reads from.
-pub(crate) enum Feed {
-    /// A response body (a peer's or the upstream's).
-    Body(Incoming),
-    /// This node's spool.
-    Spool(BoxStream<'static, Result<Bytes, SpoolError>>),
-}
-
-/// The last resort of a transfer whose providers are exhausted: a stream of
-/// the content from this offset to the end (this node fetching it itself).
-pub(crate) type Fallback = Box<dyn FnOnce(u64) -> BoxFuture<'static, Option<Feed>> + Send>;
-
 /// A whole-content transfer, resumable and verified.
 pub(crate) struct Transfer {
     fetcher: Fetcher,
     providers: Providers,
     ask: Ask,
-    feed: Option<Feed>,
+    /// The body read from (a peer's or the upstream's).
+    feed: Option<Incoming>,
     /// The peer the feed comes from, if a peer.
     provider: Option<Provider>,
     used: Vec<PeerId>,
-    fallback: Option<Fallback>,
     offset: u64,
     size: u64,
     verifier: Option<Verifier>,
@@ -99,7 +83,7 @@ impl Transfer {
         fetcher: Fetcher,
         providers: Providers,
         ask: Ask,
-        feed: Feed,
+        feed: Incoming,
         provider: Option<Provider>,
         size: u64,
         expected: Option<Digest>,
@@ -113,7 +97,6 @@ impl Transfer {
             feed: Some(feed),
             provider,
             used: provider.map(|p| p.peer).into_iter().collect(),
-            fallback: None,
             offset: 0,
             size,
             verifier: expected.map(Verifier::new),
@@ -123,19 +106,6 @@ impl Transfer {
             served,
             done: false,
         }
-    }
-
-    /// Waits up to `stall` for each body chunk instead of the stall time-out: a
-    /// node fetching from the upstream for us may pause while it resumes.
-    pub(crate) fn patient(mut self, stall: Duration) -> Self {
-        self.stall = stall;
-        self
-    }
-
-    /// Continues with `fallback` when no provider can.
-    pub(crate) fn or_else(mut self, fallback: Fallback) -> Self {
-        self.fallback = Some(fallback);
-        self
     }
 
     /// Sends only `range` of the content (all of it when `None`), still reading
@@ -202,17 +172,11 @@ impl Transfer {
     async fn read(&mut self) -> Result<Bytes, Failure> {
         match self.feed.as_mut() {
             None => Err(Failure::Body),
-            Some(Feed::Body(body)) => read_data(body, self.stall).await?.ok_or(Failure::ShortBody),
-            Some(Feed::Spool(stream)) => match stream.next().await {
-                Some(Ok(data)) => Ok(data),
-                Some(Err(SpoolError::Timeout)) => Err(Failure::Stall),
-                Some(Err(_)) => Err(Failure::Body),
-                None => Err(Failure::ShortBody),
-            },
+            Some(body) => read_data(body, self.stall).await?.ok_or(Failure::ShortBody),
         }
     }
 
-    /// Continues from another provider at the current offset, else from the fallback.
+    /// Continues from another provider at the current offset.
     async fn resume(&mut self) -> Result<(), TransferError> {
         self.feed = None;
         let wait = self.fetcher.config.peer_timeout;
@@ -223,18 +187,10 @@ impl Transfer {
                     tracing::info!(peer = %provider.peer, offset = self.offset, "transfer resumed from another peer");
                     self.provider = Some(provider);
                     self.used.push(provider.peer);
-                    self.feed = Some(Feed::Body(opened.response.into_body()));
+                    self.feed = Some(opened.response.into_body());
                     return Ok(());
                 }
                 Err((_, reason)) => self.fetcher.metrics.peer_failure(reason),
-            }
-        }
-        if let Some(fallback) = self.fallback.take() {
-            if let Some(feed) = fallback(self.offset).await {
-                tracing::info!(offset = self.offset, "transfer continues from this node's own fetch");
-                self.provider = None;
-                self.feed = Some(feed);
-                return Ok(());
             }
         }
         Err(TransferError::Exhausted { offset: self.offset, size: self.size })

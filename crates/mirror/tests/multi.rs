@@ -1,6 +1,7 @@
 //! A big blob from several holders at once: chunks spread over every
 //! holder, a slow holder overtaken, a corrupt one never completing the
-//! response, small blobs and ranges from one holder as before.
+//! response and blamed alone, small blobs and ranges from one holder as
+//! before.
 
 #![allow(clippy::unwrap_used)]
 
@@ -86,12 +87,21 @@ async fn a_corrupt_holder_never_completes_the_response() {
     let good = FakePeer::start(blob.clone(), Misbehaviour::Honest).await;
     let corrupt = FakePeer::start(blob.clone(), Misbehaviour::Corrupt).await;
     let peers = Static::new(vec![good.provider, corrupt.provider]);
-    let asker = Node::start(Memory::new(), peers, config()).await;
+    let asker = Node::start(Memory::new(), peers.clone(), config()).await;
     let result = get(&asker.url(&path(&blob)), &[]).await;
     assert!(result.is_err(), "a corrupt chunk completed: {:?}", result.map(|(r, b)| (r.status(), b.len())));
     assert!(!ranges(&corrupt).is_empty(), "the corrupt holder was never asked");
     let metrics = asker.metrics().await;
     assert!(metrics.contains(r#"peerpull_peer_fetch_failures_total{reason="digest_mismatch"} 1"#), "{metrics}");
+
+    // Each holder's whole copy is checked alone: only the corrupt one is blamed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peers.penalized().is_empty() || ranges(&good).iter().filter(|r| *r == "-").count() < 2 {
+        let (blamed, good_checked) = (peers.penalized(), ranges(&good));
+        assert!(Instant::now() < deadline, "blamed {blamed:?}; the good holder asked {good_checked:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(peers.penalized(), vec![corrupt.provider.peer], "the corrupt holder, and only it");
 }
 
 #[tokio::test]

@@ -9,34 +9,11 @@ mod support;
 
 use std::time::Duration;
 
-use peerpull_mirror::{Config, PullThrough, Static, TagResolution};
-use peerpull_oci::{media, Digest, ErrorBody, ErrorCode, Mirrored};
+use peerpull_mirror::Static;
+use peerpull_oci::{media, Digest, ErrorBody, ErrorCode};
 use peerpull_store::Memory;
-use support::upstream::{Behaviour, FakeUpstream};
+use support::upstream::{blob_path, pulling, upstream_with_blob, Behaviour, FakeUpstream, REPO};
 use support::{bytes, fake_peer, get, header, request, Misbehaviour, Node};
-
-const REPO: &str = "team/app";
-
-/// A mirror config that pulls through from `upstream`, spooling in `dir`.
-fn pulling(upstream: &FakeUpstream, dir: &tempfile::TempDir) -> Config {
-    Config {
-        mirrored: Mirrored::Only(vec![upstream.registry()]),
-        pull_through: Some(PullThrough::new(dir.path().join("spool"))),
-        tag_resolution: TagResolution::UpstreamFirst,
-        ..support::config()
-    }
-}
-
-fn blob_path(digest: &Digest) -> String {
-    format!("/v2/{REPO}/blobs/{digest}")
-}
-
-async fn upstream_with_blob(len: usize, how: Behaviour) -> (FakeUpstream, Vec<u8>, Digest) {
-    let blob = bytes(len, 9);
-    let digest = Digest::sha256_of(&blob);
-    let upstream = FakeUpstream::start(vec![(blob_path(&digest), blob.clone(), media::OCI_LAYER_GZIP)], how).await;
-    (upstream, blob, digest)
-}
 
 fn code(body: &[u8]) -> Option<ErrorCode> {
     ErrorBody::from_json(body).ok().and_then(|b| b.code())
@@ -211,6 +188,12 @@ async fn the_spool_evicts_the_oldest_and_drops_what_containerd_took() {
     assert!(get(&url(&da), &[]).await.unwrap().1.as_ref() == a.as_slice());
     assert!(get(&url(&db), &[]).await.unwrap().1.as_ref() == b.as_slice(), "a made room for b");
     assert!(node.metrics().await.contains(&format!("peerpull_spool_bytes {}", 1 << 20)));
+    // b's entry can be evicted once its response let go of it (just after the client read its last byte).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !node.metrics().await.contains("peerpull_transfers_in_flight{source=\"upstream\"} 0\n") {
+        assert!(std::time::Instant::now() < deadline, "b's response never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(get(&url(&da), &[]).await.unwrap().1.as_ref() == a.as_slice());
     assert_eq!(upstream.gets(&blob_path(&da)), 2, "a was evicted and fetched again");
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peerpull_mirror::{Limits, Membership, Metrics, Mirror, Server};
-use peerpull_routing::{EventLoop, PeerId, Router};
+use peerpull_routing::{EventLoop, PeerId, Provider, Router};
 use peerpull_store::containerd::{Config as StoreConfig, Containerd};
 use peerpull_store::{Store, StoreError};
 use prometheus_client::registry::Registry;
@@ -157,6 +157,9 @@ impl Node {
         let psk = routing.psk.clone();
         let (router, event_loop) = Router::start(routing).map_err(|source| Error::Router { addr, source })?;
         let mut mirror_config = config.mirror;
+        let mirror_addr = local_addr(&registry_listener, config.registry_addr);
+        // Named when following another node's upstream fetch, so others may stream from this one.
+        mirror_config.node = Some(Provider { peer: router.local_peer_id(), mirror: mirror_addr });
         match &psk {
             Some(psk) => {
                 let key = psk.derive("mirror-proof");
@@ -176,7 +179,6 @@ impl Node {
         let health = Health::new(store.clone(), router.clone(), psk.map(|p| p.fingerprint()));
         let mirrored = mirror_config.mirrored.clone();
         let mirror = Mirror::new(mirror_config, store.clone(), Arc::new(router.clone()), metrics)?;
-        let mirror_addr = local_addr(&registry_listener, config.registry_addr);
         let admin =
             admin::Service::new(router.clone(), mirror.clone(), store.clone(), health.clone(), mirror_addr, private);
         let debug = config.debug_web.then(|| debug::Debug::new(admin.clone(), mirror.clone(), router.clone()));

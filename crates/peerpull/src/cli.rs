@@ -300,6 +300,10 @@ pub(crate) struct RunArgs {
         value_parser = parse_bytes
     )]
     pub(crate) multi_source_min_bytes: u64,
+    /// Nodes the node fetching a blob from the upstream streams it to itself; the others stream it from
+    /// those while it arrives, each to as many more (0: the fetching node streams it to every node).
+    #[arg(long = "relay-fanout", env = "PEERPULL_RELAY_FANOUT", value_name = "N", default_value_t = 2)]
+    pub(crate) relay_fanout: u32,
     /// Uploads to other nodes at once (0: no cap); past it a peer is answered 429 and asks another holder.
     #[arg(long = "max-peer-uploads", env = "PEERPULL_MAX_PEER_UPLOADS", value_name = "N", default_value_t = 0)]
     pub(crate) max_peer_uploads: u32,

@@ -77,6 +77,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             max_peer_uploads: args.max_peer_uploads as usize,
             max_upload_rate: args.max_upload_rate,
             multi_source_min_bytes: args.multi_source_min_bytes,
+            relay_fanout: args.relay_fanout as usize,
             ..Default::default()
         },
         limits: peerpull_mirror::Limits {

@@ -4,7 +4,9 @@
 //! containerd, or for peers that chose it), every other request for that
 //! digest reads the same spool file as it grows instead of asking anyone
 //! else. A request from a peer is answered here too: that is how nodes
-//! streaming from the node that fetches get their bytes.
+//! streaming from the node that fetches get their bytes, and how a node
+//! following that fetch serves onward what it has (see `relay`); a
+//! follower past this node's fan-out is sent to another.
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use http::Response;
 use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
+use crate::relay;
 use crate::request::{Target, Wanted};
 use crate::spool::{self, Spool};
 
@@ -22,11 +25,13 @@ pub(crate) struct InFlight {
     metrics: Metrics,
     /// How long to wait for the fetch to make progress.
     wait: Duration,
+    /// Followers served here before others are sent to a follower (see `relay`).
+    fanout: usize,
 }
 
 impl InFlight {
-    pub(crate) fn new(spool: Spool, metrics: Metrics, wait: Duration) -> Self {
-        Self { spool, metrics, wait }
+    pub(crate) fn new(spool: Spool, metrics: Metrics, wait: Duration, fanout: usize) -> Self {
+        Self { spool, metrics, wait, fanout }
     }
 }
 
@@ -40,6 +45,9 @@ impl Source for InFlight {
         let Target::Digest(digest) = &wanted.target else { return None };
         let entry = self.spool.get(digest)?;
         let meta = entry.opened(self.wait).await.ok()?;
+        if let Some(sent) = relay::placed(&entry, wanted, self.fanout, &self.metrics) {
+            return Some(sent);
+        }
         self.metrics.shared();
         Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::InFlight)))
     }

@@ -18,7 +18,7 @@ use crate::fetch::{self, Ask, Fetcher, Providers};
 use crate::multi::Multi;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
-use crate::transfer::{Feed, Transfer};
+use crate::transfer::Transfer;
 
 /// The most holders one blob comes from at once.
 const MAX_HOLDERS: usize = 4;
@@ -59,6 +59,7 @@ impl Source for Peer {
             range: wanted.range.clone().filter(|_| wanted.head),
             pull_through: false,
             needs_digest: matches!(wanted.target, Target::Tag(_)),
+            follower: false,
         };
         let opened = self.fetcher.open(&mut providers, &ask).await?;
         self.fetcher.metrics.resolved_in(started.elapsed().as_secs_f64());
@@ -104,7 +105,7 @@ impl Source for Peer {
                 return Some(response);
             }
         }
-        let feed = Feed::Body(opened.response.into_body());
+        let feed = opened.response.into_body();
         let provider = Some(opened.provider);
         let fetcher = self.fetcher.clone();
         let transfer = Transfer::new(fetcher, providers, ask, feed, provider, size, Some(expected), served).only(range);

@@ -5,70 +5,54 @@
 //! which every node finds alike (a Kademlia walk towards the key), so nodes
 //! that miss at the same moment agree without a coordinator. Any other
 //! node asks that one to pull through ([`PULL_THROUGH`](crate::PULL_THROUGH))
-//! and streams the bytes from it while they arrive (from its spool, with
-//! `Range` from any offset it already has). If the chosen node cannot
-//! (it has no access to the upstream, or dies mid-blob), the node fetches
-//! the blob itself and the client's response continues from its own fetch
-//! at the byte reached, verified end to end. A client's range is cut here
-//! from the whole content, as from any peer, so it is verified too.
+//! and spools the bytes while they arrive ([`follow`]), so it can serve
+//! them onward to other followers (`relay`: a tree, not a star). If the
+//! chosen node cannot (it has no access to the upstream, or dies mid-blob),
+//! the fetch continues from the node chosen next, or from the upstream,
+//! at the byte reached, verified end to end by the spool. A client's range
+//! is cut from the spooled whole, so it is verified too.
 //!
-//! This node's own fetches go through the spool: one upstream transfer per
-//! digest however many ask (containerd, peers). Manifests by tag and `HEAD`
+//! This node's fetches go through the spool: one transfer per digest
+//! however many ask (containerd, peers). Manifests by tag and `HEAD`
 //! requests are small and go straight to the upstream; a tag's manifest is
 //! checked against the digest the upstream names. When the upstream cannot
 //! be reached, or refuses (a private image needs the kubelet's credentials),
 //! this source passes and the client gets the mirror's fast 404, so
-//! containerd tries its own `server` as it always did.
+//! containerd tries its own `server` as it always did; so it does when the
+//! spool has no room for the blob.
 //!
 //! Implementation notes: the choice of fetcher needs no coordination but
 //! relies on the walks of different nodes ending at the same peers; while
 //! the cluster's membership changes, two nodes may briefly both fetch. A
 //! chosen node that cannot pull through (down, `--upstream-fallback false`)
-//! is passed over for the next closest, up to [`MAX_CHOSEN`]; one whose
-//! upstream refused answers a 404 marked so, and the asking node answers a
-//! miss without asking the upstream again. The fetcher serves every follower
-//! itself (a star); followers do not serve onward.
+//! is passed over for the next closest, up to [`follow::MAX_CHOSEN`]; one
+//! whose upstream refused answers a 404 marked so, and the asking node
+//! answers a miss without asking the upstream again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 use peerpull_oci::{ByteRange, Digest, ErrorCode, Key, Registry};
-use peerpull_routing::Provider;
-use peerpull_upstream::Fetch;
+use peerpull_upstream::{Fetch, Outcome};
 
+use super::follow;
 use super::in_flight::respond;
-use super::{Kind, Prepared, Source};
+use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
-use peerpull_upstream::Outcome;
-
-use crate::metrics::{Failure, Metrics};
+use crate::metrics::Metrics;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
 use crate::spool::{self, Opened, Opener, Spool, SpoolError};
-use crate::transfer::{Fallback, Feed, Transfer};
-use crate::UPSTREAM_FAILED;
+use crate::transfer::Transfer;
+use crate::{relay, UPSTREAM_FAILED};
 
 /// The `Accept` list for manifests fetched by this node: every kind, so the
 /// registry answers with the manifest as stored.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// How many chosen nodes a miss asks to pull through before fetching here.
-const MAX_CHOSEN: usize = 3;
-
-/// How asking the chosen node to pull through went.
-enum Through {
-    /// It answers; the response streams from it.
-    Streaming(Response<Body>),
-    /// It could not get it from the upstream either: a miss.
-    UpstreamFailed,
-    /// It did not answer well (down, pull-through off, its own trouble).
-    PeerFailed,
-}
 
 /// Content from the upstream registry.
 pub(crate) struct Upstream {
@@ -124,7 +108,12 @@ impl Upstream {
                 let Some(size) = size else {
                     return Err(format!("the upstream answered {} without the length asked for", response.status()));
                 };
-                Ok(Opened { meta: spool::Meta { size, media_type }, body: response.into_body() })
+                Ok(Opened {
+                    meta: spool::Meta { size, media_type },
+                    body: response.into_body(),
+                    peer: None,
+                    stall: None,
+                })
             })
         })
     }
@@ -145,94 +134,35 @@ impl Upstream {
                 });
             }
         };
+        if let Some(sent) = relay::placed(&entry, wanted, self.fetcher.config.relay_fanout, &self.metrics) {
+            return Some(sent);
+        }
         Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream)))
     }
 
-    /// Streams `digest` from `peer`, the node chosen to fetch it, falling back to
-    /// this node's own fetch if the peer fails mid-blob.
-    async fn through(&self, peer: Provider, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Through {
-        let ask = Ask {
-            method: Method::GET,
-            path_and_query: wanted.path_and_query.clone(),
-            // Asked for whole, to be verified; a client's range is cut from it (see `source::peer`).
-            range: None,
-            pull_through: true,
-            needs_digest: false,
-        };
-        let opened = match self.fetcher.send(peer, ask.clone(), None).await {
-            Ok(opened) => opened,
-            Err((_, Failure::UpstreamFailed)) => {
-                tracing::debug!(peer = %peer.peer, %digest, "the upstream could not serve the chosen node; answering a miss");
-                return Through::UpstreamFailed;
-            }
-            Err((_, reason)) => {
-                self.metrics.peer_failure(reason);
-                tracing::debug!(peer = %peer.peer, mirror = %peer.mirror, %reason, "the chosen node cannot pull through; fetching here");
-                return Through::PeerFailed;
-            }
-        };
-        tracing::debug!(%digest, peer = %peer.peer, "streaming from the node that fetches it");
-        let headers = opened.response.headers();
-        let value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-        // `Fetcher::send` lets through no whole answer without a length.
-        let Some(size) = value(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) else { return Through::PeerFailed };
-        let media_type = value(CONTENT_TYPE).unwrap_or("application/octet-stream");
-        let (mut response, range) = match super::content_response(wanted, digest, size, media_type) {
-            Prepared::Content(response, range) => (response, range),
-            Prepared::Refused(response) => return Through::Streaming(response),
-        };
-        response.extensions_mut().insert(Via(peer));
-        let served = self.metrics.served(Kind::Upstream);
-        let feed = Feed::Body(opened.response.into_body());
-        let transfer = Transfer::new(
-            self.fetcher.clone(),
-            Providers::none(),
-            ask,
-            feed,
-            Some(peer),
-            size,
-            Some(digest.clone()),
-            served,
-        )
-        .or_else(self.fallback(wanted, digest, registry, size, peer))
-        .patient(self.fetcher.config.stall_timeout + self.fetcher.config.pull_through_timeout())
-        .only(range);
-        *response.body_mut() = body::stream(transfer.stream());
-        Through::Streaming(response)
-    }
-
-    /// Continues a transfer of `digest` (`size` bytes) after `failed`, the node
-    /// chosen to fetch it, failed: from the node the cluster chooses now (every
-    /// node passes over the failed one alike, so they again agree on one), or
-    /// from this node's own fetch.
-    fn fallback(&self, wanted: &Wanted, digest: &Digest, registry: &Registry, size: u64, failed: Provider) -> Fallback {
-        let (spool, wait, digest, fetcher) = (self.spool.clone(), self.wait, digest.clone(), self.fetcher.clone());
-        let opener = self.opener(registry.clone(), Self::fetch(wanted, Method::GET));
-        let path_and_query = wanted.path_and_query.clone();
-        Box::new(move |offset| {
-            Box::pin(async move {
-                let next = fetcher.peers.closest(&Key::Digest(digest.clone()), &[failed.peer]).await;
-                if let Some(peer) = next {
-                    let ask = Ask {
-                        method: Method::GET,
-                        path_and_query,
-                        range: None,
-                        pull_through: true,
-                        needs_digest: false,
-                    };
-                    match fetcher.send(peer, ask, Some((offset, size - 1))).await {
-                        Ok(opened) => {
-                            tracing::info!(peer = %peer.peer, offset, "continuing from the node the cluster chose next");
-                            return Some(Feed::Body(opened.response.into_body()));
-                        }
-                        Err((_, reason)) => fetcher.metrics.peer_failure(reason),
-                    }
+    /// Spools `digest` from the node the cluster chose to fetch it (see
+    /// [`follow`]), or from the upstream when none can, and answers from the spool.
+    async fn followed(&self, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Option<Response<Body>> {
+        let upstream = self.opener(registry.clone(), Self::fetch(wanted, Method::GET));
+        let key = Key::Digest(digest.clone());
+        let opener = follow::opener(self.fetcher.clone(), wanted.path_and_query.clone(), key, upstream);
+        // Each chosen node asked may take as long as the upstream, and so may this node's own fetch.
+        let budget = self.fetcher.config.pull_through_timeout() * (follow::MAX_CHOSEN as u32 + 1);
+        let entry = self.spool.start_within(digest, opener, budget);
+        match entry.opened(budget).await {
+            Ok(meta) => {
+                let via = entry.feeder();
+                let mut response = respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream));
+                if let Some(via) = via {
+                    response.extensions_mut().insert(Via(via));
                 }
-                let entry = spool.start(&digest, opener);
-                let meta = entry.opened(wait).await.ok().filter(|meta| meta.size == size)?;
-                Some(Feed::Spool(spool::read(entry, offset, meta.size, wait).boxed()))
-            })
-        })
+                Some(response)
+            }
+            Err(error) => {
+                tracing::debug!(%digest, %error, "no fetch from the chosen node nor the upstream; answering a miss");
+                None
+            }
+        }
     }
 
     /// Asks the upstream directly (tags, `HEAD`), passing its answer on.
@@ -270,8 +200,9 @@ impl Upstream {
                     range: None,
                     pull_through: false,
                     needs_digest: false,
+                    follower: false,
                 };
-                let feed = Feed::Body(upstream.into_body());
+                let feed = upstream.into_body();
                 body::stream(
                     Transfer::new(self.fetcher.clone(), Providers::none(), ask, feed, None, size, expected, served)
                         .stream(),
@@ -296,21 +227,9 @@ impl Source for Upstream {
         }
         let registry = self.fetcher.config.upstream(wanted.ns.as_deref()?)?;
         match (&wanted.target, wanted.head) {
-            (Target::Digest(digest), false) => {
-                // Ask the node the cluster chose; if it cannot pull through, the one
-                // chosen next (every node passes over the failed one alike), or this one.
-                let key = Key::Digest(digest.clone());
-                let mut failed = Vec::new();
-                while !wanted.from_peer && failed.len() < MAX_CHOSEN {
-                    let Some(peer) = self.fetcher.peers.closest(&key, &failed).await else { break };
-                    match self.through(peer, wanted, digest, &registry).await {
-                        Through::Streaming(response) => return Some(response),
-                        Through::UpstreamFailed => return None,
-                        Through::PeerFailed => failed.push(peer.peer),
-                    }
-                }
-                self.spooled(wanted, digest, &registry).await
-            }
+            // This node is the one the cluster chose: it fetches for the asking node.
+            (Target::Digest(digest), false) if wanted.from_peer => self.spooled(wanted, digest, &registry).await,
+            (Target::Digest(digest), false) => self.followed(wanted, digest, &registry).await,
             _ => self.direct(wanted, &registry).await,
         }
     }

@@ -1,4 +1,5 @@
-//! Filling an entry: the upstream's bytes into its file, checked against the digest.
+//! Filling an entry: the upstream's bytes (or those of the node fetching
+//! them for this one) into its file, checked against the digest.
 //!
 //! The fetch is resumed with a byte offset when the upstream's body breaks
 //! or stalls (at most [`MAX_RESUMES`] times), so a hiccup does not cost a
@@ -18,6 +19,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -25,9 +27,11 @@ use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use peerpull_oci::Verifier;
+use peerpull_routing::{PeerId, Provider};
 
 use super::{Entry, Failed, Meta, Spool, State};
 use crate::fetch::read_data;
+use crate::metrics::Failure;
 
 /// How many times one fetch is resumed after its body broke.
 const MAX_RESUMES: usize = 3;
@@ -38,6 +42,11 @@ const BATCH: usize = 1 << 20;
 pub(crate) struct Opened {
     pub(crate) meta: Meta,
     pub(crate) body: Incoming,
+    /// The peer sending it, when not the upstream (a node following another's fetch).
+    pub(crate) peer: Option<Provider>,
+    /// How long the body may send nothing before it is resumed, when not
+    /// the spool's stall time-out (a peer that itself waits on the upstream).
+    pub(crate) stall: Option<Duration>,
 }
 
 /// Opens the upstream content from a byte offset (0: all of it); `Err` says why not.
@@ -69,8 +78,8 @@ fn local(reason: String) -> Failed {
 }
 
 /// Opens the upstream content from `offset`, within the spool's deadline for it.
-async fn opened(spool: &Spool, open: &Opener, offset: u64) -> Result<Opened, Failed> {
-    let deadline = spool.inner.open_timeout;
+async fn opened(entry: &Entry, open: &Opener, offset: u64) -> Result<Opened, Failed> {
+    let deadline = entry.open_timeout;
     match tokio::time::timeout(deadline, open(offset)).await {
         Ok(answer) => answer.map_err(upstream),
         Err(_) => Err(upstream(format!("the upstream did not answer within {deadline:?}"))),
@@ -78,7 +87,12 @@ async fn opened(spool: &Spool, open: &Opener, offset: u64) -> Result<Opened, Fai
 }
 
 async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Failed> {
-    let Opened { meta, mut body } = opened(spool, open, 0).await?;
+    let Opened { meta, mut body, peer, stall } = opened(entry, open, 0).await?;
+    let mut stall = stall.unwrap_or(spool.inner.stall);
+    // Who sent the bytes: the upstream (`None`), peers (blamed for a mismatch).
+    let mut from = peer;
+    let mut peers: Vec<PeerId> = peer.map(|p| p.peer).into_iter().collect();
+    entry.fed_by(peer);
     let size = meta.size;
     if !spool.reserve_for(entry, size) {
         return Err(local(format!("the spool has no room for {size} bytes")));
@@ -89,7 +103,6 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Fail
     entry.state.send_replace(State::Writing { meta: meta.clone(), written: 0 });
     let mut verifier = Verifier::new(entry.digest.clone());
     let (mut written, mut resumes) = (0u64, 0);
-    let stall = spool.inner.stall;
     while written < size {
         match read_data(&mut body, stall).await {
             Ok(Some(data)) => {
@@ -97,7 +110,9 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Fail
                 let len: u64 = batch.iter().map(|data| data.len() as u64).sum();
                 verifier = append(file.clone(), written, batch, verifier).await?;
                 written += len;
-                spool.inner.metrics.upstream_bytes(len);
+                if from.is_none() {
+                    spool.inner.metrics.upstream_bytes(len);
+                }
                 entry.state.send_modify(|state| {
                     if let State::Writing { written: at, .. } = state {
                         *at = written;
@@ -110,12 +125,20 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Fail
                     return Err(upstream(format!("the upstream body broke at byte {written} of {size}")));
                 }
                 tracing::info!(digest = %entry.digest, offset = written, "upstream body broke; resuming");
-                body = opened(spool, open, written).await?.body;
+                let resumed = opened(entry, open, written).await?;
+                (body, stall, from) = (resumed.body, resumed.stall.unwrap_or(spool.inner.stall), resumed.peer);
+                peers.extend(from.map(|p| p.peer));
+                entry.fed_by(from);
             }
         }
     }
     if !verifier.finish() {
-        return Err(upstream(format!("the upstream's bytes do not match {}", entry.digest)));
+        for peer in &peers {
+            tracing::warn!(%peer, digest = %entry.digest, "content does not match its digest");
+            spool.inner.metrics.peer_failure(Failure::DigestMismatch);
+            spool.inner.peers.penalize(*peer).await;
+        }
+        return Err(upstream(format!("the bytes fetched do not match {}", entry.digest)));
     }
     Ok(meta)
 }

@@ -3,7 +3,8 @@
 //! A reader waits for the writer's progress, reads what is in the file in
 //! chunks of at most [`CHUNK`] bytes (the memory one reader holds; in place
 //! while the page cache holds them, see [`peerpull_store::file`]), and
-//! hands out the chunk that ends the blob only once the digest checked out.
+//! hands out the chunk that ends the range asked for only once the digest
+//! checked out: a range, like the whole blob, never completes unverified.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -63,16 +64,16 @@ struct Reader {
 
 impl Reader {
     async fn next(&mut self) -> Result<Bytes, SpoolError> {
-        let (available, size) = self
+        let available = self
             .wait_for(|pos, state| match state {
-                State::Writing { meta, written } if *written > pos => Some((*written, meta.size)),
-                State::Done { meta } => Some((meta.size, meta.size)),
+                State::Writing { written, .. } if *written > pos => Some(*written),
+                State::Done { meta } => Some(meta.size),
                 _ => None,
             })
             .await?;
         let upto = available.min(self.end).min(self.pos + CHUNK);
-        if upto == size {
-            // The chunk that completes the blob waits for the verdict on the digest.
+        if upto == self.end {
+            // The chunk that completes the response waits for the verdict on the digest.
             self.wait_for(|_, state| matches!(state, State::Done { .. }).then_some(())).await?;
         }
         let file = match &self.file {

@@ -32,13 +32,15 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn start(store: Memory, peers: impl Peers, config: Config) -> Self {
+    pub async fn start(store: Memory, peers: impl Peers, mut config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = PeerId::random();
+        config.node.get_or_insert(Provider { peer, mirror: addr });
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
         let mirror = Mirror::new(config, Arc::new(store.clone()), Arc::new(peers), metrics).unwrap();
         let sweeper = mirror.clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let handler = move |request| {
             let mirror = mirror.clone();
@@ -47,7 +49,7 @@ impl Node {
         tokio::spawn(Server::default().serve(listener, handler, stop.clone()));
         let token = stop.clone();
         tokio::spawn(async move { sweeper.maintain(token).await });
-        Self { addr, store, registry, peer: PeerId::random(), stop }
+        Self { addr, store, registry, peer, stop }
     }
 
     pub fn provider(&self) -> Provider {

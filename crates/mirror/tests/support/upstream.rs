@@ -157,3 +157,30 @@ fn answer(
     });
     response.body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
 }
+
+/// The repository the tests' blobs are in.
+pub const REPO: &str = "team/app";
+
+/// A mirror config that pulls through from `upstream`, spooling in `dir`.
+pub fn pulling(upstream: &FakeUpstream, dir: &tempfile::TempDir) -> peerpull_mirror::Config {
+    peerpull_mirror::Config {
+        mirrored: peerpull_oci::Mirrored::Only(vec![upstream.registry()]),
+        pull_through: Some(peerpull_mirror::PullThrough::new(dir.path().join("spool"))),
+        tag_resolution: peerpull_mirror::TagResolution::UpstreamFirst,
+        ..super::config()
+    }
+}
+
+/// The path of the blob `digest` in [`REPO`].
+pub fn blob_path(digest: &Digest) -> String {
+    format!("/v2/{REPO}/blobs/{digest}")
+}
+
+/// A fake upstream serving one blob of `len` bytes, as told by `how`.
+pub async fn upstream_with_blob(len: usize, how: Behaviour) -> (FakeUpstream, Vec<u8>, Digest) {
+    let blob = super::bytes(len, 9);
+    let digest = Digest::sha256_of(&blob);
+    let path = blob_path(&digest);
+    let upstream = FakeUpstream::start(vec![(path, blob.clone(), peerpull_oci::media::OCI_LAYER_GZIP)], how).await;
+    (upstream, blob, digest)
+}

@@ -1,0 +1,150 @@
+//! Nodes following one upstream fetch serve each other: the node fetching
+//! serves `relay_fanout` followers itself and sends the others to stream
+//! from followers while their copies grow; a follower that fails or sends
+//! wrong bytes costs a retry, never a wrong response.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use peerpull_mirror::{Config, Static};
+use peerpull_store::Memory;
+use support::upstream::{blob_path, pulling, upstream_with_blob, Behaviour};
+use support::{fake_peer, get, Misbehaviour, Node};
+
+/// The value of the unlabelled metric `name` in `text` (0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+}
+
+/// Waits (at most 10 s) until `name` on `node` is at least `at_least`; returns its value.
+async fn settled(node: &Node, name: &str, at_least: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = metric(&node.metrics().await, name);
+        if value >= at_least || tokio::time::Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const UPLOADED: &str = "peerpull_peer_upload_bytes_total";
+const RELAYED: &str = "peerpull_followers_relayed_total";
+
+/// Six followers fetch one blob at once through the node the cluster chose,
+/// whose fan-out is `fanout`; returns what the chosen node uploaded and
+/// what the followers uploaded, in blobs, and how many it relayed.
+async fn six_followers_at_once(fanout: usize) -> (f64, f64, u64) {
+    let len = 8 << 20;
+    // 64 KiB every 5 ms: the copies are still growing while followers stream from them.
+    let slow = Behaviour { chunk_delay: Duration::from_millis(5), ..Behaviour::default() };
+    let (upstream, blob, digest) = upstream_with_blob(len, slow).await;
+    let path = format!("{}{}", blob_path(&digest), upstream.ns());
+    let dir = tempfile::tempdir().unwrap();
+    let chosen =
+        Node::start(Memory::new(), Static::default(), Config { relay_fanout: fanout, ..pulling(&upstream, &dir) })
+            .await;
+    let mut followers = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let peers = Static::default().closest_is(chosen.provider());
+        followers.push(Node::start(Memory::new(), peers, pulling(&upstream, &dir)).await);
+        dirs.push(dir);
+    }
+    let pulls = followers.iter().map(|f| get_owned(f.url(&path)));
+    for (n, result) in futures::future::join_all(pulls).await.into_iter().enumerate() {
+        let (response, body) = result.unwrap_or_else(|e| panic!("follower {n}: {e}"));
+        assert_eq!(response.status(), 200, "follower {n}");
+        assert!(body.as_ref() == blob.as_slice(), "follower {n} got the blob's bytes");
+    }
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the upstream sent the blob once");
+    assert_eq!(metric(&chosen.metrics().await, "peerpull_upstream_bytes_total"), len as u64);
+    let mut by_followers = 0;
+    for follower in &followers {
+        by_followers += metric(&follower.metrics().await, UPLOADED);
+        assert_eq!(metric(&follower.metrics().await, "peerpull_upstream_bytes_total"), 0, "peers are not the upstream");
+    }
+    let relayed = metric(&chosen.metrics().await, RELAYED);
+    let expected = (6 - relayed) * len as u64;
+    let by_chosen = settled(&chosen, UPLOADED, expected).await;
+    (by_chosen as f64 / len as f64, by_followers as f64 / len as f64, relayed)
+}
+
+async fn get_owned(url: String) -> Result<(http::Response<()>, bytes::Bytes), String> {
+    get(&url, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_past_the_fanout_stream_from_followers_while_their_copies_grow() {
+    let (by_chosen, by_followers, relayed) = six_followers_at_once(2).await;
+    println!(
+        "fan-out 2: the chosen node uploaded {by_chosen:.2} blobs, the followers {by_followers:.2}, {relayed} relayed"
+    );
+    assert_eq!(relayed, 4, "two served by the chosen node, four sent to followers");
+    assert!(by_chosen <= 2.0, "the chosen node uploaded {by_chosen:.2} blobs");
+    assert!(by_followers >= 4.0, "the followers uploaded {by_followers:.2} blobs");
+
+    let (by_chosen, by_followers, relayed) = six_followers_at_once(0).await;
+    println!(
+        "fan-out 0: the chosen node uploaded {by_chosen:.2} blobs, the followers {by_followers:.2}, {relayed} relayed"
+    );
+    assert_eq!((relayed, by_followers), (0, 0.0), "without a fan-out the chosen node serves all");
+    assert!(by_chosen >= 6.0, "the chosen node uploaded {by_chosen:.2} blobs");
+}
+
+/// A pull-through request naming a follower at `member`, as a follower sends it, read to the end.
+async fn pull_through_as(chosen: &Node, path: &str, member: peerpull_routing::Provider) -> u16 {
+    let follower = format!("{} {}", member.peer, member.mirror);
+    let headers =
+        [("x-peerpull-peer", "1"), ("x-peerpull-pull-through", "1"), ("x-peerpull-follower", follower.as_str())];
+    get(&chosen.url(path), &headers).await.unwrap().0.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sent_to_a_dead_or_lying_follower_still_gets_the_right_bytes() {
+    let len = 2 << 20;
+    let (upstream, blob, digest) = upstream_with_blob(len, Behaviour::default()).await;
+    let path = format!("{}{}", blob_path(&digest), upstream.ns());
+    let dir = tempfile::tempdir().unwrap();
+    let chosen =
+        Node::start(Memory::new(), Static::default(), Config { relay_fanout: 1, ..pulling(&upstream, &dir) }).await;
+
+    // A follower that has gone: its port refuses connections.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead =
+        peerpull_routing::Provider { peer: peerpull_routing::PeerId::random(), mirror: gone.local_addr().unwrap() };
+    drop(gone);
+    assert_eq!(pull_through_as(&chosen, &path, dead).await, 200, "the first follower is served by the chosen node");
+    let dir_b = tempfile::tempdir().unwrap();
+    let b =
+        Node::start(Memory::new(), Static::default().closest_is(chosen.provider()), pulling(&upstream, &dir_b)).await;
+    let (response, body) = get(&b.url(&path), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(body.as_ref() == blob.as_slice(), "sent to the dead follower, then served by the chosen node");
+    assert_eq!(metric(&chosen.metrics().await, RELAYED), 1, "b was sent to the dead follower first");
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "b did not fetch from the upstream itself");
+
+    // A follower that sends wrong bytes: the response never completes, and it is blamed.
+    let (upstream, blob, digest) = upstream_with_blob(len, Behaviour::default()).await;
+    let path = format!("{}{}", blob_path(&digest), upstream.ns());
+    let dir = tempfile::tempdir().unwrap();
+    let chosen =
+        Node::start(Memory::new(), Static::default(), Config { relay_fanout: 1, ..pulling(&upstream, &dir) }).await;
+    let liar = fake_peer(blob.clone(), Misbehaviour::Corrupt).await;
+    assert_eq!(pull_through_as(&chosen, &path, liar).await, 200);
+    let peers = Static::default().closest_is(chosen.provider());
+    let dir_c = tempfile::tempdir().unwrap();
+    let c = Node::start(Memory::new(), peers.clone(), pulling(&upstream, &dir_c)).await;
+    let result = get(&c.url(&path), &[]).await;
+    assert!(result.is_err(), "a response with a lying follower's bytes completed");
+    assert_eq!(peers.penalized(), vec![liar.peer], "the lying follower is blamed");
+    // Asked again, c is a follower already placed: the chosen node serves it itself.
+    let (response, body) = get(&c.url(&path), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(body.as_ref() == blob.as_slice());
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the upstream sent the blob once");
+}
