@@ -93,6 +93,19 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 20)]
     pub(crate) holders_limit_mbps: u64,
 
+    /// relay: nodes that fetch one new blob at once, each behind a shaped uplink.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) relay_nodes: usize,
+    /// relay: size of the blob, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) relay_blob_mib: u64,
+    /// relay: the --relay-fanout of each run, in turn (the first is the baseline; 0: a star).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0, 2])]
+    pub(crate) relay_fanouts: Vec<usize>,
+    /// relay: each node's (and the upstream's) uplink, MB/s (10^6 bytes).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) relay_rate_mbps: u64,
+
     /// dht: routers in one process.
     #[arg(long, default_value_t = 50)]
     pub(crate) dht_routers: usize,
@@ -136,6 +149,8 @@ pub(crate) enum Scenario {
     Holders,
     /// Routing with 50 to 1,000 in-process routers on the memory transport.
     Scale,
+    /// A new blob on every node at once, each behind a shaped uplink: star against tree.
+    Relay,
 }
 
 /// How a rollout's nodes pull.
@@ -159,6 +174,7 @@ impl Scenario {
             Self::Rollout,
             Self::Soak,
             Self::Holders,
+            Self::Relay,
         ]
     }
 }

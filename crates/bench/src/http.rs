@@ -83,6 +83,24 @@ impl Client {
         Ok((status, start.elapsed()))
     }
 
+    /// [`Client::digest`] from inside the network namespace `ns` (as a
+    /// process there would: its own loopback, its own link), on a thread of
+    /// its own; returns when it finished too.
+    pub(crate) async fn digest_in(ns: &str, url: &str) -> anyhow::Result<(u64, String, Instant)> {
+        let (ns, url) = (ns.to_owned(), url.to_owned());
+        let thread = std::thread::spawn(move || {
+            let file =
+                std::fs::File::open(format!("/var/run/netns/{ns}")).with_context(|| format!("opening netns {ns}"))?;
+            let space = Some(rustix::thread::LinkNameSpaceType::Network);
+            rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&file), space)
+                .with_context(|| format!("entering netns {ns}"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (size, digest) = runtime.block_on(Client::new().digest(&url))?;
+            Ok::<_, anyhow::Error>((size, digest, Instant::now()))
+        });
+        tokio::task::spawn_blocking(move || thread.join().map_err(|_| anyhow!("the fetching thread panicked"))?).await?
+    }
+
     async fn send(&self, method: &str, url: &str) -> anyhow::Result<(u16, hyper::body::Incoming)> {
         let request = hyper::Request::builder()
             .method(method)

@@ -93,6 +93,7 @@ async fn run(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
             Scenario::Soak => report.sections.extend(scenario::soak::run(args, &progress).await?),
             Scenario::Holders => report.sections.push(scenario::holders::run(args, &progress).await?),
             Scenario::Scale => report.sections.push(scenario::scale::run(args, &progress).await?),
+            Scenario::Relay => report.sections.push(scenario::relay::run(args, &progress).await?),
             Scenario::Rollout => {
                 let (sections, memory) = scenario::rollout::run(args, &progress).await?;
                 report.sections.extend(sections);

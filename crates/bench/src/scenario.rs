@@ -7,6 +7,7 @@ pub(crate) mod holders;
 pub(crate) mod memory;
 pub(crate) mod miss;
 pub(crate) mod peer;
+pub(crate) mod relay;
 pub(crate) mod rollout;
 pub(crate) mod scale;
 pub(crate) mod serve;
@@ -21,6 +22,14 @@ pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 /// for the writes of the one before it (nodes and registry share one disk).
 pub(crate) async fn settle() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(rustix::fs::sync).await?;
+    Ok(())
+}
+
+/// Fails unless `size` bytes with `digest` are `layer`'s.
+pub(crate) fn check_blob(size: u64, digest: &str, layer: &peerpull_testbed::Blob) -> anyhow::Result<()> {
+    if size != layer.size || digest != layer.digest {
+        anyhow::bail!("fetched {size} bytes with {digest}, not the layer's {} bytes {}", layer.size, layer.digest);
+    }
     Ok(())
 }
 

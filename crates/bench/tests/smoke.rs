@@ -40,6 +40,7 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         .args(["--dht-routers", "6", "--dht-lookups", "10", "--soak-blob-mib", "4", "--soak-clients", "3"])
         .args(["--soak-stalled", "5", "--soak-nodes", "2", "--soak-image-mib", "4", "--soak-kill-every-ms", "100"])
         .args(["--scale-routers", "6,8", "--scale-keys", "2", "--scale-lookups", "10", "--scale-rest-secs", "1"])
+        .args(["--relay-nodes", "3", "--relay-blob-mib", "4"])
         .args(["--out"])
         .arg(out.path())
         .spawn()
@@ -73,6 +74,7 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         "dht",
         "rollout-2m-rolling",
         "rollout-2m-all-at-once",
+        "relay",
     ] {
         assert!(keys.contains(&want), "no section {want} in {keys:?}");
     }

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use peerpull_testbed::{
     loopback_subnet, new_psk, Containerd, ImageBuilder, Peerpull, PeerpullOptions, Platform, Upstream,
 };
@@ -26,7 +26,7 @@ use crate::cluster::plain_node;
 use crate::http::Client;
 use crate::registry::{Mode, Registry};
 use crate::report::{Row, Section};
-use crate::scenario::{secs, MIB};
+use crate::scenario::{check_blob, secs, MIB};
 use crate::shaped::Link;
 use crate::Progress;
 
@@ -87,7 +87,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         let start = Instant::now();
         let (size, digest) = client.digest(&upstream_url).await?;
         from_upstream.push(secs(start.elapsed()));
-        check(size, &digest, &layer)?;
+        check_blob(size, &digest, &layer)?;
         for (count, samples) in [(1, &mut one), (3, &mut three)] {
             let node = Containerd::start().await?;
             let options = PeerpullOptions {
@@ -103,7 +103,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
             let start = Instant::now();
             let (size, digest) = client.digest(&url).await?;
             samples.push(secs(start.elapsed()));
-            check(size, &digest, &layer)?;
+            check_blob(size, &digest, &layer)?;
         }
         progress.say(format!(
             "holders: repeat {}/{}: upstream {:.2}s, 1 holder {:.2}s, 3 holders {:.2}s",
@@ -141,7 +141,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
         let start = Instant::now();
         let (size, digest) = client.digest(&url).await?;
         let took = start.elapsed();
-        check(size, &digest, &layer)?;
+        check_blob(size, &digest, &layer)?;
         limited.push(secs(took));
         for (holder, before) in holders.iter().zip(before) {
             let sent = holder.peerpull.metric(SERVED).await? - before;
@@ -186,11 +186,4 @@ async fn located(asker: &Peerpull, reference: &str, count: usize) -> anyhow::Res
     })
     .await
     .map_err(Into::into)
-}
-
-fn check(size: u64, digest: &str, layer: &peerpull_testbed::Blob) -> anyhow::Result<()> {
-    if size != layer.size || digest != layer.digest {
-        bail!("fetched {size} bytes with {digest}, not the layer's {} bytes {}", layer.size, layer.digest);
-    }
-    Ok(())
 }
