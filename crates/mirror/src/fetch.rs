@@ -124,6 +124,8 @@ pub(crate) struct Ask {
     /// With `pull_through`, name this node as a follower: the answer may be a
     /// `307` sending it to another follower (see `relay`), passed on as is.
     pub(crate) follower: bool,
+    /// With `pull_through`, the follower this node was sent to and that failed it.
+    pub(crate) gone: Option<PeerId>,
 }
 
 /// A peer's answer that is good enough to serve.
@@ -203,6 +205,9 @@ impl Fetcher {
             request = request.header(PULL_THROUGH, "1");
             if let Some(node) = self.config.node.as_ref().filter(|_| ask.follower) {
                 request = request.header(relay::FOLLOWER, relay::follower_value(node));
+            }
+            if let Some(gone) = ask.gone {
+                request = request.header(relay::GONE, gone.to_string());
             }
         }
         if let Some((start, end)) = from {

@@ -21,7 +21,9 @@
 //! follower the node it was sent to fails asks the chosen node again
 //! without [`FOLLOWER`] and is served by it; one that asks again (a
 //! resume) is served by it too, so no follower is ever sent to its own
-//! descendant. Every follower's spool checks the digest as every spool
+//! descendant. Either names the follower that failed it with [`GONE`], and
+//! the chosen node sends no one else there (a claim that can only make the
+//! chosen node serve more itself). Every follower's spool checks the digest as every spool
 //! does: a bad relay never completes a response.
 
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +44,10 @@ pub(crate) const FOLLOWER: &str = "x-peerpull-follower";
 /// instead. `<peer id> <mirror address>`.
 pub(crate) const FOLLOW: &str = "x-peerpull-follow";
 
+/// On a pull-through request: the follower this node was sent to, which
+/// failed it (refused, broke off or stalled). `<peer id>`.
+pub(crate) const GONE: &str = "x-peerpull-follow-gone";
+
 /// The followers of one spooled blob, as placed by this node.
 #[derive(Debug, Default)]
 pub(crate) struct Tree {
@@ -55,6 +61,8 @@ pub(crate) struct Tree {
 struct Member {
     provider: Provider,
     children: usize,
+    /// A follower sent here said it failed: no one is sent here again.
+    gone: bool,
 }
 
 impl Tree {
@@ -66,7 +74,7 @@ impl Tree {
             return None;
         }
         let parent = match fanout > 0 && self.direct >= fanout {
-            true => self.members.iter_mut().find(|m| m.children < fanout),
+            true => self.members.iter_mut().find(|m| !m.gone && m.children < fanout),
             false => None,
         };
         let parent = match parent {
@@ -79,14 +87,25 @@ impl Tree {
                 None
             }
         };
-        self.members.push(Member { provider: joining, children: 0 });
+        self.members.push(Member { provider: joining, children: 0, gone: false });
         parent
+    }
+
+    /// The follower `peer` failed one sent to it: it gets no one else.
+    pub(crate) fn gone(&mut self, peer: &PeerId) {
+        if let Some(member) = self.members.iter_mut().find(|m| m.provider.peer == *peer) {
+            member.gone = true;
+        }
     }
 }
 
 /// The `307` sending the follower that asks for `wanted` to another
 /// follower of `entry`, if the tree places it there.
 pub(crate) fn placed(entry: &Entry, wanted: &Wanted, fanout: usize, metrics: &Metrics) -> Option<Response<Body>> {
+    if let Some(gone) = wanted.gone.filter(|_| wanted.pull_through) {
+        tracing::debug!(digest = %entry.digest, follower = %gone, "a follower failed one sent to it");
+        entry.follower_gone(&gone);
+    }
     let follower = wanted.follower.filter(|_| wanted.pull_through && !wanted.head)?;
     let member = entry.place(follower, fanout)?;
     tracing::debug!(digest = %entry.digest, follower = %follower.peer, to = %member.peer, "sending a follower to another");
@@ -148,6 +167,20 @@ mod tests {
         let expected = [None, None, Some(nodes[0]), Some(nodes[0]), Some(nodes[1]), Some(nodes[1]), Some(nodes[2])];
         assert_eq!(placed[..7], expected, "two served here, then two for each follower in the order they came");
         assert_eq!(placed[7], Some(nodes[2]));
+    }
+
+    #[test]
+    fn no_one_is_sent_to_a_follower_that_failed_one() {
+        let mut tree = Tree::default();
+        let nodes: Vec<Provider> = (1..=6).map(node).collect();
+        assert_eq!(tree.place(nodes[0], 2), None);
+        assert_eq!(tree.place(nodes[1], 2), None);
+        assert_eq!(tree.place(nodes[2], 2), Some(nodes[0]));
+        tree.gone(&nodes[0].peer);
+        tree.gone(&PeerId::random());
+        assert_eq!(tree.place(nodes[3], 2), Some(nodes[1]), "past the follower that failed one");
+        assert_eq!(tree.place(nodes[4], 2), Some(nodes[1]));
+        assert_eq!(tree.place(nodes[5], 2), Some(nodes[2]), "its own follower still serves onward");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use http::{header, HeaderValue, Method, Request, Response};
 use peerpull_oci::{Digest, ErrorCode, Key, Reference, Route, TagOrDigest};
-use peerpull_routing::Provider;
+use peerpull_routing::{PeerId, Provider};
 
 use crate::auth::RemoteAddr;
 use crate::body::{self, Body};
@@ -34,6 +34,8 @@ pub(crate) struct Wanted {
     pub(crate) pull_through: bool,
     /// A node pulling through that may be sent to another follower (see `relay`).
     pub(crate) follower: Option<Provider>,
+    /// A follower the asking node was sent to and that failed it (see `relay`).
+    pub(crate) gone: Option<PeerId>,
     /// The repository, e.g. `library/nginx`.
     pub(crate) name: String,
     /// `/v2/…` without the query, as the upstream serves it.
@@ -89,6 +91,7 @@ impl Wanted {
             from_peer: self.from_peer,
             pull_through: self.pull_through,
             follower: self.follower,
+            gone: self.gone,
             name: self.name.clone(),
             path_and_query: format!("{path}{query}"),
             path,
@@ -147,6 +150,7 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
         (true, Some(value), Some(remote)) => relay::parse_follower(value, remote),
         _ => None,
     };
+    let gone = headers.get(relay::GONE).filter(|_| pull_through).and_then(|v| v.to_str().ok()?.parse().ok());
     Parsed::Wanted(Box::new(Wanted {
         target,
         manifest,
@@ -157,6 +161,7 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
         from_peer,
         pull_through,
         follower,
+        gone,
         name,
         path: request.uri().path().to_owned(),
         path_and_query,

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use peerpull_oci::Digest;
-use peerpull_routing::Provider;
+use peerpull_routing::{PeerId, Provider};
 use peerpull_store::Store;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -331,6 +331,11 @@ impl Entry {
     /// Where the follower `joining` streams this entry from (see [`Tree::place`]).
     pub(crate) fn place(&self, joining: Provider, fanout: usize) -> Option<Provider> {
         self.followers.lock().unwrap_or_else(|p| p.into_inner()).place(joining, fanout)
+    }
+
+    /// The follower `peer` failed one this node sent to it (see [`Tree::gone`]).
+    pub(crate) fn follower_gone(&self, peer: &PeerId) {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner()).gone(peer);
     }
 
     /// The peer its bytes come from now, if not the upstream.

@@ -148,3 +148,55 @@ async fn a_follower_sent_to_a_dead_or_lying_follower_still_gets_the_right_bytes(
     assert!(body.as_ref() == blob.as_slice());
     assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the upstream sent the blob once");
 }
+
+/// How a follower that the chosen node sends another to fails it.
+enum Fails {
+    /// Its port refuses connections.
+    Refusing,
+    /// It sends half the blob, then closes: the other resumes from the chosen node.
+    BreakingOff,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_one_else_is_sent_to_a_follower_that_failed_one() {
+    let len = 2 << 20;
+    for fails in [Fails::Refusing, Fails::BreakingOff] {
+        let (upstream, blob, digest) = upstream_with_blob(len, Behaviour::default()).await;
+        let path = format!("{}{}", blob_path(&digest), upstream.ns());
+        let dir = tempfile::tempdir().unwrap();
+        let chosen =
+            Node::start(Memory::new(), Static::default(), Config { relay_fanout: 2, ..pulling(&upstream, &dir) }).await;
+        let failing = match fails {
+            Fails::Refusing => {
+                let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let mirror = gone.local_addr().unwrap();
+                peerpull_routing::Provider { peer: peerpull_routing::PeerId::random(), mirror }
+            }
+            Fails::BreakingOff => fake_peer(blob.clone(), Misbehaviour::Truncate(len / 2)).await,
+        };
+        // The first two followers are served by the chosen node: the failing one, then x.
+        assert_eq!(pull_through_as(&chosen, &path, failing).await, 200);
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let peers = Static::default().closest_is(chosen.provider());
+            nodes.push(Node::start(Memory::new(), peers, pulling(&upstream, &dir)).await);
+            dirs.push(dir);
+        }
+        // x, then b (sent to the failing follower, then served by the chosen node), then d.
+        for (node, name) in nodes.iter().zip(["x", "b", "d"]) {
+            let (response, body) = get(&node.url(&path), &[]).await.unwrap();
+            assert_eq!(response.status(), 200, "{name}");
+            assert!(body.as_ref() == blob.as_slice(), "{name} got the blob's bytes");
+        }
+        assert_eq!(metric(&chosen.metrics().await, RELAYED), 2, "b and d were sent to followers");
+        assert_eq!(
+            settled(&nodes[0], UPLOADED, len as u64).await,
+            len as u64,
+            "d streamed from x, not the failing one"
+        );
+        assert_eq!(metric(&nodes[1].metrics().await, UPLOADED), 0);
+        assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the upstream sent the blob once");
+    }
+}

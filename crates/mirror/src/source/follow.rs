@@ -4,8 +4,9 @@
 //! cluster chose to fetch it, so that it can serve onward what it already
 //! has (see `relay`). The opener asks the chosen node to pull through from
 //! an offset, naming this node as a follower; a `307` sends it to another
-//! follower, and if that one fails the chosen node is asked again to serve
-//! this node itself. A chosen node that cannot pull through is passed over
+//! follower, and if that one fails (refuses, or breaks off or stalls and
+//! the fetch resumes) the chosen node is asked again to serve this node
+//! itself, naming the follower that failed. A chosen node that cannot pull through is passed over
 //! for the next one (every node passes over the failed one alike), up to
 //! [`MAX_CHOSEN`]; then this node fetches from the upstream itself. When
 //! the chosen node says the upstream could not serve it, the fetch fails
@@ -36,6 +37,8 @@ struct Learnt {
     served_by_chosen: bool,
     /// The content's size, from the first answer.
     size: Option<u64>,
+    /// The follower this node streams from now, when not the chosen node.
+    streaming_from: Option<PeerId>,
 }
 
 /// How asking one chosen node went.
@@ -86,6 +89,8 @@ async fn ask(fetcher: &Fetcher, chosen: Provider, path: &str, learnt: &Mutex<Lea
         (_, Some(size)) => Some((offset, size - 1)),
         (_, None) => return Asked::Failed(Failure::ContentRange),
     };
+    // Resuming after streaming from a follower: that follower failed this node.
+    let mut gone = lock(learnt).streaming_from.take();
     loop {
         let ask = Ask {
             method: Method::GET,
@@ -94,6 +99,7 @@ async fn ask(fetcher: &Fetcher, chosen: Provider, path: &str, learnt: &Mutex<Lea
             pull_through: true,
             needs_digest: false,
             follower: !lock(learnt).served_by_chosen,
+            gone,
         };
         let opened = match fetcher.send(chosen, ask.clone(), from).await {
             Ok(opened) => opened,
@@ -105,15 +111,17 @@ async fn ask(fetcher: &Fetcher, chosen: Provider, path: &str, learnt: &Mutex<Lea
         }
         let named = opened.response.headers().get(relay::FOLLOW).and_then(|v| v.to_str().ok());
         if let Some(member) = named.and_then(relay::parse_follow).filter(|m| relay::reachable(m, &chosen)) {
-            let ask = Ask { pull_through: false, follower: false, ..ask };
+            let ask = Ask { pull_through: false, follower: false, gone: None, ..ask };
             match fetcher.send(member, ask, from).await {
                 Ok(opened) => {
                     tracing::debug!(peer = %member.peer, mirror = %member.mirror, offset, "streaming from another follower");
+                    lock(learnt).streaming_from = Some(member.peer);
                     return Asked::Opened(spooled(fetcher, opened, offset, learnt));
                 }
                 Err((_, reason)) => {
                     fetcher.metrics.peer_failure(reason);
                     tracing::debug!(peer = %member.peer, mirror = %member.mirror, %reason, "the follower named cannot serve; asking the chosen node");
+                    gone = Some(member.peer);
                 }
             }
         }

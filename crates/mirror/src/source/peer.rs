@@ -60,6 +60,7 @@ impl Source for Peer {
             pull_through: false,
             needs_digest: matches!(wanted.target, Target::Tag(_)),
             follower: false,
+            gone: None,
         };
         let opened = self.fetcher.open(&mut providers, &ask).await?;
         self.fetcher.metrics.resolved_in(started.elapsed().as_secs_f64());

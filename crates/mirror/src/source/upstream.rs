@@ -201,6 +201,7 @@ impl Upstream {
                     pull_through: false,
                     needs_digest: false,
                     follower: false,
+                    gone: None,
                 };
                 let feed = upstream.into_body();
                 body::stream(
