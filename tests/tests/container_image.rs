@@ -251,12 +251,16 @@ peerpull:
     let b_peerpull = Peerpull::start(&b, b_options).await.unwrap();
 
     let started = Instant::now();
+    // The container's output goes to a file: a pipe nobody reads would block its logging once full.
+    let log_path = work.path().join("container.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
     let child = ctr(&a)
         .args(run_args(main, &volumes, &on, a_ip))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
         .spawn()
         .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut container = Running { socket: a.socket().to_owned(), id: format!("pp-{}", main.name), child: Some(child) };
     let readyz = format!("http://{a_ip}:9090/readyz");
     let ready = eventually("the container to be ready", Duration::from_secs(60), || async {
@@ -266,10 +270,8 @@ peerpull:
     if let Err(error) = ready {
         let why = http::get(&format!("{readyz}?verbose")).await.map(|r| String::from_utf8_lossy(&r.body).into_owned());
         ctr_ok(&a, &["task", "kill", "--signal", "SIGKILL", &container.id]).await;
-        let log =
-            tokio::time::timeout(Duration::from_secs(10), container.child.take().unwrap().wait_with_output()).await;
-        let log = log.map(|o| o.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()));
-        panic!("{error}: {why:?}\n{log:?}");
+        let _ = tokio::time::timeout(Duration::from_secs(10), container.child.take().unwrap().wait()).await;
+        panic!("{error}: {why:?}\n{}", log());
     }
     println!("ready {:?} after ctr run", started.elapsed());
 
@@ -295,6 +297,6 @@ peerpull:
     ctr_ok(&a, &["task", "kill", "--signal", "SIGTERM", &container.id]).await;
     let status =
         tokio::time::timeout(Duration::from_secs(40), container.child.as_mut().unwrap().wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(status.code(), Some(0), "peerpull's exit after SIGTERM; its output:\n{}", log());
     assert!(data_dir.join("identity.key").exists(), "the node's identity is kept in its data dir");
 }

@@ -292,7 +292,10 @@ impl Node {
             });
         }
 
+        // `stop` is cancelled with `shutdown`, and a subsystem may end at
+        // once: asked to stop, none counts as having ended on its own.
         let unexpected = tokio::select! {
+            biased;
             () = shutdown.cancelled() => None,
             Some(ended) = tasks.join_next() => Some(ended.unwrap_or("a task")),
         };

@@ -350,3 +350,19 @@ async fn a_subsystem_that_ends_on_its_own_stops_the_node_with_an_error() {
     let error = ended.expect("the node kept running without its advertiser").unwrap_err();
     assert!(error.to_string().contains("advertiser"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_asked_to_stop_ends_without_an_error() {
+    // The subsystems end as soon as they are told to: none of them may count as ending on its own.
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { admin_addr: Some("127.0.0.1:0".parse().unwrap()), ..config(dir.path()) };
+        let node = Node::with_store(config, Arc::new(Memory::new())).await.unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(node.run(stop.clone()));
+        tokio::task::yield_now().await;
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(20), running).await.expect("the node stopped");
+        assert!(matches!(ended, Ok(Ok(()))), "round {round}: {ended:?}");
+    }
+}
