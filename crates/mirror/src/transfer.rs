@@ -115,6 +115,13 @@ impl Transfer {
         self
     }
 
+    /// Waits up to `stall` for each body chunk instead of the stall time-out: a
+    /// node fetching from the upstream for us may pause while it resumes.
+    pub(crate) fn patient(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
+    }
+
     /// The bytes, as a stream; an `Err` ends it and must abort the response.
     pub(crate) fn stream(self) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
         futures::stream::unfold(self, |mut state| async move {

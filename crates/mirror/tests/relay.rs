@@ -200,3 +200,25 @@ async fn no_one_else_is_sent_to_a_follower_that_failed_one() {
         assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the upstream sent the blob once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_spool_has_no_room_streams_through_from_the_chosen_node() {
+    let len = 2 << 20;
+    let (upstream, blob, digest) = upstream_with_blob(len, Behaviour::default()).await;
+    let path = format!("{}{}", blob_path(&digest), upstream.ns());
+    let dir = tempfile::tempdir().unwrap();
+    let chosen = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir)).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut config = pulling(&upstream, &dir_b);
+    config.pull_through.as_mut().unwrap().spool_max_bytes = len as u64 / 2;
+    let b = Node::start(Memory::new(), Static::default().closest_is(chosen.provider()), config).await;
+
+    let (response, body) = get(&b.url(&path), &[]).await.unwrap();
+    assert_eq!(response.status(), 200, "a miss would send containerd to the upstream");
+    assert!(body.as_ref() == blob.as_slice(), "b got the blob's bytes");
+    let (response, body) = get(&b.url(&path), &[("range", "bytes=100-199")]).await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert!(body.as_ref() == &blob[100..200], "a range is cut from the verified whole");
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the upstream sent the blob once");
+    assert_eq!(metric(&b.metrics().await, "peerpull_upstream_bytes_total"), 0, "b fetched nothing itself");
+}

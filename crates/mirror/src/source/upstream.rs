@@ -18,8 +18,9 @@
 //! checked against the digest the upstream names. When the upstream cannot
 //! be reached, or refuses (a private image needs the kubelet's credentials),
 //! this source passes and the client gets the mirror's fast 404, so
-//! containerd tries its own `server` as it always did; so it does when the
-//! spool has no room for the blob.
+//! containerd tries its own `server` as it always did. A node whose spool
+//! has no room for the blob (or cannot write it) streams it from the chosen
+//! node without spooling it, verified, and serves no one onward.
 //!
 //! Implementation notes: the choice of fetcher needs no coordination but
 //! relies on the walks of different nodes ending at the same peers; while
@@ -39,7 +40,7 @@ use peerpull_upstream::{Fetch, Outcome};
 
 use super::follow;
 use super::in_flight::respond;
-use super::{Kind, Source};
+use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
 use crate::fetch::{self, Ask, Fetcher, Providers};
 use crate::metrics::Metrics;
@@ -158,11 +159,66 @@ impl Upstream {
                 }
                 Some(response)
             }
+            Err(SpoolError::Failed(failed)) if !failed.upstream => {
+                tracing::debug!(%digest, reason = %failed.reason, "cannot spool here; streaming through from the chosen node");
+                self.passed_through(wanted, digest).await
+            }
             Err(error) => {
                 tracing::debug!(%digest, %error, "no fetch from the chosen node nor the upstream; answering a miss");
                 None
             }
         }
+    }
+
+    /// Streams `digest` from the node the cluster chose to fetch it without
+    /// spooling it here, verified; `None` (a miss) when that node cannot.
+    async fn passed_through(&self, wanted: &Wanted, digest: &Digest) -> Option<Response<Body>> {
+        let chosen = self.fetcher.peers.closest(&Key::Digest(digest.clone()), &[]).await?;
+        let ask = Ask {
+            method: Method::GET,
+            path_and_query: wanted.path_and_query.clone(),
+            // Asked for whole, to be verified; a client's range is cut from it.
+            range: None,
+            pull_through: true,
+            needs_digest: false,
+            follower: false,
+            gone: None,
+        };
+        let opened = match self.fetcher.send(chosen, ask.clone(), None).await {
+            Ok(opened) => opened,
+            Err((_, reason)) => {
+                self.metrics.peer_failure(reason);
+                tracing::debug!(peer = %chosen.peer, %reason, "the chosen node cannot stream it either");
+                return None;
+            }
+        };
+        let headers = opened.response.headers();
+        let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        // `Fetcher::send` lets through no whole answer without a length.
+        let size = text(CONTENT_LENGTH)?.parse().ok()?;
+        let media_type = text(CONTENT_TYPE).unwrap_or("application/octet-stream").to_owned();
+        let (mut response, range) = match super::content_response(wanted, digest, size, &media_type) {
+            Prepared::Content(response, range) => (response, range),
+            Prepared::Refused(response) => return Some(response),
+        };
+        response.extensions_mut().insert(Via(chosen));
+        let config = &self.fetcher.config;
+        let served = self.metrics.served(Kind::Upstream);
+        let feed = opened.response.into_body();
+        let transfer = Transfer::new(
+            self.fetcher.clone(),
+            Providers::none(),
+            ask,
+            feed,
+            Some(chosen),
+            size,
+            Some(digest.clone()),
+            served,
+        )
+        .patient(config.stall_timeout + config.pull_through_timeout())
+        .only(range);
+        *response.body_mut() = body::stream(transfer.stream());
+        Some(response)
     }
 
     /// Asks the upstream directly (tags, `HEAD`), passing its answer on.
