@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use peerpull_mirror::{Config, Static};
 use peerpull_store::Memory;
-use support::upstream::{blob_path, pulling, upstream_with_blob, Behaviour};
+use support::upstream::{blob_path, pulling, upstream_with_blob, Behaviour, FakeUpstream};
 use support::{fake_peer, get, Misbehaviour, Node};
 
 /// The value of the unlabelled metric `name` in `text` (0 when absent).
@@ -47,14 +47,7 @@ async fn six_followers_at_once(fanout: usize) -> (f64, f64, u64) {
     let chosen =
         Node::start(Memory::new(), Static::default(), Config { relay_fanout: fanout, ..pulling(&upstream, &dir) })
             .await;
-    let mut followers = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..6 {
-        let dir = tempfile::tempdir().unwrap();
-        let peers = Static::default().closest_is(chosen.provider());
-        followers.push(Node::start(Memory::new(), peers, pulling(&upstream, &dir)).await);
-        dirs.push(dir);
-    }
+    let (followers, _dirs) = followers_of(&chosen, &upstream, 6).await;
     let pulls = followers.iter().map(|f| get_owned(f.url(&path)));
     for (n, result) in futures::future::join_all(pulls).await.into_iter().enumerate() {
         let (response, body) = result.unwrap_or_else(|e| panic!("follower {n}: {e}"));
@@ -72,6 +65,27 @@ async fn six_followers_at_once(fanout: usize) -> (f64, f64, u64) {
     let expected = (6 - relayed) * len as u64;
     let by_chosen = settled(&chosen, UPLOADED, expected).await;
     (by_chosen as f64 / len as f64, by_followers as f64 / len as f64, relayed)
+}
+
+/// `n` nodes pulling through from `upstream` that find `chosen` as the node
+/// the cluster chose; their spools' directories live as long as the second value.
+async fn followers_of(chosen: &Node, upstream: &FakeUpstream, n: usize) -> (Vec<Node>, Vec<tempfile::TempDir>) {
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let peers = Static::default().closest_is(chosen.provider());
+        nodes.push(Node::start(Memory::new(), peers, pulling(upstream, &dir)).await);
+        dirs.push(dir);
+    }
+    (nodes, dirs)
+}
+
+/// A follower that has gone: its port refuses connections.
+async fn gone() -> peerpull_routing::Provider {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror = listener.local_addr().unwrap();
+    peerpull_routing::Provider { peer: peerpull_routing::PeerId::random(), mirror }
 }
 
 async fn get_owned(url: String) -> Result<(http::Response<()>, bytes::Bytes), String> {
@@ -113,11 +127,7 @@ async fn a_follower_sent_to_a_dead_or_lying_follower_still_gets_the_right_bytes(
     let chosen =
         Node::start(Memory::new(), Static::default(), Config { relay_fanout: 1, ..pulling(&upstream, &dir) }).await;
 
-    // A follower that has gone: its port refuses connections.
-    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead =
-        peerpull_routing::Provider { peer: peerpull_routing::PeerId::random(), mirror: gone.local_addr().unwrap() };
-    drop(gone);
+    let dead = gone().await;
     assert_eq!(pull_through_as(&chosen, &path, dead).await, 200, "the first follower is served by the chosen node");
     let dir_b = tempfile::tempdir().unwrap();
     let b =
@@ -167,23 +177,12 @@ async fn no_one_else_is_sent_to_a_follower_that_failed_one() {
         let chosen =
             Node::start(Memory::new(), Static::default(), Config { relay_fanout: 2, ..pulling(&upstream, &dir) }).await;
         let failing = match fails {
-            Fails::Refusing => {
-                let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let mirror = gone.local_addr().unwrap();
-                peerpull_routing::Provider { peer: peerpull_routing::PeerId::random(), mirror }
-            }
+            Fails::Refusing => gone().await,
             Fails::BreakingOff => fake_peer(blob.clone(), Misbehaviour::Truncate(len / 2)).await,
         };
         // The first two followers are served by the chosen node: the failing one, then x.
         assert_eq!(pull_through_as(&chosen, &path, failing).await, 200);
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            let peers = Static::default().closest_is(chosen.provider());
-            nodes.push(Node::start(Memory::new(), peers, pulling(&upstream, &dir)).await);
-            dirs.push(dir);
-        }
+        let (nodes, _dirs) = followers_of(&chosen, &upstream, 3).await;
         // x, then b (sent to the failing follower, then served by the chosen node), then d.
         for (node, name) in nodes.iter().zip(["x", "b", "d"]) {
             let (response, body) = get(&node.url(&path), &[]).await.unwrap();
