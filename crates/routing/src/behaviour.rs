@@ -6,6 +6,7 @@
 //! - Identify, which carries each node's mirror address and listen addresses.
 //! - Ping, the liveness probe that bounds how long a silently dead peer keeps
 //!   its connection (and so keeps being returned).
+//! - The batch protocol (`batch`): many provider records in one message.
 //! - Connection limits: at most `MAX_CONNECTIONS_PER_PEER` connections with any
 //!   one peer, `MAX_PENDING_INCOMING` inbound handshakes at a time and
 //!   `Config::max_connections` in all (generous: a large cluster legitimately
@@ -23,7 +24,7 @@ use libp2p::{
     identify,
     identity::Keypair,
     kad::{self, Mode},
-    noise, ping,
+    noise, ping, request_response,
     swarm::NetworkBehaviour,
     tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
@@ -38,7 +39,7 @@ use libp2p::{
     PeerId, Transport,
 };
 
-use crate::{agent, store::Store, Config, Error, Psk};
+use crate::{agent, batch, store::Store, Config, Error, Psk};
 
 /// The Kademlia protocol name peerpull nodes speak.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerpull/kad/1.0.0");
@@ -47,6 +48,10 @@ pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/peerpull/k
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// At most this many inbound connections may be in their handshake at once.
 const MAX_PENDING_INCOMING: u32 = 128;
+/// At most this many batch streams at once on one connection.
+const MAX_BATCH_STREAMS: usize = 16;
+/// The longest a batch may take to be answered.
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The protocols the swarm runs.
 #[derive(NetworkBehaviour)]
@@ -55,10 +60,11 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<Store>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
+    pub(crate) batch: request_response::Behaviour<batch::Codec>,
 }
 
 impl Behaviour {
-    fn new(key: &Keypair, config: &Config) -> Self {
+    pub(crate) fn new(key: &Keypair, config: &Config) -> Self {
         let local = key.public().to_peer_id();
         let k = NonZeroUsize::new(config.replication_factor).unwrap_or(kad::K_VALUE);
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -92,7 +98,13 @@ impl Behaviour {
                 .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
                 .with_max_established(Some(config.max_connections)),
         );
-        Self { limits, kad, identify, ping }
+        let batch = request_response::Behaviour::new(
+            [(batch::PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(BATCH_TIMEOUT)
+                .with_max_concurrent_streams(MAX_BATCH_STREAMS),
+        );
+        Self { limits, kad, identify, ping, batch }
     }
 }
 

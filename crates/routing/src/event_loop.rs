@@ -131,7 +131,13 @@ impl EventLoop {
             listen_waiters: Vec::new(),
             peers: Peers::new(local, agent::Own::of(config.listen.ip(), config.transport), config.provider_ttl),
             lookups: Lookups::new(config.lookup_timeout, config.cache_ttl, config.negative_cache_ttl, metrics.clone()),
-            provides: Provides::new(config.max_concurrent_provides, config.reprovide_interval, metrics.clone()),
+            provides: Provides::new(
+                local,
+                config.replication_factor,
+                config.max_concurrent_provides,
+                config.reprovide_interval,
+                metrics.clone(),
+            ),
             bootstrap,
             resolving: FuturesUnordered::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
@@ -178,7 +184,9 @@ impl EventLoop {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Advertise { keys, reply } => self.provides.advertise(keys, reply),
+            Command::Advertise { keys, reply } => {
+                self.provides.advertise(keys, reply, &mut self.swarm.behaviour_mut().kad)
+            }
             Command::Withdraw { keys, reply } => {
                 self.provides.withdraw(&keys, &mut self.swarm.behaviour_mut().kad);
                 let _ = reply.send(());
@@ -378,6 +386,7 @@ impl EventLoop {
                 dropped,
                 stored_keys = self.swarm.behaviour_mut().kad.store_mut().key_count(),
                 advertised = self.provides.advertised_count(),
+                region_depth = self.provides.depth(),
                 connected = self.peers.connected_count(),
                 lookups = self.lookups.in_flight(),
                 "routing housekeeping"

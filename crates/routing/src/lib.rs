@@ -17,6 +17,8 @@
 //! - `agent`: how a node announces its mirror address (Identify agent
 //!   version, and a `/http` multiaddr in its provider records).
 //! - `keys`, `store`: key hashing and the provider record store.
+//! - `region`: keyspace positions and the regions announcements are grouped by.
+//! - `batch`: the protocol that carries many provider records in one message.
 //! - [`psk`]: [`Psk`], the pre-shared key that makes the DHT private.
 //! - `metrics`: lookups, announcements, walks, traffic and stored records,
 //!   kept current by the event loop ([`Router::register_metrics`],
@@ -103,6 +105,7 @@
 //! ```
 
 mod agent;
+mod batch;
 mod behaviour;
 pub mod config;
 mod error;
@@ -113,6 +116,7 @@ pub mod identity;
 mod keys;
 mod metrics;
 pub mod psk;
+mod region;
 mod router;
 mod store;
 

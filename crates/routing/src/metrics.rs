@@ -10,10 +10,16 @@
 //!   returned became usable: `connected` (already connected and identified),
 //!   `record` (its mirror address came with the provider record: no
 //!   connection needed) or `dialed` (a dial plus Identify first).
-//! - `routing_announcements_queued`, `routing_announcements_total{result}`.
-//! - `routing_walks_total{kind}` (`bootstrap`, `closest`).
-//! - `routing_requests_total{direction, kind}`: Kademlia requests this node
-//!   sent (counted when each query ends) and answered, and
+//! - `routing_announcements_queued` (regions waiting for a round),
+//!   `routing_announcements_total{result}` (keys whose round succeeded or
+//!   failed), `routing_region_depth` (how deep announcement regions are).
+//! - `routing_walks_total{kind}` (`bootstrap`, `closest`, `region`).
+//! - `routing_batch_keys` (keys per batch sent) and
+//!   `routing_records_stored_total{origin}` (records stored for others, from
+//!   a `batch` or a single `add_provider`).
+//! - `routing_requests_total{direction, kind}`: Kademlia requests and
+//!   batches (`provide_batch`) this node sent (counted when each query ends,
+//!   or as each batch goes out) and answered, and
 //!   `routing_pings_total`: what a quiet cluster costs a node.
 //! - `routing_stored_records`, `routing_stored_providers` and
 //!   `routing_stored_records_max_per_peer`: the records this node holds for
@@ -49,6 +55,10 @@ pub(crate) struct Metrics {
     /// Announcements waiting for a free slot.
     pub(crate) announcements_queued: Gauge,
     announcements: Family<ResultLabels, Counter>,
+    /// The depth of announcement regions.
+    pub(crate) region_depth: Gauge,
+    batch_keys: Histogram,
+    records_stored: Family<OriginLabels, Counter>,
     walks: Family<WalkLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     /// Liveness probes answered.
@@ -92,6 +102,7 @@ pub(crate) enum How {
 pub(crate) enum Walk {
     Bootstrap,
     Closest,
+    Region,
 }
 
 /// The Kademlia requests counted.
@@ -100,7 +111,15 @@ pub(crate) enum Request {
     FindNode,
     GetProviders,
     AddProvider,
+    Batch,
     Other,
+}
+
+/// How a record stored for another node came.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Batch,
+    AddProvider,
 }
 
 /// Sent by this node, or answered by it.
@@ -124,8 +143,15 @@ macro_rules! label_values {
 label_values! {
     Outcome { Found => "found", None => "none", Timeout => "timeout", Cancelled => "cancelled" }
     How { Connected => "connected", Record => "record", Dialed => "dialed" }
-    Walk { Bootstrap => "bootstrap", Closest => "closest" }
-    Request { FindNode => "find_node", GetProviders => "get_providers", AddProvider => "add_provider", Other => "other" }
+    Walk { Bootstrap => "bootstrap", Closest => "closest", Region => "region" }
+    Request {
+        FindNode => "find_node",
+        GetProviders => "get_providers",
+        AddProvider => "add_provider",
+        Batch => "provide_batch",
+        Other => "other",
+    }
+    Origin { Batch => "batch", AddProvider => "add_provider" }
     Direction { Sent => "sent", Answered => "answered" }
 }
 
@@ -155,6 +181,11 @@ struct WalkLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    origin: Origin,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     direction: Direction,
     kind: Request,
@@ -175,6 +206,10 @@ impl Metrics {
             resolved: Family::default(),
             announcements_queued: Gauge::default(),
             announcements: Family::default(),
+            region_depth: Gauge::default(),
+            // 1 to 8192 keys.
+            batch_keys: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            records_stored: Family::default(),
             walks: Family::default(),
             requests: Family::default(),
             pings: Counter::default(),
@@ -196,13 +231,16 @@ impl Metrics {
         for result in ["ok", "failed"] {
             drop(metrics.announcements.get_or_create(&ResultLabels { result }));
         }
-        for kind in [Walk::Bootstrap, Walk::Closest] {
+        for kind in [Walk::Bootstrap, Walk::Closest, Walk::Region] {
             drop(metrics.walks.get_or_create(&WalkLabels { kind }));
         }
         for direction in [Direction::Sent, Direction::Answered] {
-            for kind in [Request::FindNode, Request::GetProviders, Request::AddProvider] {
+            for kind in [Request::FindNode, Request::GetProviders, Request::AddProvider, Request::Batch] {
                 drop(metrics.requests.get_or_create(&RequestLabels { direction, kind }));
             }
+        }
+        for origin in [Origin::Batch, Origin::AddProvider] {
+            drop(metrics.records_stored.get_or_create(&OriginLabels { origin }));
         }
         metrics
     }
@@ -237,8 +275,21 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn announced(&self, ok: bool) {
-        self.announcements.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
+    /// A region's round ended, announcing `keys` keys (or failing to).
+    pub(crate) fn region_announced(&self, ok: bool, keys: usize) {
+        let result = if ok { "ok" } else { "failed" };
+        self.announcements.get_or_create(&ResultLabels { result }).inc_by(u64::try_from(keys).unwrap_or(u64::MAX));
+    }
+
+    /// A batch of `keys` keys went out.
+    pub(crate) fn batch_sent(&self, keys: usize) {
+        self.requests(Direction::Sent, Request::Batch, 1);
+        self.batch_keys.observe(keys as f64);
+    }
+
+    /// A record for another node was stored.
+    pub(crate) fn stored(&self, origin: Origin) {
+        self.records_stored.get_or_create(&OriginLabels { origin }).inc();
     }
 
     pub(crate) fn walk(&self, kind: Walk) {
@@ -253,7 +304,8 @@ impl Metrics {
     fn messages(&self) -> u64 {
         let mut total = self.pings.get();
         for direction in [Direction::Sent, Direction::Answered] {
-            for kind in [Request::FindNode, Request::GetProviders, Request::AddProvider, Request::Other] {
+            for kind in [Request::FindNode, Request::GetProviders, Request::AddProvider, Request::Batch, Request::Other]
+            {
                 total += self.requests.get_or_create(&RequestLabels { direction, kind }).get();
             }
         }
@@ -283,8 +335,15 @@ impl Metrics {
             self.announcements_queued.clone(),
         );
         r.register("routing_announcements", "Announcements finished, by result", self.announcements.clone());
+        r.register("routing_region_depth", "How deep announcement regions are", self.region_depth.clone());
+        r.register("routing_batch_keys", "Keys per batch of provider records sent", self.batch_keys.clone());
+        r.register(
+            "routing_records_stored",
+            "Provider records stored for other nodes, by how they came",
+            self.records_stored.clone(),
+        );
         r.register("routing_walks", "Routing-table walks finished, by kind", self.walks.clone());
-        r.register("routing_requests", "Kademlia requests sent and answered", self.requests.clone());
+        r.register("routing_requests", "Kademlia requests and batches sent and answered", self.requests.clone());
         r.register("routing_pings", "Liveness probes answered", self.pings.clone());
         r.register("routing_stored_records", "Provider records held for other nodes", self.stored_records.clone());
         r.register(

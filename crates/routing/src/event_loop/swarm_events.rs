@@ -9,7 +9,7 @@ use libp2p::{
     identify,
     kad::{self, GetProvidersOk, QueryResult},
     multiaddr::Protocol,
-    ping,
+    ping, request_response,
     swarm::{ConnectionError, DialError, SwarmEvent},
     Multiaddr,
 };
@@ -17,9 +17,9 @@ use tokio::time::Instant;
 
 use super::EventLoop;
 use crate::{
-    agent,
+    agent, batch,
     behaviour::{BehaviourEvent, KAD_PROTOCOL},
-    metrics::{Direction, Request, Walk},
+    metrics::{Direction, Origin, Request, Walk},
 };
 
 impl EventLoop {
@@ -28,6 +28,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.on_identify(e),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.on_ping(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Batch(e)) => self.on_batch(e),
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let remote = endpoint.get_remote_address().clone();
                 if endpoint.is_dialer() {
@@ -97,6 +98,7 @@ impl EventLoop {
                 QueryResult::GetProviders(_) => (Request::GetProviders, None),
                 QueryResult::StartProviding(_) | QueryResult::RepublishProvider(_) => (Request::AddProvider, None),
                 QueryResult::Bootstrap(_) => (Request::FindNode, Some(Walk::Bootstrap)),
+                QueryResult::GetClosestPeers(_) if self.provides.owns(&id) => (Request::FindNode, Some(Walk::Region)),
                 QueryResult::GetClosestPeers(_) => (Request::FindNode, Some(Walk::Closest)),
                 _ => (Request::Other, None),
             };
@@ -116,20 +118,15 @@ impl EventLoop {
                 }
             }
             QueryResult::GetClosestPeers(result) if step.last => {
-                let peers = match result {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                let (peers, timed_out) = match result {
+                    Ok(ok) => (ok.peers, false),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, true),
                 };
-                self.on_walked(&id, peers.into_iter().map(|p| p.peer_id).collect());
-            }
-            QueryResult::StartProviding(result) => {
-                if let Err(e) = &result {
-                    tracing::debug!(error = %e, "announcement reached fewer peers than hoped");
+                let peers: Vec<_> = peers.into_iter().map(|p| p.peer_id).collect();
+                if !self.announce_walked(&id, &peers, timed_out) {
+                    self.on_walked(&id, peers);
                 }
-                self.metrics.announced(result.is_ok());
-                self.provides.on_result(&id, result.is_ok(), Instant::now());
             }
-            QueryResult::RepublishProvider(Err(e)) => tracing::debug!(error = %e, "re-announcement failed"),
             QueryResult::Bootstrap(_) if step.last => self.walking_until = None,
             _ => {}
         }
@@ -147,7 +144,7 @@ impl EventLoop {
             kad::InboundRequest::GetProvider { .. } => Request::GetProviders,
             kad::InboundRequest::AddProvider { record } => {
                 if let Some(record) = record {
-                    self.store_provider(record);
+                    self.store_provider(record, Origin::AddProvider);
                 }
                 Request::AddProvider
             }
@@ -156,7 +153,55 @@ impl EventLoop {
         self.metrics.requests(Direction::Answered, kind, 1);
     }
 
-    fn store_provider(&mut self, mut record: kad::ProviderRecord) {
+    /// A round's walk ended: its batches go out. False if it was not a round's walk.
+    fn announce_walked(&mut self, id: &kad::QueryId, peers: &[libp2p::PeerId], timed_out: bool) -> bool {
+        if !self.provides.owns(id) {
+            return false;
+        }
+        let addresses: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        let behaviour = self.swarm.behaviour_mut();
+        let (kad, batches) = (&mut behaviour.kad, &mut behaviour.batch);
+        self.provides.on_walked(
+            id,
+            peers,
+            timed_out,
+            kad,
+            |peer, request| batches.send_request(peer, request),
+            &addresses,
+        )
+    }
+
+    /// The batch protocol: records another node sends us, and the answers to ours.
+    fn on_batch(&mut self, event: request_response::Event<batch::Request, batch::Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                self.metrics.requests(Direction::Answered, Request::Batch, 1);
+                let expires = Some(std::time::Instant::now() + self.config.provider_ttl);
+                let mut stored = 0u32;
+                for key in request.keys {
+                    let record =
+                        kad::ProviderRecord { key, provider: peer, expires, addresses: request.addresses.clone() };
+                    if self.store_provider(record, Origin::Batch) {
+                        stored += 1;
+                    }
+                }
+                let _ = self.swarm.behaviour_mut().batch.send_response(channel, batch::Response { stored });
+            }
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                self.provides.on_batch_answered(&request_id, Some(response.stored));
+            }
+            Event::OutboundFailure { peer, request_id, error, .. } => {
+                tracing::debug!(%peer, %error, "provide batch failed");
+                self.provides.on_batch_answered(&request_id, None);
+            }
+            Event::InboundFailure { peer, error, .. } => tracing::debug!(%peer, %error, "inbound provide batch failed"),
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Stores another node's record; false if refused.
+    fn store_provider(&mut self, mut record: kad::ProviderRecord, origin: Origin) -> bool {
         use kad::store::RecordStore as _;
         let announced = record.addresses.iter().find_map(agent::mirror_of);
         record.addresses.retain(|a| agent::mirror_of(a).is_none());
@@ -164,9 +209,16 @@ impl EventLoop {
             record.addresses.insert(0, agent::mirror_multiaddr(mirror));
         }
         let provider = record.provider;
-        if let Err(error) = self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
-            tracing::debug!(%provider, ?error, "provider record refused");
-            self.metrics.records_refused.inc();
+        match self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+            Ok(()) => {
+                self.metrics.stored(origin);
+                true
+            }
+            Err(error) => {
+                tracing::debug!(%provider, ?error, "provider record refused");
+                self.metrics.records_refused.inc();
+                false
+            }
         }
     }
 
