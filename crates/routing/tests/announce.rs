@@ -1,0 +1,68 @@
+//! Announcing many keys: by keyspace region, in batches, on real routers
+//! over TCP on loopback.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+
+use peerpull_routing::Key;
+use prometheus_client::registry::Registry;
+use support::{cluster, eventually, key, SLACK};
+
+/// A metric's value in a node's registry (0 when absent).
+fn metric(registry: &Registry, series: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap_or_default();
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+const ADD_PROVIDER_SENT: &str = "peerpull_routing_requests_total{direction=\"sent\",kind=\"add_provider\"}";
+const BATCHES_SENT: &str = "peerpull_routing_requests_total{direction=\"sent\",kind=\"provide_batch\"}";
+const STORED_FROM_BATCHES: &str = "peerpull_routing_records_stored_total{origin=\"batch\"}";
+
+/// A node holding thousands of keys tells each other node of all of them in
+/// one message (5 nodes: one region), sends no `ADD_PROVIDER`, every key is
+/// found from another node, and a key advertised later is found there
+/// within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_keys_go_out_in_one_batch_per_node_and_are_all_found() {
+    let nodes = cluster(4).await;
+    let (holder, asker) = (&nodes[1], &nodes[3]);
+    let (mut holder_metrics, mut asker_metrics) = (Registry::default(), Registry::default());
+    holder.router.register_metrics(&mut holder_metrics);
+    asker.router.register_metrics(&mut asker_metrics);
+    eventually("the holder knows the 4 others", holder.discovery_bound(), holder.command_bound(), || async {
+        (holder.router.peer_count().await.unwrap_or(0) == 4).then_some(())
+    })
+    .await;
+
+    let keys: Vec<Key> = (0..2000).map(|i| key(&format!("sha256:content-{i}"))).collect();
+    holder.router.advertise(keys.clone()).await.unwrap();
+    let batches = metric(&holder_metrics, BATCHES_SENT);
+    assert!(
+        (4.0..=8.0).contains(&batches),
+        "one batch to each of the 4 others (a round more if one joined late): {batches}"
+    );
+    assert_eq!(metric(&holder_metrics, ADD_PROVIDER_SENT), 0.0, "no key went out on its own");
+    assert!(metric(&asker_metrics, STORED_FROM_BATCHES) >= 2000.0, "the asker stored every record");
+
+    for k in keys.iter().step_by(20) {
+        let held = asker.router.held_providers(k).await.unwrap();
+        assert_eq!(held, vec![holder.router.local_peer_id()], "{k}");
+        let found: Vec<_> = asker.router.lookup(k, 3).await.unwrap().collect().await;
+        assert_eq!(found.len(), 1, "{k} found from another node");
+    }
+
+    let fresh = key("sha256:just-received");
+    let advertised = tokio::time::Instant::now();
+    holder.router.advertise(vec![fresh.clone()]).await.unwrap();
+    eventually("a key the holder just received is found from another node", Duration::from_secs(5), SLACK, || async {
+        let found: Vec<_> = asker.router.lookup(&fresh, 3).await.ok()?.collect().await;
+        (!found.is_empty()).then_some(())
+    })
+    .await;
+    println!("a fresh key was found from another node {:?} after it was advertised", advertised.elapsed());
+}
