@@ -24,7 +24,8 @@
 //! - `routing_stored_records`, `routing_stored_providers` and
 //!   `routing_stored_records_max_per_peer`: the records this node holds for
 //!   others (refreshed on the housekeeping sweep), and
-//!   `routing_records_refused_total` (a peer past its quota, or a full store).
+//!   `routing_records_refused_total` (a peer past its quota, or a full store),
+//!   `routing_records_gone_total` (dropped: their holder is gone).
 //!
 //! The event loop owns the state all of these describe, so it keeps them
 //! current itself; the daemon only registers them with
@@ -71,6 +72,8 @@ pub(crate) struct Metrics {
     pub(crate) stored_max_per_peer: Gauge,
     /// Records refused (quota or a full store).
     pub(crate) records_refused: Counter,
+    /// Records dropped because their holder is gone.
+    pub(crate) records_gone: Counter,
 }
 
 /// How a lookup ended.
@@ -217,6 +220,7 @@ impl Metrics {
             stored_providers: Gauge::default(),
             stored_max_per_peer: Gauge::default(),
             records_refused: Counter::default(),
+            records_gone: Counter::default(),
         };
         // Every series is reported from the start, at zero.
         for kind in [KeyKind::Digest, KeyKind::Tag] {
@@ -360,6 +364,11 @@ impl Metrics {
             "routing_records_refused",
             "Provider records refused: the peer's quota or the store was full",
             self.records_refused.clone(),
+        );
+        r.register(
+            "routing_records_gone",
+            "Provider records dropped because their holder is gone (its liveness probe or a dial failed)",
+            self.records_gone.clone(),
         );
     }
 }

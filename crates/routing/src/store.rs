@@ -1,30 +1,48 @@
-//! The Kademlia record store: provider records only, with expiry sweeping.
+//! The Kademlia record store: provider records only, kept compact.
 //!
-//! Wraps libp2p's `MemoryStore`. The differences: value records (`PUT_VALUE`)
-//! are refused, since peerpull only uses provider records; expired provider
-//! records held for other nodes are swept periodically (libp2p only drops an
-//! expired record when that key is queried, so without the sweep a withdrawn
-//! key's records would stay in memory, and count against the key limit,
-//! forever); and each other peer may hold at most `max_per_peer` records
-//! here, with at most [`MAX_ADDRESSES`] addresses each, so one peer cannot
-//! fill the store and crowd out everyone else's records.
+//! libp2p's `MemoryStore` keeps, for every key, room for k (20) full
+//! `ProviderRecord`s inline (key, peer id, expiry and addresses each): about
+//! 3 KiB per key however few providers it has, which made a node storing
+//! ten thousand keys for others spend 30 MiB on them. Here a key costs its
+//! 32-byte hash and a short list of 8-byte entries (provider, expiry), and a
+//! provider's addresses are kept once per provider rather than once per
+//! record: every record a provider announces carries the same addresses
+//! (the latest win). About 100 bytes per stored key with one or two
+//! providers, 8 more per further provider, and a few hundred per provider
+//! (`tests::a_stored_record_costs_tens_of_bytes` spells the sizes out).
+//!
+//! Otherwise it behaves as `MemoryStore` does for provider records: at most
+//! k providers per key (a key already full keeps its providers, which blunts
+//! floods of fake records), at most `max_keys` keys in all; value records
+//! (`PUT_VALUE`) are refused, since peerpull only uses provider records.
+//! On top: expired records held for other nodes are swept periodically
+//! (libp2p only drops an expired record when that key is queried), each
+//! other peer may hold at most `max_per_peer` records here, with at most
+//! [`MAX_ADDRESSES`] addresses, so one peer cannot crowd out the others, and
+//! [`Store::remove_peer`] drops every record of a provider at once. Record
+//! keys are SHA-256 hashes (`keys`); a record with a key of another length
+//! is refused. Expiry is kept to the second.
 
 use std::{
     borrow::Cow,
-    collections::{HashMap, HashSet},
-    time::Instant,
+    collections::{hash_map::Entry as MapEntry, HashMap, HashSet},
+    time::{Duration, Instant},
 };
 
 use libp2p::{
     kad::{
-        store::{self, MemoryStore, MemoryStoreConfig, RecordStore},
+        store::{self, RecordStore},
         ProviderRecord, Record, RecordKey,
     },
-    PeerId,
+    Multiaddr, PeerId,
 };
+use smallvec::SmallVec;
 
-/// The most addresses kept with a provider record.
+/// The most addresses kept with a provider.
 pub(crate) const MAX_ADDRESSES: usize = 8;
+
+/// A record key: the 32 bytes of a SHA-256 hash.
+type KeyBytes = [u8; 32];
 
 /// What [`Store::held`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,96 +57,203 @@ pub(crate) struct Held {
 
 /// Provider records for us and for others.
 pub(crate) struct Store {
-    inner: MemoryStore,
-    keys: HashSet<RecordKey>,
+    keys: HashMap<KeyBytes, SmallVec<[Entry; 2]>>,
+    /// Our own keys (the local node's records never expire).
+    own: HashSet<KeyBytes>,
+    providers: Providers,
     local: PeerId,
-    /// How many records each other peer has here.
-    per_peer: HashMap<PeerId, usize>,
+    local_slot: u32,
+    /// Expiry times are seconds after this.
+    base: Instant,
+    max_keys: usize,
     max_per_peer: usize,
+    max_providers_per_key: usize,
+}
+
+/// One provider of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// The provider's slot in [`Providers`].
+    slot: u32,
+    /// Seconds after `Store::base`; `NEVER` for our own records.
+    expires: u32,
+}
+
+const NEVER: u32 = u32::MAX;
+
+/// Every provider with a record here: its id, addresses and record count,
+/// in slots the entries refer to.
+#[derive(Debug, Default)]
+struct Providers {
+    slots: Vec<Option<Provider>>,
+    free: Vec<u32>,
+    by_id: HashMap<PeerId, u32>,
+}
+
+#[derive(Debug)]
+struct Provider {
+    id: PeerId,
+    addresses: Vec<Multiaddr>,
+    records: usize,
+}
+
+impl Providers {
+    /// The slot of `id`, made if new.
+    fn slot(&mut self, id: PeerId) -> u32 {
+        if let Some(slot) = self.by_id.get(&id) {
+            return *slot;
+        }
+        let provider = Provider { id, addresses: Vec::new(), records: 0 };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(provider);
+                slot
+            }
+            None => {
+                self.slots.push(Some(provider));
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    fn get(&self, slot: u32) -> Option<&Provider> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, slot: u32) -> Option<&mut Provider> {
+        self.slots.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    /// Counts a record gone; frees the slot when it was the provider's last (never `keep`'s).
+    fn release(&mut self, slot: u32, keep: u32) {
+        let Some(p) = self.get_mut(slot) else { return };
+        p.records = p.records.saturating_sub(1);
+        if p.records == 0 && slot != keep {
+            let id = p.id;
+            self.slots[slot as usize] = None;
+            self.by_id.remove(&id);
+            self.free.push(slot);
+        }
+    }
 }
 
 impl Store {
     pub(crate) fn new(local: PeerId, max_keys: usize, max_per_peer: usize, replication_factor: usize) -> Self {
-        let config = MemoryStoreConfig {
-            max_records: 0,
-            max_value_bytes: 0,
-            max_providers_per_key: replication_factor,
-            max_provided_keys: max_keys,
-        };
-        let inner = MemoryStore::with_config(local, config);
-        Self { inner, keys: HashSet::new(), local, per_peer: HashMap::new(), max_per_peer }
+        let mut providers = Providers::default();
+        let local_slot = providers.slot(local);
+        Self {
+            keys: HashMap::new(),
+            own: HashSet::new(),
+            providers,
+            local,
+            local_slot,
+            base: Instant::now(),
+            max_keys,
+            max_per_peer,
+            max_providers_per_key: replication_factor.max(1),
+        }
     }
 
     /// How many records `peer` has here.
     #[cfg(test)]
     pub(crate) fn records_of(&self, peer: &PeerId) -> usize {
-        self.per_peer.get(peer).copied().unwrap_or(0)
-    }
-
-    /// Counts the providers of `key` that came (`+1`) and went (`-1`) between two lists.
-    fn recount(&mut self, before: &[PeerId], after: &[PeerId]) {
-        for gone in before.iter().filter(|p| !after.contains(p) && **p != self.local) {
-            if let Some(n) = self.per_peer.get_mut(gone) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.per_peer.remove(gone);
-                }
-            }
-        }
-        for came in after.iter().filter(|p| !before.contains(p) && **p != self.local) {
-            *self.per_peer.entry(*came).or_default() += 1;
-        }
-    }
-
-    fn provider_ids(&self, key: &RecordKey) -> Vec<PeerId> {
-        self.inner.providers(key).into_iter().map(|r| r.provider).collect()
+        self.providers.by_id.get(peer).and_then(|s| self.providers.get(*s)).map_or(0, |p| p.records)
     }
 
     /// Drops expired provider records. Returns how many were dropped.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
+        let now = self.secs(now);
+        self.retain(|e| e.expires > now)
+    }
+
+    /// Drops every record of `peer` (it is gone). Returns how many were dropped.
+    pub(crate) fn remove_peer(&mut self, peer: &PeerId) -> usize {
+        match self.providers.by_id.get(peer) {
+            Some(slot) if *slot != self.local_slot => {
+                let slot = *slot;
+                self.retain(|e| e.slot != slot)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether `peer` (not us) has records here.
+    pub(crate) fn holds_records_of(&self, peer: &PeerId) -> bool {
+        self.providers.by_id.get(peer).is_some_and(|s| *s != self.local_slot)
+    }
+
+    /// Keeps the entries `keep` says yes to; how many went.
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> usize {
         let mut dropped = 0;
-        let inner = &mut self.inner;
-        let per_peer = &mut self.per_peer;
-        self.keys.retain(|key| {
-            for record in inner.providers(key) {
-                if record.is_expired(now) {
-                    inner.remove_provider(key, &record.provider);
-                    if let Some(n) = per_peer.get_mut(&record.provider) {
-                        *n = n.saturating_sub(1);
-                    }
+        let providers = &mut self.providers;
+        let local = self.local_slot;
+        self.keys.retain(|_, entries| {
+            entries.retain(|e| {
+                let kept = keep(e);
+                if !kept {
+                    providers.release(e.slot, local);
                     dropped += 1;
                 }
-            }
-            !inner.providers(key).is_empty()
+                kept
+            });
+            !entries.is_empty()
         });
-        per_peer.retain(|_, n| *n > 0);
         dropped
     }
 
     /// The records held for other nodes.
     pub(crate) fn held(&self) -> Held {
-        Held {
-            records: self.per_peer.values().sum(),
-            providers: self.per_peer.len(),
-            max_per_peer: self.per_peer.values().copied().max().unwrap_or(0),
+        let others = self.providers.slots.iter().flatten().filter(|p| p.id != self.local);
+        let (mut records, mut providers, mut max_per_peer) = (0, 0, 0);
+        for p in others {
+            records += p.records;
+            providers += 1;
+            max_per_peer = max_per_peer.max(p.records);
         }
+        Held { records, providers, max_per_peer }
     }
 
     /// How many keys have at least one provider record.
     pub(crate) fn key_count(&self) -> usize {
         self.keys.len()
     }
+
+    /// Keeps a provider's latest addresses (our own are filled in by Kademlia on demand).
+    fn set_addresses(&mut self, slot: u32, mut addresses: Vec<Multiaddr>) {
+        if slot == self.local_slot || addresses.is_empty() {
+            return;
+        }
+        addresses.truncate(MAX_ADDRESSES);
+        if let Some(p) = self.providers.get_mut(slot) {
+            p.addresses = addresses;
+        }
+    }
+
+    /// Seconds after `base`, rounded up, for an expiry.
+    fn secs(&self, at: Instant) -> u32 {
+        let after = at.saturating_duration_since(self.base);
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        u32::try_from(secs).unwrap_or(NEVER - 1).min(NEVER - 1)
+    }
+
+    fn record(&self, key: &KeyBytes, e: &Entry) -> Option<ProviderRecord> {
+        let p = self.providers.get(e.slot)?;
+        let expires = (e.expires != NEVER).then(|| self.base + Duration::from_secs(u64::from(e.expires)));
+        Some(ProviderRecord { key: RecordKey::new(key), provider: p.id, expires, addresses: p.addresses.clone() })
+    }
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("keys", &self.keys.len()).finish()
+        f.debug_struct("Store").field("keys", &self.keys.len()).field("own", &self.own.len()).finish()
     }
 }
 
 impl RecordStore for Store {
     type RecordsIter<'a> = std::iter::Empty<Cow<'a, Record>>;
-    type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
+    type ProvidedIter<'a> = Box<dyn Iterator<Item = Cow<'a, ProviderRecord>> + 'a>;
 
     fn get(&self, _k: &RecordKey) -> Option<Cow<'_, Record>> {
         None
@@ -144,109 +269,79 @@ impl RecordStore for Store {
         std::iter::empty()
     }
 
-    fn add_provider(&mut self, mut record: ProviderRecord) -> store::Result<()> {
-        let key = record.key.clone();
-        let before = self.provider_ids(&key);
-        let new = !before.contains(&record.provider);
-        if new
-            && record.provider != self.local
-            && self.per_peer.get(&record.provider).copied().unwrap_or(0) >= self.max_per_peer
-        {
+    fn add_provider(&mut self, record: ProviderRecord) -> store::Result<()> {
+        let key: KeyBytes = record.key.as_ref().try_into().map_err(|_| store::Error::ValueTooLarge)?;
+        let own = record.provider == self.local;
+        let expires = match record.expires {
+            _ if own => NEVER,
+            Some(at) => self.secs(at),
+            None => NEVER - 1,
+        };
+        let known = self.providers.by_id.get(&record.provider).copied();
+        let entries = self.keys.get(&key);
+        if let (Some(slot), Some(entries)) = (known, entries) {
+            if entries.iter().any(|e| e.slot == slot) {
+                if let Some(e) = self.keys.get_mut(&key).and_then(|es| es.iter_mut().find(|e| e.slot == slot)) {
+                    e.expires = expires;
+                }
+                self.set_addresses(slot, record.addresses);
+                return Ok(());
+            }
+        }
+        if entries.is_none() && self.keys.len() >= self.max_keys {
+            return Err(store::Error::MaxProvidedKeys);
+        }
+        if !own && known.and_then(|s| self.providers.get(s)).is_some_and(|p| p.records >= self.max_per_peer) {
             return Err(store::Error::MaxRecords);
         }
-        record.addresses.truncate(MAX_ADDRESSES);
-        self.inner.add_provider(record)?;
-        let after = self.provider_ids(&key);
-        self.recount(&before, &after);
-        self.keys.insert(key);
+        if entries.is_some_and(|es| es.len() >= self.max_providers_per_key) {
+            // Full: the providers it has stay.
+            return Ok(());
+        }
+        let slot = self.providers.slot(record.provider);
+        if let Some(p) = self.providers.get_mut(slot) {
+            p.records += 1;
+        }
+        self.set_addresses(slot, record.addresses);
+        match self.keys.entry(key) {
+            MapEntry::Occupied(mut e) => e.get_mut().push(Entry { slot, expires }),
+            MapEntry::Vacant(e) => {
+                e.insert(SmallVec::from_elem(Entry { slot, expires }, 1));
+            }
+        }
+        if own {
+            self.own.insert(key);
+        }
         Ok(())
     }
 
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
-        self.inner.providers(key)
+        let Ok(bytes) = <KeyBytes>::try_from(key.as_ref()) else { return Vec::new() };
+        self.keys.get(&bytes).map_or_else(Vec::new, |es| es.iter().filter_map(|e| self.record(&bytes, e)).collect())
     }
 
     fn provided(&self) -> Self::ProvidedIter<'_> {
-        self.inner.provided()
+        Box::new(self.own.iter().map(|k| Cow::Owned(ProviderRecord::new(RecordKey::new(k), self.local, Vec::new()))))
     }
 
     fn remove_provider(&mut self, k: &RecordKey, p: &PeerId) {
-        let before = self.provider_ids(k);
-        self.inner.remove_provider(k, p);
-        let after = self.provider_ids(k);
-        self.recount(&before, &after);
-        if self.inner.providers(k).is_empty() {
-            self.keys.remove(k);
+        let Ok(key) = <KeyBytes>::try_from(k.as_ref()) else { return };
+        let Some(slot) = self.providers.by_id.get(p).copied() else { return };
+        let MapEntry::Occupied(mut entries) = self.keys.entry(key) else { return };
+        let before = entries.get().len();
+        entries.get_mut().retain(|e| e.slot != slot);
+        if entries.get().len() < before {
+            self.providers.release(slot, self.local_slot);
+        }
+        if entries.get().is_empty() {
+            entries.remove();
+        }
+        if slot == self.local_slot {
+            self.own.remove(&key);
         }
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn sweep_drops_only_expired_records() {
-        let local = PeerId::random();
-        let mut store = Store::new(local, 100, 100, 20);
-        let now = Instant::now();
-        let key = RecordKey::new(&b"k");
-        let fresh = PeerId::random();
-        let stale = PeerId::random();
-        let rec = |p, ttl| ProviderRecord {
-            key: key.clone(),
-            provider: p,
-            expires: Some(now + Duration::from_secs(ttl)),
-            addresses: vec![],
-        };
-        store.add_provider(rec(fresh, 60)).unwrap();
-        store.add_provider(rec(stale, 1)).unwrap();
-        store.add_provider(ProviderRecord::new(RecordKey::new(&b"mine"), local, vec![])).unwrap();
-        assert_eq!(store.sweep(now + Duration::from_secs(2)), 1);
-        assert_eq!(store.providers(&key).len(), 1);
-        assert_eq!(store.key_count(), 2);
-        assert_eq!(store.sweep(now + Duration::from_secs(120)), 1);
-        // Our own record never expires; only `stop_providing` removes it.
-        assert_eq!(store.key_count(), 1);
-        assert_eq!(store.provided().count(), 1);
-    }
-
-    #[test]
-    fn value_records_are_refused() {
-        let mut store = Store::new(PeerId::random(), 10, 10, 20);
-        assert!(store.put(Record::new(RecordKey::new(&b"k"), vec![1])).is_err());
-    }
-
-    #[test]
-    fn one_peer_cannot_crowd_out_the_others() {
-        let local = PeerId::random();
-        let mut store = Store::new(local, 1000, 100, 20);
-        let (greedy, modest) = (PeerId::random(), PeerId::random());
-        let rec = |i: usize, p| {
-            let addrs = (0..20).map(|n| format!("/ip4/10.0.0.{n}/tcp/1").parse().unwrap()).collect();
-            ProviderRecord::new(RecordKey::new(&format!("k{i}")), p, addrs)
-        };
-        let accepted = (0..100_000).filter(|i| store.add_provider(rec(*i, greedy)).is_ok()).count();
-        assert_eq!(accepted, 100, "the greedy peer stops at its quota");
-        assert_eq!(store.records_of(&greedy), 100);
-        for i in 0..50 {
-            store.add_provider(rec(1_000_000 + i, modest)).unwrap();
-        }
-        assert_eq!(store.records_of(&modest), 50);
-        assert_eq!(store.held(), Held { records: 150, providers: 2, max_per_peer: 100 });
-        assert_eq!(store.providers(&RecordKey::new(&"k0")).len(), 1, "the greedy peer's first records stay");
-        let kept = store.providers(&RecordKey::new(&"k1000000"));
-        assert_eq!(kept[0].addresses.len(), MAX_ADDRESSES);
-        // Withdrawn records give the quota back.
-        store.remove_provider(&RecordKey::new(&"k0"), &greedy);
-        assert_eq!(store.records_of(&greedy), 99);
-        assert!(store.add_provider(rec(100_001, greedy)).is_ok());
-        // Our own records are not counted against any quota.
-        for i in 0..200 {
-            store.add_provider(ProviderRecord::new(RecordKey::new(&format!("own{i}")), local, vec![])).unwrap();
-        }
-    }
-}
+mod tests;

@@ -66,3 +66,32 @@ async fn thousands_of_keys_go_out_in_one_batch_per_node_and_are_all_found() {
     .await;
     println!("a fresh key was found from another node {:?} after it was advertised", advertised.elapsed());
 }
+
+/// The nodes holding a provider's records drop them as soon as it is gone
+/// (its connections end and a dial to it fails), instead of handing
+/// lookups a dead holder until the records expire (`provider_ttl`, 5 min).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_of_a_killed_holder_are_dropped_at_once() {
+    let mut nodes = cluster(3).await;
+    let shared = key("sha256:shared");
+    nodes[1].router.advertise(vec![shared.clone()]).await.unwrap();
+    nodes[2].router.advertise(vec![shared.clone()]).await.unwrap();
+    let dead = nodes.remove(1);
+    let (dead_id, kept_id) = (dead.router.local_peer_id(), nodes[1].router.local_peer_id());
+    let watcher = &nodes[2];
+    let mut held = watcher.router.held_providers(&shared).await.unwrap();
+    held.sort();
+    let mut both = vec![dead_id, kept_id];
+    both.sort();
+    assert_eq!(held, both, "the watcher holds both holders' records");
+
+    dead.kill().await;
+    let killed_at = tokio::time::Instant::now();
+    let bound = watcher.config.dial_timeout + SLACK;
+    eventually("the killed holder's record is dropped", bound, watcher.command_bound(), || async {
+        let held = watcher.router.held_providers(&shared).await.ok()?;
+        (held == vec![kept_id]).then_some(())
+    })
+    .await;
+    println!("the killed holder's record was dropped {:?} after the kill", killed_at.elapsed());
+}

@@ -10,7 +10,10 @@ use libp2p::{
     kad::{self, GetProvidersOk, QueryResult},
     multiaddr::Protocol,
     ping, request_response,
-    swarm::{ConnectionError, DialError, SwarmEvent},
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        ConnectionError, DialError, SwarmEvent,
+    },
     Multiaddr,
 };
 use tokio::time::Instant;
@@ -43,6 +46,7 @@ impl EventLoop {
                 // connection the other side closed looks the same, so only briefly.
                 if !self.peers.is_connected(&peer_id) && matches!(cause, Some(ConnectionError::IO(_))) {
                     self.peers.went_away(peer_id, Instant::now() + self.config.unreachable_backoff);
+                    self.check_holder(peer_id);
                 }
                 if awaited {
                     self.peer_resolved(peer_id, None);
@@ -62,6 +66,7 @@ impl EventLoop {
                     _ => {}
                 }
                 tracing::debug!(%peer, %error, "dial failed");
+                self.drop_records_of(peer);
                 let until = Instant::now() + self.config.unreachable_backoff;
                 if self.peers.on_dial_failed(peer, until) {
                     self.peer_resolved(peer, None);
@@ -222,6 +227,30 @@ impl EventLoop {
         }
     }
 
+    /// A provider whose records we hold lost its last connection to us with
+    /// an error: dial it, and drop its records if that fails (it exited, or
+    /// cannot be reached), rather than hand lookups a dead holder until its
+    /// records expire.
+    fn check_holder(&mut self, peer: libp2p::PeerId) {
+        if !self.swarm.behaviour_mut().kad.store_mut().holds_records_of(&peer) {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        if let Err(error) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, %error, "cannot dial a provider that went away");
+            self.drop_records_of(peer);
+        }
+    }
+
+    /// Drops every record `peer` has here: it is gone.
+    fn drop_records_of(&mut self, peer: libp2p::PeerId) {
+        let dropped = self.swarm.behaviour_mut().kad.store_mut().remove_peer(&peer);
+        if dropped > 0 {
+            tracing::debug!(%peer, dropped, "dropped the records of a provider that is gone");
+            self.metrics.records_gone.inc_by(u64::try_from(dropped).unwrap_or(u64::MAX));
+        }
+    }
+
     fn on_identify(&mut self, event: identify::Event) {
         let identify::Event::Received { peer_id, connection_id, info } = event else { return };
         let (remote, _) = self.peers.remote_of(peer_id, connection_id);
@@ -259,6 +288,7 @@ impl EventLoop {
                 tracing::debug!(peer = %event.peer, %error, "liveness probe failed; closing connection");
                 self.peers.went_away(event.peer, Instant::now() + self.config.provider_ttl);
                 self.swarm.close_connection(event.connection);
+                self.drop_records_of(event.peer);
             }
         }
     }
