@@ -9,9 +9,13 @@
 //! receiver takes the provider from the connection (never from the message)
 //! and applies the same quotas and address rules as to `ADD_PROVIDER`.
 //!
+//! A batch also carries the keys the sender stopped holding, so their
+//! records go at once rather than when they expire.
+//!
 //! Wire format (all integers big-endian), request:
-//! `u32 n`, then `n` record keys of 32 bytes; `u8 m`, then `m` times
-//! `u16 len` and a multiaddr of `len` bytes. Response: `u32`, how many of
+//! `u32 n`, then `n` record keys of 32 bytes to store; `u32 r`, then `r`
+//! record keys to remove; `u8 m`, then `m` times `u16 len` and a multiaddr
+//! of `len` bytes. Response: `u32`, how many of
 //! the records were stored. Anything else (a short or long message, a key of
 //! another length, too many keys or addresses) is an error and stores
 //! nothing. A new version of the format gets a new protocol name.
@@ -24,7 +28,7 @@ use libp2p::{kad::RecordKey, request_response, Multiaddr, StreamProtocol};
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/peerpull/provide-batch/1.0.0");
 
-/// The most keys in one message; larger batches are split.
+/// The most keys (stored and removed) in one message; larger batches are split.
 pub(crate) const MAX_KEYS: usize = 8192;
 /// The most addresses in one message.
 pub(crate) const MAX_ADDRESSES: usize = crate::store::MAX_ADDRESSES;
@@ -33,13 +37,16 @@ const KEY_LEN: usize = 32;
 /// The longest multiaddr accepted.
 const MAX_ADDRESS_LEN: usize = 512;
 /// The largest request: every key and address at their longest.
-const MAX_REQUEST_BYTES: usize = 4 + MAX_KEYS * KEY_LEN + 1 + MAX_ADDRESSES * (2 + MAX_ADDRESS_LEN);
+const MAX_REQUEST_BYTES: usize = 8 + MAX_KEYS * KEY_LEN + 1 + MAX_ADDRESSES * (2 + MAX_ADDRESS_LEN);
 const _: () = assert!(MAX_REQUEST_BYTES < 1 << 20, "a batch stays well under a megabyte");
 
 /// Records to store for the sending node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Request {
+    /// Records to store.
     pub(crate) keys: Vec<RecordKey>,
+    /// Records to remove: the sender no longer holds these.
+    pub(crate) removed: Vec<RecordKey>,
     /// The sender's addresses, its mirror's among them (see `agent`).
     pub(crate) addresses: Vec<Multiaddr>,
 }
@@ -59,10 +66,13 @@ pub(crate) fn encode(request: &Request) -> Vec<u8> {
     let addresses: Vec<&Multiaddr> =
         request.addresses.iter().filter(|a| a.as_ref().len() <= MAX_ADDRESS_LEN).take(MAX_ADDRESSES).collect();
     let keys = &request.keys[..request.keys.len().min(MAX_KEYS)];
-    let mut out = Vec::with_capacity(4 + keys.len() * KEY_LEN + 64);
-    out.extend_from_slice(&u32::try_from(keys.len()).unwrap_or(0).to_be_bytes());
-    for key in keys {
-        out.extend_from_slice(key.as_ref());
+    let removed = &request.removed[..request.removed.len().min(MAX_KEYS - keys.len())];
+    let mut out = Vec::with_capacity(8 + (keys.len() + removed.len()) * KEY_LEN + 64);
+    for list in [keys, removed] {
+        out.extend_from_slice(&u32::try_from(list.len()).unwrap_or(0).to_be_bytes());
+        for key in list {
+            out.extend_from_slice(key.as_ref());
+        }
     }
     out.push(u8::try_from(addresses.len()).unwrap_or(0));
     for addr in addresses {
@@ -85,11 +95,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Request, io::Error> {
         rest = tail;
         Ok(head)
     };
-    let n = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad("truncated"))?) as usize;
-    if n > MAX_KEYS {
-        return Err(bad("too many keys"));
+    let mut lists = [Vec::new(), Vec::new()];
+    let mut total = 0;
+    for list in &mut lists {
+        let n = u32::from_be_bytes(take(4)?.try_into().map_err(|_| bad("truncated"))?) as usize;
+        total += n;
+        if total > MAX_KEYS {
+            return Err(bad("too many keys"));
+        }
+        *list = (0..n).map(|_| take(KEY_LEN).map(|k| RecordKey::new(&k))).collect::<Result<Vec<_>, _>>()?;
     }
-    let keys = (0..n).map(|_| take(KEY_LEN).map(|k| RecordKey::new(&k))).collect::<Result<Vec<_>, _>>()?;
+    let [keys, removed] = lists;
     let m = usize::from(take(1)?[0]);
     if m > MAX_ADDRESSES {
         return Err(bad("too many addresses"));
@@ -105,7 +121,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Request, io::Error> {
     if !rest.is_empty() {
         return Err(bad("trailing bytes"));
     }
-    Ok(Request { keys, addresses })
+    Ok(Request { keys, removed, addresses })
 }
 
 async fn read_all<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize) -> io::Result<Vec<u8>> {
@@ -166,13 +182,14 @@ mod tests {
     fn request(keys: usize) -> Request {
         Request {
             keys: (0..keys).map(|i| RecordKey::new(&[u8::try_from(i % 256).unwrap(); 32])).collect(),
+            removed: (0..keys.min(3)).map(|i| RecordKey::new(&[u8::try_from(255 - i).unwrap(); 32])).collect(),
             addresses: vec!["/ip4/10.0.0.7/tcp/5001".parse().unwrap(), "/ip4/10.0.0.7/tcp/5000/http".parse().unwrap()],
         }
     }
 
     #[test]
     fn a_request_survives_the_round_trip() {
-        for n in [0, 1, 300, MAX_KEYS] {
+        for n in [0, 1, 300, MAX_KEYS - 3] {
             let r = request(n);
             assert_eq!(decode(&encode(&r)).unwrap(), r);
         }
@@ -181,7 +198,7 @@ mod tests {
     #[test]
     fn malformed_requests_are_refused() {
         let good = encode(&request(3));
-        for cut in [0, 3, 4 + 32, good.len() - 1] {
+        for cut in [0, 3, 4 + 32, 4 + 3 * 32 + 4 + 31, good.len() - 1] {
             assert!(decode(&good[..cut]).is_err(), "truncated at {cut}");
         }
         let mut trailing = good.clone();
@@ -190,8 +207,19 @@ mod tests {
         let mut too_many = good.clone();
         too_many[..4].copy_from_slice(&u32::try_from(MAX_KEYS + 1).unwrap().to_be_bytes());
         assert!(decode(&too_many).is_err());
-        let mut not_addr = encode(&Request { keys: vec![], addresses: vec![] });
-        not_addr[4] = 1;
+        let with_removed = |removed: usize| {
+            let stored = MAX_KEYS - 1;
+            let mut bytes = u32::try_from(stored).unwrap().to_be_bytes().to_vec();
+            bytes.extend(vec![7u8; stored * KEY_LEN]);
+            bytes.extend_from_slice(&u32::try_from(removed).unwrap().to_be_bytes());
+            bytes.extend(vec![9u8; removed * KEY_LEN]);
+            bytes.push(0);
+            bytes
+        };
+        assert!(decode(&with_removed(1)).is_ok());
+        assert!(decode(&with_removed(2)).is_err(), "the limit counts stored and removed keys together");
+        let mut not_addr = encode(&Request { keys: vec![], removed: vec![], addresses: vec![] });
+        not_addr[8] = 1;
         not_addr.extend_from_slice(&[0, 3, 0xff, 0xff, 0xff]);
         assert!(decode(&not_addr).is_err());
     }

@@ -95,3 +95,24 @@ async fn the_records_of_a_killed_holder_are_dropped_at_once() {
     .await;
     println!("the killed holder's record was dropped {:?} after the kill", killed_at.elapsed());
 }
+
+/// A key a node withdraws (its image was deleted) is removed at once from
+/// the nodes storing its record, not when that record expires (5 min).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_key_is_removed_from_the_other_nodes_at_once() {
+    let nodes = cluster(3).await;
+    let (holder, watcher) = (&nodes[1], &nodes[3]);
+    let (kept, gone) = (key("sha256:kept"), key("sha256:deleted"));
+    holder.router.advertise(vec![kept.clone(), gone.clone()]).await.unwrap();
+    assert_eq!(watcher.router.held_providers(&gone).await.unwrap(), vec![holder.router.local_peer_id()]);
+
+    holder.router.withdraw(vec![gone.clone()]).await.unwrap();
+    let withdrawn_at = tokio::time::Instant::now();
+    eventually("the watcher drops the withdrawn key's record", SLACK, watcher.command_bound(), || async {
+        watcher.router.held_providers(&gone).await.ok()?.is_empty().then_some(())
+    })
+    .await;
+    println!("the withdrawn key's record was removed {:?} after the withdrawal", withdrawn_at.elapsed());
+    assert!(watcher.lookup("sha256:deleted", 5).await.is_empty(), "no lookup finds it");
+    assert_eq!(watcher.lookup("sha256:kept", 5).await.len(), 1, "the other key stays");
+}

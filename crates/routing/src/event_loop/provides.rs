@@ -36,7 +36,11 @@
 //! this node find it); a key that store refuses (full) stays advertised, is
 //! still announced to others, and its local record is tried again at each of
 //! its rounds. `withdraw` removes a key from the local store and the
-//! schedule; other nodes forget it when their copy of our record expires.
+//! schedule and (unless no batch ever carried it) queues its region's
+//! round at once, whose batches tell the
+//! key's closest nodes to remove our record (until that round succeeds the
+//! key is kept to be told; a failed round is retried as any other). A node
+//! that misses the removal forgets the record when it expires.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -79,6 +83,8 @@ pub(crate) struct Provides {
     next_waiter: u64,
     /// Keys our own provider store refused; tried again at their rounds.
     refused: HashSet<Position>,
+    /// Keys no longer advertised whose removal the nodes storing them have not been told yet.
+    withdrawn: BTreeMap<Position, RecordKey>,
     queue: VecDeque<Region>,
     queued: HashSet<Region>,
     /// Rounds whose walk runs.
@@ -125,6 +131,8 @@ struct Round {
     target: Position,
     /// The keys its batches carry (set once the walk is done).
     keys: Vec<Position>,
+    /// The withdrawn keys whose removal its batches carry.
+    removed: Vec<Position>,
     /// Batches without an answer yet, and batches stored.
     outstanding: usize,
     reached: usize,
@@ -148,6 +156,7 @@ impl Provides {
             waiters: HashMap::new(),
             next_waiter: 0,
             refused: HashSet::new(),
+            withdrawn: BTreeMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
             walking: HashMap::new(),
@@ -179,6 +188,7 @@ impl Provides {
             if self.advertised.contains_key(&position) {
                 continue;
             }
+            self.withdrawn.remove(&position);
             self.metrics.advertised(key.kind()).inc();
             if let Err(source) = self.store_own(kad, &record) {
                 tracing::warn!(%key, error = %source, "provider store refused key");
@@ -222,8 +232,14 @@ impl Provides {
             self.metrics.advertised(removed.key.kind()).dec();
             self.refused.remove(&position);
             kad.stop_providing(&record);
+            let in_flight = self.sending.values().any(|r| r.keys.contains(&position));
+            let never_announced = self.waiting.contains_key(&position) && !in_flight;
             if let Some(waiter) = self.waiting.remove(&position) {
                 self.done(waiter);
+            }
+            if !never_announced {
+                self.withdrawn.insert(position, removed.record);
+                self.enqueue(Region::of(&position, self.depth));
             }
         }
     }
@@ -288,14 +304,18 @@ impl Provides {
         while self.walking.len() + self.sending.len() < self.max_active {
             let Some(region) = self.queue.pop_front() else { break };
             self.queued.remove(&region);
-            let keys = self.keys_in(region);
+            let mut keys = self.keys_in(region);
+            if keys.is_empty() {
+                keys = self.withdrawn_in(region);
+            }
             let Some(target) = keys.get(keys.len() / 2).copied() else { continue };
-            let Some(record) = self.advertised.get(&target).map(|a| a.record.clone()) else { continue };
+            let Some(record) = self.record_of(&target) else { continue };
             let query = kad.get_closest_peers(record.to_vec());
             self.started.insert(region, now);
             let id = self.next_round;
             self.next_round += 1;
-            self.walking.insert(query, Round { id, region, target, keys: Vec::new(), outstanding: 0, reached: 0 });
+            let round = Round { id, region, target, keys: Vec::new(), removed: Vec::new(), outstanding: 0, reached: 0 };
+            self.walking.insert(query, round);
         }
         self.metrics.announcements_queued.set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
     }
@@ -330,8 +350,12 @@ impl Provides {
                 self.set_depth(depth);
             }
             let part = Region::of(&round.target, depth);
-            let mut rest: Vec<Region> =
-                self.keys_in(round.region).iter().map(|p| Region::of(p, depth)).filter(|r| *r != part).collect();
+            let mut rest: Vec<Region> = (self.keys_in(round.region).iter())
+                .chain(&self.withdrawn_in(round.region))
+                .map(|p| Region::of(p, depth))
+                .filter(|r| *r != part)
+                .collect();
+            rest.sort_unstable();
             rest.dedup();
             for region in rest {
                 self.enqueue(region);
@@ -339,20 +363,26 @@ impl Provides {
             round.region = part;
         }
         round.keys = self.keys_in(round.region);
-        let mut to: HashMap<PeerId, Vec<RecordKey>> = HashMap::new();
-        for position in &round.keys {
-            let Some(record) = self.advertised.get(position).map(|a| a.record.clone()) else { continue };
-            if self.refused.contains(position) && self.store_own(kad, &record).is_ok() {
+        round.removed = self.withdrawn_in(round.region);
+        let mut to: HashMap<PeerId, Vec<(bool, RecordKey)>> = HashMap::new();
+        for (keep, position) in round.keys.iter().map(|p| (true, p)).chain(round.removed.iter().map(|p| (false, p))) {
+            let Some(record) = self.record_of(position) else { continue };
+            if keep && self.refused.contains(position) && self.store_own(kad, &record).is_ok() {
                 self.refused.remove(position);
             }
             for peer in closest(position, &record, &found, kad, self.local, self.k) {
-                to.entry(peer).or_default().push(record.clone());
+                to.entry(peer).or_default().push((keep, record.clone()));
             }
         }
         for (peer, keys) in to {
             for chunk in keys.chunks(batch::MAX_KEYS) {
                 self.metrics.batch_sent(chunk.len());
-                let request = batch::Request { keys: chunk.to_vec(), addresses: addresses.to_vec() };
+                let (kept, removed): (Vec<_>, Vec<_>) = chunk.iter().cloned().partition(|(keep, _)| *keep);
+                let request = batch::Request {
+                    keys: kept.into_iter().map(|(_, k)| k).collect(),
+                    removed: removed.into_iter().map(|(_, k)| k).collect(),
+                    addresses: addresses.to_vec(),
+                };
                 self.batches.insert(send(&peer, request), round.id);
                 round.outstanding += 1;
             }
@@ -398,6 +428,9 @@ impl Provides {
         self.metrics.region_announced(ok, round.keys.len());
         if ok {
             self.failures.remove(&round.region);
+            for position in &round.removed {
+                self.withdrawn.remove(position);
+            }
         } else {
             let failures = self.failures.get(&round.region).map_or(1, |(n, _)| n.saturating_add(1));
             let at = now + retry_after(failures, self.interval);
@@ -471,6 +504,17 @@ impl Provides {
     fn keys_in(&self, region: Region) -> Vec<Position> {
         let (low, high) = region.bounds();
         self.advertised.range(low..=high).map(|(p, _)| *p).collect()
+    }
+
+    /// The withdrawn keys in `region` whose removal is still to be told.
+    fn withdrawn_in(&self, region: Region) -> Vec<Position> {
+        let (low, high) = region.bounds();
+        self.withdrawn.range(low..=high).map(|(p, _)| *p).collect()
+    }
+
+    /// The record key of an advertised or withdrawn key.
+    fn record_of(&self, position: &Position) -> Option<RecordKey> {
+        self.advertised.get(position).map(|a| a.record.clone()).or_else(|| self.withdrawn.get(position).cloned())
     }
 
     fn store_own(&self, kad: &mut kad::Behaviour<Store>, record: &RecordKey) -> Result<(), kad::store::Error> {

@@ -184,6 +184,10 @@ impl EventLoop {
                 self.metrics.requests(Direction::Answered, Request::Batch, 1);
                 let expires = Some(std::time::Instant::now() + self.config.provider_ttl);
                 let mut stored = 0u32;
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                for key in &request.removed {
+                    kad::store::RecordStore::remove_provider(store, key, &peer);
+                }
                 for key in request.keys {
                     let record =
                         kad::ProviderRecord { key, provider: peer, expires, addresses: request.addresses.clone() };

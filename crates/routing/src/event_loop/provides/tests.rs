@@ -23,8 +23,9 @@ struct Bench {
     p: Provides,
     kad: kad::Behaviour<Store>,
     batches: request_response::Behaviour<batch::Codec>,
-    /// Every batch sent: to whom, which keys, and its id.
-    sent: Vec<(PeerId, Vec<RecordKey>, OutboundRequestId)>,
+    /// Every batch sent: to whom, and what.
+    sent: Vec<(PeerId, batch::Request)>,
+    ids: Vec<OutboundRequestId>,
 }
 
 impl Bench {
@@ -38,6 +39,7 @@ impl Bench {
                 request_response::Config::default(),
             ),
             sent: Vec::new(),
+            ids: Vec::new(),
         }
     }
 
@@ -59,10 +61,11 @@ impl Bench {
         let before = self.sent.len();
         let queries: Vec<QueryId> = self.p.walking.keys().copied().collect();
         for q in queries {
-            let (batches, sent) = (&mut self.batches, &mut self.sent);
+            let (batches, sent, ids) = (&mut self.batches, &mut self.sent, &mut self.ids);
             let send = |peer: &PeerId, r: batch::Request| {
                 let id = batches.send_request(peer, r.clone());
-                sent.push((*peer, r.keys, id));
+                sent.push((*peer, r));
+                ids.push(id);
                 id
             };
             assert!(self.p.on_walked(&q, found, false, &mut self.kad, send, &[]));
@@ -72,14 +75,14 @@ impl Bench {
 
     /// Answers every batch sent so far and not yet answered.
     fn answer_all(&mut self, ok: bool) {
-        for (_, _, id) in &self.sent {
+        for id in &self.ids {
             self.p.on_batch_answered(id, ok.then_some(1));
         }
     }
 
     /// Which of `keys` the batches since `from` carried.
     fn carried(&self, from: usize) -> HashSet<RecordKey> {
-        self.sent[from..].iter().flat_map(|(_, keys, _)| keys.iter().cloned()).collect()
+        self.sent[from..].iter().flat_map(|(_, r)| r.keys.iter().cloned()).collect()
     }
 
     fn count(&self, kind: KeyKind) -> i64 {
@@ -107,8 +110,8 @@ async fn one_round_announces_every_key_and_replies_when_answered() {
     assert_eq!(b.pump(), 1, "both keys lie in the one region a small cluster has");
     let peers: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
     assert_eq!(b.walked(&peers), 3, "one batch per node");
-    for (_, keys, _) in &b.sent {
-        assert_eq!(keys.len(), 2, "each batch carries both keys");
+    for (_, r) in &b.sent {
+        assert_eq!(r.keys.len(), 2, "each batch carries both keys");
     }
     let mut rx = rx;
     assert!(rx.try_recv().is_err(), "not before the batches are answered");
@@ -139,8 +142,7 @@ async fn each_key_goes_to_its_k_closest_nodes_only() {
         let pos = position(key);
         let mut by_distance = peers.clone();
         by_distance.sort_by_key(|p| region::distance(&pos, &region::position_of_peer(*p)));
-        let got: HashSet<PeerId> =
-            b.sent.iter().filter(|(_, ks, _)| ks.contains(&record)).map(|(p, _, _)| *p).collect();
+        let got: HashSet<PeerId> = b.sent.iter().filter(|(_, r)| r.keys.contains(&record)).map(|(p, _)| *p).collect();
         assert_eq!(got, by_distance[..2].iter().copied().collect::<HashSet<_>>(), "{key}");
     }
 }
@@ -244,9 +246,9 @@ async fn failed_rounds_are_retried_with_back_off() {
     assert_eq!(b.pump(), 0, "not before FAILED_RETRY");
     tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(b.pump(), 1);
-    let from = b.sent.len();
+    let from = b.ids.len();
     b.walked(&peers);
-    for (_, _, id) in &b.sent[from..] {
+    for id in &b.ids[from..] {
         b.p.on_batch_answered(id, None);
     }
     tokio::time::advance(FAILED_RETRY * 2 - Duration::from_millis(1)).await;
@@ -259,6 +261,41 @@ async fn failed_rounds_are_retried_with_back_off() {
     b.p.reprovide_all();
     b.p.reprovide_all();
     assert_eq!(b.pump(), 1, "requeueing is idempotent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_key_is_removed_from_the_nodes_told_of_it_at_once() {
+    let mut b = Bench::new(2, 8, 100);
+    let keys: Vec<Key> = (0..10).map(|i| k(&i.to_string())).collect();
+    let _rx = b.advertise(keys.clone());
+    b.pump();
+    let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+    b.walked(&peers);
+    b.answer_all(true);
+    let told = |b: &Bench, from: usize, record: &RecordKey, removed: bool| -> HashSet<PeerId> {
+        b.sent[from..]
+            .iter()
+            .filter(|(_, r)| if removed { r.removed.contains(record) } else { r.keys.contains(record) })
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    let gone = record_key(&keys[0]);
+    let holders = told(&b, 0, &gone, false);
+    assert_eq!(holders.len(), 2);
+
+    b.p.withdraw(&keys[..1], &mut b.kad);
+    assert_eq!(b.pump(), 1, "the withdrawal goes out at once, not at the next sweep");
+    let from = b.sent.len();
+    b.walked(&peers);
+    assert_eq!(told(&b, from, &gone, true), holders, "the nodes that store it are told to remove it");
+    assert!(told(&b, from, &gone, false).is_empty());
+    b.answer_all(true);
+
+    b.p.reprovide_all();
+    b.pump();
+    let from = b.sent.len();
+    b.walked(&peers);
+    assert!(told(&b, from, &gone, true).is_empty(), "told once");
 }
 
 #[tokio::test(start_paused = true)]
