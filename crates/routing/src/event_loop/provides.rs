@@ -464,6 +464,11 @@ impl Provides {
             // Skip to the next region holding a key.
             let (low, _) = Region { depth: self.depth, prefix: cursor_prefix(self.sweep.cursor) }.bounds();
             let Some(position) = self.advertised.range(low..).next().map(|(p, _)| *p) else {
+                // No key from here on: wait here (a key advertised meanwhile is
+                // visited in its turn) until this sweep's time is up.
+                if now < self.sweep.start + self.interval {
+                    return;
+                }
                 self.sweep.cursor = count;
                 continue;
             };

@@ -377,3 +377,19 @@ fn failed_rounds_back_off_up_to_a_quarter_of_the_interval() {
     assert_eq!(retry_after(u32::MAX, interval), Duration::from_secs(25));
     assert_eq!(retry_after(1, Duration::from_secs(8)), Duration::from_secs(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_advertised_after_the_sweep_looked_is_reannounced_in_the_first_sweep() {
+    let mut b = Bench::new(20, 8, 100);
+    assert_eq!(b.pump(), 0, "nothing advertised yet");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(b.pump(), 0);
+    let _rx = b.advertise(vec![k("late")]);
+    assert_eq!(b.pump(), 1, "announced at once");
+    b.walked(&[PeerId::random()]);
+    b.answer_all(true);
+    tokio::time::advance(Duration::from_secs(89)).await;
+    assert_eq!(b.pump(), 0, "the first sweep starts one interval after the start");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(b.pump(), 1, "the first sweep visits it, not only the second");
+}
