@@ -76,11 +76,7 @@ pub(crate) struct Own {
 
 impl Own {
     pub(crate) fn of(listen: IpAddr, transport: crate::Transport) -> Self {
-        Self {
-            loopback: listen.is_loopback(),
-            link_local: is_link_local(listen),
-            in_process: transport == crate::Transport::Memory,
-        }
+        Self { loopback: listen.is_loopback(), link_local: is_link_local(listen), in_process: transport.in_process() }
     }
 }
 

@@ -70,7 +70,7 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
             .set_replication_factor(k)
-            .set_query_timeout(config.lookup_timeout.max(std::time::Duration::from_secs(30)))
+            .set_query_timeout(config.walk_timeout.max(config.lookup_timeout))
             .set_provider_record_ttl(Some(config.provider_ttl))
             .set_periodic_bootstrap_interval(Some(config.refresh_interval))
             // Provider records are stored by the event loop, with the mirror address it resolved.
@@ -112,10 +112,14 @@ impl Behaviour {
 pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Error> {
     let idle = config.idle_timeout;
     let psk = config.psk.clone();
-    if config.transport == crate::Transport::Memory {
+    if config.transport.in_process() {
+        let kind = config.transport;
         let swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                if let crate::Transport::Simulated(latency) = kind {
+                    return simulated(key, latency);
+                }
                 let transport = MemoryTransport::default().upgrade(Version::V1Lazy);
                 Ok(transport.authenticate(noise::Config::new(key)?).multiplex(yamux::Config::default()).boxed())
             })
@@ -137,6 +141,34 @@ pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Beh
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
+}
+
+/// The simulated network: memory, latency, plaintext, Yamux (see `simulated`).
+#[cfg(feature = "simulation")]
+fn simulated(
+    key: &Keypair,
+    latency: crate::simulated::Latency,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+    let laggy = move |conn, _| {
+        let seed = CONNECTIONS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        crate::simulated::Laggy::new(conn, latency, seed)
+    };
+    Ok(MemoryTransport::default()
+        .map(laggy)
+        .upgrade(Version::V1Lazy)
+        .authenticate(libp2p::plaintext::Config::new(key))
+        .multiplex(yamux::Config::default())
+        .boxed())
+}
+
+#[cfg(not(feature = "simulation"))]
+fn simulated(
+    _key: &Keypair,
+    _latency: crate::simulated::Latency,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    Err("the simulated transport needs a build with the `simulation` feature".into())
 }
 
 /// TCP, then (with a key) the private-network handshake, then Noise and Yamux.

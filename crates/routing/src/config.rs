@@ -39,6 +39,9 @@ pub struct Config {
     pub reprovide_interval: Duration,
     /// Upper bound on one lookup: the stream ends by then.
     pub lookup_timeout: Duration,
+    /// Upper bound on one Kademlia walk (an announcement round's, the fetcher
+    /// choice's, a routing-table refresh); at least `lookup_timeout`.
+    pub walk_timeout: Duration,
     /// Upper bound on dialling and identifying a provider before it is returned.
     pub dial_timeout: Duration,
     /// How long a complete lookup answer is reused for identical lookups.
@@ -93,6 +96,17 @@ pub enum Transport {
     /// multiaddrs. Connections carry no IP, so peers' mirror addresses are taken
     /// as they announce them: never use it outside one trusted process.
     Memory,
+    /// The memory transport with a latency on every byte and a plaintext
+    /// handshake, for simulations under tokio's paused clock (`sim/`); only
+    /// in builds with the `simulation` feature.
+    Simulated(crate::simulated::Latency),
+}
+
+impl Transport {
+    /// Whether routers reach each other inside this process (no IPs).
+    pub(crate) fn in_process(self) -> bool {
+        matches!(self, Transport::Memory | Transport::Simulated(_))
+    }
 }
 
 impl Default for Config {
@@ -106,6 +120,7 @@ impl Default for Config {
             provider_ttl: Duration::from_secs(300),
             reprovide_interval: Duration::from_secs(100),
             lookup_timeout: Duration::from_secs(5),
+            walk_timeout: Duration::from_secs(30),
             dial_timeout: Duration::from_secs(3),
             cache_ttl: Duration::from_secs(5),
             negative_cache_ttl: Duration::from_secs(1),

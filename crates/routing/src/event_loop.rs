@@ -84,6 +84,8 @@ pub struct EventLoop {
     metrics: Metrics,
     /// `Router::closest`: walks towards keys, their answers, waiting callers.
     closest: Closest,
+    /// The routing table's size when the last walk to fill a thin table started.
+    thin_walk_at: Option<usize>,
     /// Peers new to the routing table not yet considered (see `records_follow_joins`).
     joined: Vec<PeerId>,
     next_follow: Instant,
@@ -103,8 +105,10 @@ impl EventLoop {
         // Our provider records carry our mirror address (see `agent`).
         swarm.add_external_address(agent::mirror_multiaddr(config.mirror_addr));
         let listen = match config.transport {
-            Transport::Tcp => agent::multiaddr_of(config.listen),
-            Transport::Memory => Multiaddr::empty().with(Protocol::Memory(u64::from(config.listen.port()))),
+            Transport::Memory | Transport::Simulated(_) => {
+                Multiaddr::empty().with(Protocol::Memory(u64::from(config.listen.port())))
+            }
+            _ => agent::multiaddr_of(config.listen),
         };
         swarm
             .listen_on(listen)
@@ -143,6 +147,7 @@ impl EventLoop {
             next_sweep: Instant::now() + SWEEP_EVERY,
             metrics,
             closest: Closest::default(),
+            thin_walk_at: None,
             joined: Vec::new(),
             next_follow: Instant::now(),
             config,
@@ -427,10 +432,13 @@ impl EventLoop {
                 Bootstrap::Dns { name, port } => self.resolving.push(self.bootstrap.resolve(name, port)),
             }
         }
-        // Fill a thin routing table now. A full one is left to Kademlia's own refresh
+        // Fill a thin routing table now, unless it has not changed since the last
+        // such walk (in a cluster of k nodes or fewer the table never fills: the
+        // last walk found everyone). A full one is left to Kademlia's own refresh
         // (`refresh_interval`): a bootstrap walk costs every node about a hundred requests.
-        if table_size > 0 && table_size < self.config.replication_factor {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        let thin = table_size > 0 && table_size < self.config.replication_factor;
+        if thin && self.thin_walk_at != Some(table_size) && self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+            self.thin_walk_at = Some(table_size);
         }
     }
 

@@ -20,6 +20,8 @@
 //! - `region`: keyspace positions and the regions announcements are grouped by.
 //! - `batch`: the protocol that carries many provider records in one message.
 //! - [`psk`]: [`Psk`], the pre-shared key that makes the DHT private.
+//! - [`simulated`]: a simulated network (memory transport with latency)
+//!   for many routers in one process under a paused clock.
 //! - `metrics`: lookups, announcements, walks, traffic and stored records,
 //!   kept current by the event loop ([`Router::register_metrics`],
 //!   [`Router::counters`]).
@@ -118,6 +120,7 @@ mod metrics;
 pub mod psk;
 mod region;
 mod router;
+pub mod simulated;
 mod store;
 
 pub use config::{Bootstrap, BootstrapParseError, Config, Transport};

@@ -116,3 +116,22 @@ async fn a_withdrawn_key_is_removed_from_the_other_nodes_at_once() {
     assert!(watcher.lookup("sha256:deleted", 5).await.is_empty(), "no lookup finds it");
     assert_eq!(watcher.lookup("sha256:kept", 5).await.len(), 1, "the other key stays");
 }
+
+/// In a cluster of k nodes or fewer the routing table never fills; once a
+/// walk has found everyone, a node stops walking to fill it every
+/// `bootstrap_interval` (each such walk asks every node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_cluster_at_rest_stops_walking_its_routing_table() {
+    let nodes = cluster(4).await;
+    let node = &nodes[2];
+    eventually("the node knows the 4 others", node.discovery_bound(), node.command_bound(), || async {
+        (node.router.peer_count().await.unwrap_or(0) == 4).then_some(())
+    })
+    .await;
+    // One more round for walks under way to end.
+    tokio::time::sleep(node.config.bootstrap_interval + SLACK).await;
+    let before = node.router.counters().bootstraps;
+    tokio::time::sleep(node.config.bootstrap_interval * 3).await;
+    let walks = node.router.counters().bootstraps - before;
+    assert_eq!(walks, 0, "{walks} routing-table walks in three bootstrap intervals at rest");
+}

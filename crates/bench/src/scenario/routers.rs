@@ -62,7 +62,7 @@ impl Node {
             let (listen, id) = (seed.listen, seed.router.local_peer_id());
             let addr = match seed.transport {
                 Transport::Tcp => format!("/ip4/{}/tcp/{}/p2p/{id}", listen.ip(), listen.port()),
-                Transport::Memory => format!("/memory/{}/p2p/{id}", listen.port()),
+                Transport::Memory | Transport::Simulated(_) => format!("/memory/{}/p2p/{id}", listen.port()),
             };
             config.bootstrap.push(Bootstrap::parse(&addr).map_err(|e| anyhow!("{e:?}"))?);
         }

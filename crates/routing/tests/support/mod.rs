@@ -85,7 +85,7 @@ impl NodeBuilder {
         let id = seed.router.local_peer_id();
         let addr = match seed.config.transport {
             Transport::Tcp => format!("/ip4/{}/tcp/{}/p2p/{id}", seed.listen.ip(), seed.listen.port()),
-            Transport::Memory => format!("/memory/{}/p2p/{id}", seed.listen.port()),
+            Transport::Memory | Transport::Simulated(_) => format!("/memory/{}/p2p/{id}", seed.listen.port()),
         };
         self.bootstrap(&addr)
     }
