@@ -23,6 +23,28 @@ const START_GAP: Duration = Duration::from_millis(200);
 /// How long a router may take (simulated) to find a peer.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Router settings that differ from the production defaults, for experiments.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tuning {
+    pub(crate) reprovide: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
+}
+
+impl std::fmt::Display for Tuning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show =
+            |name: &str, d: Option<Duration>| d.map(|d| format!("{name} {}s, ", d.as_secs())).unwrap_or_default();
+        write!(
+            f,
+            "{}{}{}",
+            show("reprovide_interval", self.reprovide),
+            show("provider_ttl", self.ttl),
+            show("idle_timeout", self.idle)
+        )
+    }
+}
+
 /// A running router.
 pub(crate) struct Node {
     pub(crate) router: Router,
@@ -35,15 +57,16 @@ pub(crate) struct Node {
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<Option<Node>>,
     latency: Latency,
+    tuning: Tuning,
     next_port: u16,
 }
 
 impl Cluster {
-    pub(crate) fn new(latency: Latency) -> Self {
+    pub(crate) fn new(latency: Latency, tuning: Tuning) -> Self {
         // Memory-transport ports are process-wide; each size starts past the last.
         static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
         let next_port = NEXT.fetch_add(10_000, std::sync::atomic::Ordering::Relaxed);
-        Self { nodes: Vec::new(), latency, next_port }
+        Self { nodes: Vec::new(), latency, tuning, next_port }
     }
 
     /// Starts `n` more routers (the first `SEEDS` ever started are the
@@ -81,6 +104,9 @@ impl Cluster {
             command_timeout: Duration::from_secs(600),
             ..Config::default()
         };
+        config.reprovide_interval = self.tuning.reprovide.unwrap_or(config.reprovide_interval);
+        config.provider_ttl = self.tuning.ttl.unwrap_or(config.provider_ttl);
+        config.idle_timeout = self.tuning.idle.unwrap_or(config.idle_timeout);
         let seeds: Vec<&Node> = self.nodes.iter().flatten().take(SEEDS).collect();
         if let Some(seed) = seeds.get(port as usize % seeds.len().max(1)) {
             let addr = format!("/memory/{}/p2p/{}", seed.port, seed.router.local_peer_id());

@@ -41,7 +41,7 @@ const AT_REST_PER_ROUTER: u64 = 1;
 const AT_REST_DEADLINE: Duration = Duration::from_secs(3600);
 
 const USAGE: &str = "usage: peerpull-sim [--routers N,N,..] [--keys N] [--lookups N] [--rest-minutes N] \
-[--latency-ms F] [--jitter-ms F] [--out FILE]";
+[--latency-ms F] [--jitter-ms F] [--reprovide-secs N] [--ttl-secs N] [--idle-secs N] [--out FILE]";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ struct Args {
     lookups: usize,
     rest: Duration,
     latency: Latency,
+    /// Router settings that differ from the production defaults (experiments).
+    tuning: cluster::Tuning,
     out: Option<std::path::PathBuf>,
 }
 
@@ -106,9 +108,11 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         rest: Duration::from_secs(600),
         // tokio's clock counts whole milliseconds: a finer latency rounds up.
         latency: Latency { one_way: Duration::from_millis(1), jitter: Duration::ZERO },
+        tuning: cluster::Tuning::default(),
         out: None,
     };
     let ms = |v: &str| -> anyhow::Result<Duration> { Ok(Duration::from_secs_f64(v.parse::<f64>()? / 1e3)) };
+    let secs = |v: &str| -> anyhow::Result<Duration> { Ok(Duration::from_secs(v.parse()?)) };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value; {USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("{flag} {value}: {e}; {USAGE}");
@@ -121,6 +125,9 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--rest-minutes" => args.rest = Duration::from_secs(60 * value.parse::<u64>().map_err(|e| bad(&e))?),
             "--latency-ms" => args.latency.one_way = ms(&value).map_err(|e| bad(&e))?,
             "--jitter-ms" => args.latency.jitter = ms(&value).map_err(|e| bad(&e))?,
+            "--reprovide-secs" => args.tuning.reprovide = Some(secs(&value).map_err(|e| bad(&e))?),
+            "--ttl-secs" => args.tuning.ttl = Some(secs(&value).map_err(|e| bad(&e))?),
+            "--idle-secs" => args.tuning.idle = Some(secs(&value).map_err(|e| bad(&e))?),
             "--out" => args.out = Some(value.into()),
             _ => bail!("unknown flag {flag}; {USAGE}"),
         }
@@ -134,7 +141,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
 async fn measure(size: usize, args: &Args) -> anyhow::Result<Measured> {
     let wall = WallInstant::now();
     let say = |what: String| eprintln!("sim: {size} routers: {what} ({:.0?} wall)", wall.elapsed());
-    let mut cluster = Cluster::new(args.latency);
+    let mut cluster = Cluster::new(args.latency, args.tuning);
     let t0 = Instant::now();
     cluster.grow(size).await?;
     let ready = t0.elapsed();
@@ -262,9 +269,8 @@ fn cpu_seconds() -> anyhow::Result<f64> {
     // Fields after the command name (which may hold spaces) start at the state, field 3.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd /proc/self/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields.get(i - 3).context("short /proc/self/stat")?.parse::<f64>()?)
-    };
+    let ticks =
+        |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i - 3).context("short /proc/self/stat")?.parse::<f64>()?) };
     // utime and stime, fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
     Ok((ticks(14)? + ticks(15)?) / 100.0)
 }
@@ -273,7 +279,8 @@ fn cpu_seconds() -> anyhow::Result<f64> {
 fn report(args: &Args, measured: &[Measured]) -> String {
     let hop = args.latency.one_way.as_secs_f64() * 1e3;
     let mut out = format!(
-        "Simulated: {} keys per router, one-way latency {:.2} ms + up to {:.2} ms jitter, {} lookups one at a time, {} in bursts of {BURST}, {} simulated minutes at rest.\n\n",
+        "Simulated: {}{} keys per router, one-way latency {:.2} ms + up to {:.2} ms jitter, {} lookups one at a time, {} in bursts of {BURST}, {} simulated minutes at rest.\n\n",
+        args.tuning,
         args.keys,
         hop,
         args.latency.jitter.as_secs_f64() * 1e3,
