@@ -325,10 +325,10 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// An endless deterministic stream of incompressible bytes (xorshift64*).
-struct Noise(u64);
+pub(crate) struct Noise(u64);
 
 impl Noise {
-    fn new(seed: &str) -> Self {
+    pub(crate) fn new(seed: &str) -> Self {
         let hash = Sha256::digest(seed.as_bytes());
         let mut state = [0u8; 8];
         state.copy_from_slice(&hash[..8]);

@@ -2,7 +2,8 @@
 //!
 //! Starts real containerd instances (one per test node, see [`containerd`])
 //! and a real upstream registry ([`registry`]), generates deterministic OCI
-//! images and pushes them with `skopeo` ([`image`]), pulls into a node like
+//! images and pushes them with `skopeo` ([`image`]) or imports many small
+//! ones straight into a node ([`archive`]), pulls into a node like
 //! kubelet does through CRI `PullImage` ([`cri`]), inspects what a node
 //! holds, and runs `peerpull` itself next to each node ([`peerpull`]), asking
 //! its admin API ([`admin`]) what it holds and sees; a
@@ -29,6 +30,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod archive;
 pub mod browser;
 pub mod containerd;
 pub mod cri;
@@ -43,6 +45,7 @@ pub mod registry;
 pub mod throttle;
 pub mod token;
 
+pub use archive::{Archive, ArchivedImage};
 pub use browser::Browser;
 pub use containerd::{Containerd, ContainerdOptions, NAMESPACE};
 pub use cri::PulledImage;

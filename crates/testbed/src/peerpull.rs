@@ -239,8 +239,14 @@ impl Peerpull {
 
     /// Its admin API's `Locate` of `reference` (an image reference or a digest).
     pub async fn locate(&self, reference: &str) -> Result<v1::LocateResponse, Error> {
+        self.locate_with(reference, 0).await
+    }
+
+    /// The same, asking the DHT for at most `limit` providers per blob (0:
+    /// the node's default); 1 answers at the first provider found.
+    pub async fn locate_with(&self, reference: &str, limit: u32) -> Result<v1::LocateResponse, Error> {
         let mut client = self.admin().await?;
-        let request = v1::LocateRequest { reference: reference.to_owned(), limit: 0 };
+        let request = v1::LocateRequest { reference: reference.to_owned(), limit };
         let answer = client.locate(request).await;
         answer.map(tonic::Response::into_inner).map_err(|status| Error::Grpc { what: "Locate".into(), status })
     }
