@@ -126,6 +126,16 @@ pub(crate) struct Args {
     /// scale: seconds over which traffic at rest is counted (past the 100 s re-announcement interval).
     #[arg(long, default_value_t = 120)]
     pub(crate) scale_rest_secs: u64,
+
+    /// content: keys each of the 5 real nodes holds and advertises, one cluster per count (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![12, 500, 2000, 10_000])]
+    pub(crate) content_keys: Vec<usize>,
+    /// content: seconds of rest after the lookups before measuring.
+    #[arg(long, default_value_t = 150)]
+    pub(crate) content_rest_secs: u64,
+    /// content: seconds over which CPU and routing traffic at rest are counted (past the 100 s re-announcement interval).
+    #[arg(long, default_value_t = 120)]
+    pub(crate) content_measure_secs: u64,
 }
 
 /// A benchmark scenario.
@@ -151,6 +161,8 @@ pub(crate) enum Scenario {
     Scale,
     /// A new blob on every node at once, each behind a shaped uplink: star against tree.
     Relay,
+    /// Routing at rest on 5 real nodes by how many keys each holds.
+    Content,
 }
 
 /// How a rollout's nodes pull.
@@ -175,6 +187,7 @@ impl Scenario {
             Self::Soak,
             Self::Holders,
             Self::Relay,
+            Self::Content,
         ]
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! The parts: [`cli`] (flags), [`scenario`] (the scenarios), [`cluster`]
 //! (nodes), [`registry`] and [`shaped`] (upstreams, a pull-through cache and a
-//! bandwidth-limited link), [`http`] and [`procfs`] (measuring), [`stats`],
+//! bandwidth-limited link), [`http`], [`procfs`] and [`prom`] (measuring), [`stats`],
 //! [`report`] and [`chart`] (results).
 
 mod chart;
@@ -17,6 +17,7 @@ mod cli;
 mod cluster;
 mod http;
 mod procfs;
+mod prom;
 mod registry;
 mod report;
 mod scenario;
@@ -94,6 +95,7 @@ async fn run(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
             Scenario::Holders => report.sections.push(scenario::holders::run(args, &progress).await?),
             Scenario::Scale => report.sections.push(scenario::scale::run(args, &progress).await?),
             Scenario::Relay => report.sections.push(scenario::relay::run(args, &progress).await?),
+            Scenario::Content => report.sections.push(scenario::content::run(args, &progress).await?),
             Scenario::Rollout => {
                 let (sections, memory) = scenario::rollout::run(args, &progress).await?;
                 report.sections.extend(sections);

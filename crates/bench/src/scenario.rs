@@ -2,6 +2,7 @@
 //! repeats on real services it starts and stops itself, and returns the
 //! report sections it measured.
 
+pub(crate) mod content;
 pub(crate) mod dht;
 pub(crate) mod holders;
 pub(crate) mod memory;

@@ -41,6 +41,7 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         .args(["--soak-stalled", "5", "--soak-nodes", "2", "--soak-image-mib", "4", "--soak-kill-every-ms", "100"])
         .args(["--scale-routers", "6,8", "--scale-keys", "2", "--scale-lookups", "10", "--scale-rest-secs", "1"])
         .args(["--relay-nodes", "3", "--relay-blob-mib", "4"])
+        .args(["--content-keys", "12", "--content-rest-secs", "1", "--content-measure-secs", "2"])
         .args(["--out"])
         .arg(out.path())
         .spawn()
@@ -75,6 +76,7 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         "rollout-2m-rolling",
         "rollout-2m-all-at-once",
         "relay",
+        "content",
     ] {
         assert!(keys.contains(&want), "no section {want} in {keys:?}");
     }
