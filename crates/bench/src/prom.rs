@@ -23,9 +23,18 @@ impl Scrape {
     }
 
     /// The sum of the samples of `name` that carry every one of `labels`
-    /// (0 when there are none: a counter not yet touched is not shown).
-    pub(crate) fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
+    /// (0 when none carries them). Fails when the page has no `name` at
+    /// all: a renamed metric must not read as a quiet node.
+    pub(crate) fn sum(&self, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+        let shown = self
+            .0
+            .lines()
+            .any(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')));
+        if !shown {
+            bail!("no metric {name} on the /metrics page");
+        }
+        Ok(self
+            .0
             .lines()
             .filter(|line| !line.starts_with('#'))
             .filter_map(|line| {
@@ -44,7 +53,7 @@ impl Scrape {
                 let matches = metric == name && labels.iter().all(|wanted| pairs.contains(wanted));
                 matches.then(|| value.parse::<f64>().ok()).flatten()
             })
-            .sum()
+            .sum())
     }
 }
 
@@ -53,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_matching_samples_only() {
+    fn sums_matching_samples_only() -> anyhow::Result<()> {
         let page = Scrape(
             "# HELP peerpull_routing_requests Kademlia requests\n\
              peerpull_routing_requests_total{direction=\"sent\",kind=\"find_node\"} 3\n\
@@ -64,10 +73,13 @@ mod tests {
                 .to_owned(),
         );
         let requests = "peerpull_routing_requests_total";
-        assert_eq!(page.sum(requests, &[("direction", "sent")]), 7.0);
-        assert_eq!(page.sum(requests, &[("direction", "sent"), ("kind", "add_provider")]), 4.0);
-        assert_eq!(page.sum(requests, &[]), 12.0);
-        assert_eq!(page.sum("peerpull_routing_pings_total", &[]), 7.0);
-        assert_eq!(page.sum(requests, &[("direction", "dropped")]), 0.0);
+        assert_eq!(page.sum(requests, &[("direction", "sent")])?, 7.0);
+        assert_eq!(page.sum(requests, &[("direction", "sent"), ("kind", "add_provider")])?, 4.0);
+        assert_eq!(page.sum(requests, &[])?, 12.0);
+        assert_eq!(page.sum("peerpull_routing_pings_total", &[])?, 7.0);
+        assert_eq!(page.sum(requests, &[("direction", "dropped")])?, 0.0);
+        assert!(page.sum("peerpull_routing_requests", &[]).is_err(), "a prefix is not the metric");
+        assert!(page.sum("peerpull_routing_walks_total", &[]).is_err());
+        Ok(())
     }
 }

@@ -194,13 +194,16 @@ async fn counters(nodes: &[Node]) -> anyhow::Result<Vec<Counters>> {
             bail!("node {n}'s peerpull run exited; the end of its log: {}", &log[start..]);
         }
         let page = Scrape::of(&node.peerpull.metrics_url()).await?;
+        let metric = |name: &str, labels: &[(&str, &str)]| {
+            page.sum(name, labels).with_context(|| format!("reading node {n}'s routing counters"))
+        };
         all.push(Counters {
             at: Instant::now(),
             cpu: cpu_seconds(pid(node)?)?,
-            sent: page.sum(REQUESTS, &[("direction", "sent")]),
-            answered: page.sum(REQUESTS, &[("direction", "answered")]),
-            add_provider: page.sum(REQUESTS, &[("direction", "sent"), ("kind", "add_provider")]),
-            announcements: page.sum(ANNOUNCEMENTS, &[]),
+            sent: metric(REQUESTS, &[("direction", "sent")])?,
+            answered: metric(REQUESTS, &[("direction", "answered")])?,
+            add_provider: metric(REQUESTS, &[("direction", "sent"), ("kind", "add_provider")])?,
+            announcements: metric(ANNOUNCEMENTS, &[])?,
         });
     }
     Ok(all)
