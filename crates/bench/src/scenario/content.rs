@@ -14,8 +14,9 @@
 //! sample from a third node, one at a time; then, after
 //! `--content-rest-secs` of rest, over `--content-measure-secs`: each
 //! daemon's CPU time per minute (`/proc/<pid>/stat`), its resident set at
-//! the end, the Kademlia requests it sent and answered per minute and the
-//! announcements it finished per minute (its `/metrics`).
+//! the end, the routing messages (Kademlia requests and provider batches)
+//! it sent and answered per minute, and the keys whose announcement round
+//! finished per minute (its `/metrics`).
 //!
 //! Implementation notes: the per-node figures have one sample per node (so
 //! min–max is the spread over nodes); the times, the latencies and the
@@ -67,7 +68,7 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
     let counts = &args.content_keys;
     let mut section = Section::new("content", format!("11. Routing at rest by keys held ({NODES} real nodes)"));
     section.note(format!(
-        "Keys per node {counts:?}: each node's containerd imports (ctr images import --no-unpack) generated images of up to {LAYERS_PER_IMAGE} tiny layers each, distinct per node, before its peerpull run starts; keys = digests (layers, config, manifest) + one tag per image. One fresh cluster per key count, set up as the chart deploys it; --repeats does not apply. Times from the first daemon's start. Findable: {SAMPLE} random digests per node, each found at its holder through another node's admin API Locate (a DHT lookup), polled. Lookups: {SAMPLE} other random digests per node from a third node, one at a time, time to the first provider (the Locate call). At rest: after {} s of rest, over {} s; samples are the {NODES} nodes (median, min–max over nodes): CPU seconds per minute (utime + stime of the peerpull run), RSS at the end, Kademlia requests sent and answered per minute (peerpull_routing_requests_total, liveness probes aside), announcements finished per minute (peerpull_routing_announcements_total).",
+        "Keys per node {counts:?}: each node's containerd imports (ctr images import --no-unpack) generated images of up to {LAYERS_PER_IMAGE} tiny layers each, distinct per node, before its peerpull run starts; keys = digests (layers, config, manifest) + one tag per image. One fresh cluster per key count, set up as the chart deploys it; --repeats does not apply. Times from the first daemon's start. Findable: {SAMPLE} random digests per node, each found at its holder through another node's admin API Locate (a DHT lookup), polled. Lookups: {SAMPLE} other random digests per node from a third node, one at a time, time to the first provider (the Locate call). At rest: after {} s of rest, over {} s; samples are the {NODES} nodes (median, min–max over nodes): CPU seconds per minute (utime + stime of the peerpull run), RSS at the end, routing messages sent and answered per minute (peerpull_routing_requests_total: Kademlia requests and provider batches, liveness probes aside), keys whose announcement round finished per minute (peerpull_routing_announcements_total).",
         args.content_rest_secs, args.content_measure_secs
     ));
     let base = counts.first().copied().unwrap_or(0);
@@ -94,14 +95,15 @@ pub(crate) async fn run(args: &Args, progress: &Progress) -> anyhow::Result<Sect
             vs(Row::new(label("CPU at rest"), "s/min", r.cpu.clone()), "CPU at rest"),
             vs(Row::new(label("RSS at rest"), "MiB", r.rss.clone()), "RSS at rest"),
             vs(
-                Row::new(label("Kademlia requests sent at rest"), "msg/min", r.sent.clone()),
-                "Kademlia requests sent at rest",
+                Row::new(label("routing messages sent at rest"), "msg/min", r.sent.clone()),
+                "routing messages sent at rest",
             ),
             vs(
-                Row::new(label("Kademlia requests answered at rest"), "msg/min", r.answered.clone()),
-                "Kademlia requests answered at rest",
+                Row::new(label("routing messages answered at rest"), "msg/min", r.answered.clone()),
+                "routing messages answered at rest",
             ),
             Row::new(label("of those sent: add_provider"), "msg/min", r.add_provider.clone()),
+            Row::new(label("of those sent: provide_batch"), "msg/min", r.batches.clone()),
             vs(
                 Row::new(label("announcements finished at rest"), "ann/min", r.announcements.clone()),
                 "announcements finished at rest",

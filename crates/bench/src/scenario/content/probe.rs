@@ -25,7 +25,7 @@ const IN_FLIGHT: usize = 8;
 const LOCATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a long wait reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-/// The Kademlia request counter of a node's `/metrics`.
+/// The routing message counter (Kademlia requests and batches) of a node's `/metrics`.
 const REQUESTS: &str = "peerpull_routing_requests_total";
 /// The finished-announcement counter.
 const ANNOUNCEMENTS: &str = "peerpull_routing_announcements_total";
@@ -44,12 +44,14 @@ pub(super) struct Activity {
     pub(super) cpu: Vec<f64>,
     /// Resident set at the end, MiB.
     pub(super) rss: Vec<f64>,
-    /// Kademlia requests sent per minute.
+    /// Routing messages sent per minute.
     pub(super) sent: Vec<f64>,
-    /// Kademlia requests answered per minute.
+    /// Routing messages answered per minute.
     pub(super) answered: Vec<f64>,
     /// `add_provider` requests sent per minute.
     pub(super) add_provider: Vec<f64>,
+    /// Batches of provider records sent per minute.
+    pub(super) batches: Vec<f64>,
     /// Announcements finished (either way) per minute.
     pub(super) announcements: Vec<f64>,
 }
@@ -61,6 +63,7 @@ struct Counters {
     sent: f64,
     answered: f64,
     add_provider: f64,
+    batches: f64,
     announcements: f64,
 }
 
@@ -169,6 +172,7 @@ pub(super) async fn at_rest(nodes: &[Node], window: Duration) -> anyhow::Result<
         sent: Vec::new(),
         answered: Vec::new(),
         add_provider: Vec::new(),
+        batches: Vec::new(),
         announcements: Vec::new(),
     };
     for ((node, b), a) in nodes.iter().zip(&before).zip(&after) {
@@ -178,6 +182,7 @@ pub(super) async fn at_rest(nodes: &[Node], window: Duration) -> anyhow::Result<
         activity.sent.push((a.sent - b.sent) / minutes);
         activity.answered.push((a.answered - b.answered) / minutes);
         activity.add_provider.push((a.add_provider - b.add_provider) / minutes);
+        activity.batches.push((a.batches - b.batches) / minutes);
         activity.announcements.push((a.announcements - b.announcements) / minutes);
     }
     Ok(activity)
@@ -203,6 +208,7 @@ async fn counters(nodes: &[Node]) -> anyhow::Result<Vec<Counters>> {
             sent: metric(REQUESTS, &[("direction", "sent")])?,
             answered: metric(REQUESTS, &[("direction", "answered")])?,
             add_provider: metric(REQUESTS, &[("direction", "sent"), ("kind", "add_provider")])?,
+            batches: metric(REQUESTS, &[("direction", "sent"), ("kind", "provide_batch")])?,
             announcements: metric(ANNOUNCEMENTS, &[])?,
         });
     }
