@@ -4,7 +4,7 @@
 CARGO ?= cargo
 KEEP ?=
 
-.PHONY: all setup build demo test fmt-check clippy fuzz-smoke image
+.PHONY: all setup build demo test fmt-check clippy fuzz-smoke sim-smoke image
 
 all: build
 
@@ -27,6 +27,7 @@ clippy: setup
 test: setup fmt-check clippy
 	$(CARGO) build -p peerpull
 	$(CARGO) test --workspace
+	$(MAKE) sim-smoke
 	$(MAKE) fuzz-smoke
 
 # The container image the Helm chart runs, as an OCI archive (no base image,
@@ -35,6 +36,13 @@ test: setup fmt-check clippy
 image: setup
 	$(CARGO) build --release --locked -p peerpull -p peerpull-image
 	./target/release/peerpull-image --binary target/release/peerpull --out target/image/peerpull.oci.tar
+
+# The routing simulation (sim/, a workspace of its own) at a tiny size, so
+# it cannot rot: it fails if a lookup finds nothing. `sim/README.md` runs it
+# at scale.
+sim-smoke:
+	cd sim && $(CARGO) fmt --check && $(CARGO) clippy --locked --all-targets -- -D warnings
+	cd sim && $(CARGO) run --locked -q -- --routers 8,16 --keys 20 --lookups 20 --rest-minutes 1
 
 # Each fuzz target for a few seconds from its seeds (nightly, cargo-fuzz);
 # `scripts/fuzz 3600 <target>` runs one for an hour.

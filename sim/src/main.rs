@@ -16,7 +16,8 @@
 //! and batches, sent and answered; liveness probes apart) per router per
 //! simulated minute at rest, this process's CPU seconds per simulated minute
 //! per router, and lookups again after 10 % of the routers left and as many
-//! joined. A table in Markdown goes to standard output (and `--out`).
+//! joined. A table in Markdown goes to standard output (and `--out`); the
+//! run fails if any lookup found nothing.
 //!
 //! What is not simulated: Kademlia times each walk on the wall clock (so
 //! walks here get an hour; they end when they converge), libp2p's
@@ -96,6 +97,10 @@ fn main() -> anyhow::Result<()> {
     print!("{table}");
     if let Some(out) = &args.out {
         std::fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let unfound: usize = measured.iter().map(|m| m.one.missed + m.burst.missed + m.churned.missed).sum();
+    if unfound > 0 {
+        bail!("{unfound} lookups found nothing (every key looked up is held by a running router)");
     }
     Ok(())
 }

@@ -28,11 +28,21 @@
 //!
 //! # Bounds
 //!
-//! - A withdrawn key stops being returned by other nodes within
-//!   `Config::provider_ttl` (default 5 min): there is no "unprovide" message in
-//!   Kademlia, so their copies of our record have to expire. While advertised, a
-//!   key is re-announced `Config::reprovide_interval` (default 100 s) after its
-//!   previous announcement finished, at most `max_concurrent_provides` at a time.
+//! - Announcing: keys are announced by keyspace region, in batches
+//!   (`event_loop::provides`): a key advertised for the first time is
+//!   announced at once (findable from other nodes within a second or so);
+//!   every key is announced again once per `Config::reprovide_interval`
+//!   (default 10 min), the regions swept in keyspace order spread evenly
+//!   over it, at most `max_concurrent_provides` rounds at a time. A failed
+//!   round is retried after 5 s, then after twice as long per further
+//!   failure in a row, at most a quarter of `reprovide_interval`.
+//! - Records live `Config::provider_ttl` (default 30 min: two missed rounds
+//!   and more) unless removed sooner: a withdrawn key's records are removed
+//!   from the nodes storing them at once (its region's next round, started
+//!   at once, tells them), and the records of a provider known gone (its
+//!   liveness probe or a dial to it failed, or its last connection ended
+//!   with an error and a dial to it then failed) are dropped by every node
+//!   that saw it go.
 //! - Providers: a provider is returned at once when it is connected and
 //!   identified (at the connection's IP), or when its provider record carries
 //!   its mirror address (resolved from the announcing connection by the node
@@ -46,46 +56,57 @@
 //!   exits is left out by the nodes that were talking to it, within
 //!   milliseconds); one whose dial or liveness probe failed (after at most
 //!   `ping_interval + ping_timeout`, 20 s, for a peer that vanished silently),
-//!   until its records expire. Other nodes may return a dead provider from its
-//!   records until they expire (`provider_ttl`); the mirror then moves on to
-//!   the next provider when the connection is refused, or after its hedge
-//!   delay. A lookup already in flight may yield a provider that died during it.
+//!   until its records would have expired. Nodes that were not connected to
+//!   a provider when it died may return it from its records until they
+//!   expire (`provider_ttl`); the mirror then moves on to the next provider
+//!   when the connection is refused, or after its hedge delay. A lookup
+//!   already in flight may yield a provider that died during it.
 //! - A lookup ends within `Config::lookup_timeout` (default 5 s).
 //! - Where records land: announcements wait, after the first peer arrives, for
 //!   the first Kademlia walk (at most 10 s), so they go to the nodes closest to
 //!   each key rather than to the few peers known at that moment. When the
-//!   cluster grows, a key whose closest nodes (as this node's routing table
-//!   knows them) now include a node that just joined is re-announced at once,
-//!   so the newcomer holds it and lookups, which search the closest nodes,
-//!   keep finding it (at most one such announcement per key every 10 s, or
-//!   filling routing tables would keep re-announcing everything). A node that
-//!   takes the place of a routing-table entry gone quiet does not count as
-//!   joining (in a large cluster that happens all the time as idle connections
-//!   close). A failed announcement is retried after 5 s, then after twice as
-//!   long per further failure in a row, at most a quarter of
-//!   `reprovide_interval`.
+//!   cluster grows, a region holding a key whose closest nodes (as this
+//!   node's routing table knows them) now include a node that just joined is
+//!   announced again at once, so the newcomer holds the key and lookups,
+//!   which search the closest nodes, keep finding it (at most one such round
+//!   per region every 10 s, or filling routing tables would keep
+//!   re-announcing everything). A node that takes the place of a
+//!   routing-table entry gone quiet does not count as joining (in a large
+//!   cluster that happens all the time as idle connections close).
 //!
-//! # How the costs grow with the cluster (N nodes)
+//! # How the costs grow (N nodes, K keys per node, k = 20)
 //!
 //! - A lookup is one Kademlia `GET_PROVIDERS` walk: O(log N) rounds of
 //!   requests, 3 in flight, towards the nodes closest to the key; the first
 //!   provider found is returned at once, with no new connection to it.
-//! - An announcement is a walk plus k (20) `ADD_PROVIDER` messages, once per
-//!   key every `reprovide_interval` (100 s): a quiet node's Kademlia traffic is
-//!   about its number of keys × (log N + k) requests per 100 s, plus the
-//!   requests it answers for others (the same on average). Liveness probes
-//!   cost one round trip per open connection every `ping_interval`; a node
-//!   holds connections to the peers it talked to within `idle_timeout`: the
-//!   k closest nodes of each of its keys and the peers on its walks, so the
-//!   count is bounded by its keys and walks rather than by N, but in a small
-//!   cluster it is nearly everyone.
+//!   Simulated at 1,000 nodes: see the README's routing figures.
+//! - Announcing: one round per keyspace region per `reprovide_interval`.
+//!   Regions hold a few dozen nodes (about N / 20 regions), so a node's K
+//!   keys fall in min(K, N / 20) regions; each round is a walk (about 20
+//!   `FIND_NODE`) and one batch to each node that is among the k closest of
+//!   one of its keys: at most min(N, K × k) batches in all per interval.
+//!   Per-key announcing cost K × (log N + k) messages per interval; batching
+//!   never costs more, and in a cluster smaller than K × k nodes it costs
+//!   about N batches plus a walk per region (5 nodes holding 2,000 keys
+//!   each: one walk and 4 batches per node per interval instead of 2,000
+//!   walks and 8,000 `ADD_PROVIDER`). Each node answers as many as it sends,
+//!   on average.
+//! - Connections and probes: a node holds connections to the peers it
+//!   talked to within `idle_timeout` (30 s) and probes each every
+//!   `ping_interval` (10 s); with rounds spread over a 10-minute interval
+//!   that is the peers of the last few rounds, not everyone.
 //! - Kademlia's routing-table refresh, every `refresh_interval` (5 min): a
-//!   walk towards the node and one into each bucket, about a hundred
-//!   requests, O(log N) of them.
-//! - Records held: each node stores about k/N of every node's keys.
-//! - Measured figures (a 120-router TCP cluster, and 50 to 200 routers on
-//!   the in-process memory transport): the README's Performance section and
-//!   `crates/bench`, scenario 9.
+//!   walk towards the node and one into each bucket, O(log N) requests. A
+//!   table thinner than k is walked again every `bootstrap_interval` only
+//!   while it changes (in a cluster of k nodes or fewer it never fills).
+//! - Memory: each node stores about K × k records from others (min(N, k) ×
+//!   K when N is small). A stored key costs about 100 bytes with one or two
+//!   providers and 8 bytes per further provider; a provider's addresses are
+//!   kept once (`store`). An advertised key costs its text form, its
+//!   32-byte record key and keyspace position (about 200 bytes).
+//! - Measured figures: the README's routing section, the benchmark's
+//!   content scenario (real daemons holding 12 to 10,000 keys) and the
+//!   simulation (`sim/`, 50 to 1,000 routers in virtual time).
 //!
 //! # Example
 //!

@@ -57,7 +57,8 @@ pub struct Advertised {
 /// Running totals the router keeps (the same as its metrics report).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Kademlia requests sent and answered, and liveness probes: the node's routing traffic.
+    /// Kademlia requests and provider batches sent and answered, and
+    /// liveness probes: the node's routing traffic.
     pub messages: u64,
     /// Of those, liveness probes.
     pub pings: u64,
@@ -69,9 +70,9 @@ pub struct Counters {
     pub from_record: u64,
     /// Providers returned after a dial plus Identify.
     pub dialed: u64,
-    /// Announcements finished (reached the replication factor or not).
+    /// Keys whose announcement round finished (succeeded or failed).
     pub announcements: u64,
-    /// Of those, the ones that reached fewer nodes than the replication factor.
+    /// Of those, the keys whose round failed (no batch was stored).
     pub announcements_failed: u64,
     /// Routing-table walks (Kademlia bootstrap) finished: the first one ends
     /// the node's start-up, then one per `refresh_interval`.
