@@ -133,8 +133,9 @@ pub(crate) struct Args {
     /// content: seconds of rest after the lookups before measuring.
     #[arg(long, default_value_t = 150)]
     pub(crate) content_rest_secs: u64,
-    /// content: seconds over which CPU and routing traffic at rest are counted (past the 100 s re-announcement interval).
-    #[arg(long, default_value_t = 120)]
+    /// content: seconds over which CPU and routing traffic at rest are counted (one whole 10-minute
+    /// re-announcement interval: a small cluster's node announces in one round per interval).
+    #[arg(long, default_value_t = 600)]
     pub(crate) content_measure_secs: u64,
 }
 
