@@ -16,10 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Routers a new one may bootstrap through (several seeds behind a Service).
 pub(crate) const SEEDS: usize = 3;
-/// Routers started together; the next ones start `START_GAP` later, as a
-/// DaemonSet's pods come up over time rather than in one instant.
+/// Routers started together; the next ones start `START_GAP` later (5 a
+/// simulated second), as a DaemonSet's pods come up over minutes rather
+/// than in one instant. Started faster, a thousand routers' first walks
+/// would hold a connection between most pairs at once: about 60 KB each in
+/// this process.
 const START_BATCH: usize = 25;
-const START_GAP: Duration = Duration::from_millis(200);
+const START_GAP: Duration = Duration::from_secs(5);
 /// How long a router may take (simulated) to find a peer.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 

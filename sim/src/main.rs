@@ -180,7 +180,10 @@ async fn measure(size: usize, args: &Args) -> anyhow::Result<Measured> {
     let pings_per_minute = (c1.pings - c0.pings) as f64 / router_minutes;
     let cpu_per_minute = (cpu1 - cpu0) / router_minutes;
     let connections = c1.connections as f64 / size as f64;
-    say(format!("{per_minute:.1} messages and {cpu_per_minute:.4} CPU s per router per simulated minute at rest"));
+    let rss = rss_mib()?;
+    say(format!(
+        "{per_minute:.1} messages and {cpu_per_minute:.4} CPU s per router per simulated minute at rest; {connections:.1} connections per router, {rss:.0} MiB resident"
+    ));
 
     // 10 % leave (never a seed), as many join through the seeds.
     let leaving = size / 10;
@@ -266,6 +269,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// This process's resident memory now, in MiB, from `/proc/self/status`.
+fn rss_mib() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kib / 1024.0)
 }
 
 /// This process's CPU time so far (user + system), from `/proc/self/stat`.
