@@ -32,6 +32,7 @@ pub(crate) struct Tuning {
     pub(crate) reprovide: Option<Duration>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) idle: Option<Duration>,
+    pub(crate) refresh: Option<Duration>,
 }
 
 impl std::fmt::Display for Tuning {
@@ -40,10 +41,11 @@ impl std::fmt::Display for Tuning {
             |name: &str, d: Option<Duration>| d.map(|d| format!("{name} {}s, ", d.as_secs())).unwrap_or_default();
         write!(
             f,
-            "{}{}{}",
+            "{}{}{}{}",
             show("reprovide_interval", self.reprovide),
             show("provider_ttl", self.ttl),
-            show("idle_timeout", self.idle)
+            show("idle_timeout", self.idle),
+            show("refresh_interval", self.refresh)
         )
     }
 }
@@ -110,6 +112,7 @@ impl Cluster {
         config.reprovide_interval = self.tuning.reprovide.unwrap_or(config.reprovide_interval);
         config.provider_ttl = self.tuning.ttl.unwrap_or(config.provider_ttl);
         config.idle_timeout = self.tuning.idle.unwrap_or(config.idle_timeout);
+        config.refresh_interval = self.tuning.refresh.unwrap_or(config.refresh_interval);
         let seeds: Vec<&Node> = self.nodes.iter().flatten().take(SEEDS).collect();
         if let Some(seed) = seeds.get(port as usize % seeds.len().max(1)) {
             let addr = format!("/memory/{}/p2p/{}", seed.port, seed.router.local_peer_id());

@@ -40,9 +40,12 @@ const BURST: usize = 32;
 /// At rest: below this many routing messages per router per simulated second.
 const AT_REST_PER_ROUTER: u64 = 1;
 const AT_REST_DEADLINE: Duration = Duration::from_secs(3600);
+/// How often connections are counted at rest.
+const CONNECTION_SAMPLE: Duration = Duration::from_secs(10);
 
 const USAGE: &str = "usage: peerpull-sim [--routers N,N,..] [--keys N] [--lookups N] [--rest-minutes N] \
-[--latency-ms F] [--jitter-ms F] [--reprovide-secs N] [--ttl-secs N] [--idle-secs N] [--out FILE]";
+[--announce-per-sec F] \
+[--latency-ms F] [--jitter-ms F] [--reprovide-secs N] [--ttl-secs N] [--idle-secs N] [--refresh-secs N] [--out FILE]";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -51,6 +54,8 @@ struct Args {
     keys: usize,
     lookups: usize,
     rest: Duration,
+    /// Between one router's first advertisement and the next's.
+    announce_gap: Duration,
     latency: Latency,
     /// Router settings that differ from the production defaults (experiments).
     tuning: cluster::Tuning,
@@ -61,7 +66,8 @@ struct Args {
 struct Measured {
     size: usize,
     ready: Duration,
-    convergence: Duration,
+    /// From a router's advertisement until every key of it was announced: p50, max.
+    convergence: (Duration, Duration),
     failed: u64,
     one: Lookups,
     burst: Lookups,
@@ -111,6 +117,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         keys: 100,
         lookups: 200,
         rest: Duration::from_secs(600),
+        announce_gap: Duration::from_secs(1),
         // tokio's clock counts whole milliseconds: a finer latency rounds up.
         latency: Latency { one_way: Duration::from_millis(1), jitter: Duration::ZERO },
         tuning: cluster::Tuning::default(),
@@ -133,6 +140,14 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--reprovide-secs" => args.tuning.reprovide = Some(secs(&value).map_err(|e| bad(&e))?),
             "--ttl-secs" => args.tuning.ttl = Some(secs(&value).map_err(|e| bad(&e))?),
             "--idle-secs" => args.tuning.idle = Some(secs(&value).map_err(|e| bad(&e))?),
+            "--refresh-secs" => args.tuning.refresh = Some(secs(&value).map_err(|e| bad(&e))?),
+            "--announce-per-sec" => {
+                let rate = value.parse::<f64>().map_err(|e| bad(&e))?;
+                if !(rate.is_finite() && rate >= 1.0 / 3600.0) {
+                    return Err(bad(&"a rate of at least one an hour"));
+                }
+                args.announce_gap = Duration::from_secs_f64(1.0 / rate);
+            }
             "--out" => args.out = Some(value.into()),
             _ => bail!("unknown flag {flag}; {USAGE}"),
         }
@@ -151,21 +166,42 @@ async fn measure(size: usize, args: &Args) -> anyhow::Result<Measured> {
     cluster.grow(size).await?;
     let ready = t0.elapsed();
     let rest = cluster.at_rest(AT_REST_PER_ROUTER, AT_REST_DEADLINE).await?;
-    say(format!("ready after {ready:.1?}, at rest {rest:.1?} later (simulated); announcing {} keys each", args.keys));
+    let started = cluster.counters();
+    say(format!(
+        "ready after {ready:.1?}, at rest {rest:.1?} later (simulated): {:.0} routing messages, {:.1} walks and {:.0} connections per router; announcing {} keys each",
+        (started.messages - started.pings) as f64 / size as f64,
+        started.bootstraps as f64 / size as f64,
+        started.connections as f64 / size as f64,
+        args.keys
+    ));
 
-    let t1 = Instant::now();
+    // A node advertises what it holds as it starts; nodes start over minutes.
+    // One router at a time every `announce_gap`, so the connections of one
+    // router's first round (to the k closest of each of its keys) close
+    // before those of a hundred others open.
     let before = cluster.counters();
-    let adverts = cluster.nodes.iter().enumerate().filter_map(|(owner, n)| n.as_ref().map(|n| (owner, n)));
-    let all = futures::future::join_all(
-        adverts.map(|(owner, n)| n.router.advertise((0..args.keys).map(|i| key(owner, i)).collect())),
-    );
-    for result in all.await {
-        result.context("advertising")?;
+    let mut rounds = Vec::new();
+    for (owner, node) in cluster.nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        let (router, keys) = (node.router.clone(), (0..args.keys).map(|i| key(owner, i)).collect());
+        rounds.push(tokio::spawn(async move {
+            let t = Instant::now();
+            router.advertise(keys).await.map(|()| t.elapsed())
+        }));
+        tokio::time::sleep(args.announce_gap).await;
     }
-    let convergence = t1.elapsed();
+    let mut took = Vec::new();
+    for round in rounds {
+        took.push(round.await.context("an advertising task")?.context("advertising")?);
+    }
+    took.sort();
+    let convergence = (took[took.len() / 2], took[took.len() - 1]);
     let failed = cluster.counters().announcements_failed - before.announcements_failed;
     let rest = cluster.at_rest(AT_REST_PER_ROUTER, AT_REST_DEADLINE).await?;
-    say(format!("converged after {convergence:.1?} ({failed} keys' rounds failed), at rest {rest:.1?} later"));
+    say(format!(
+        "every router's keys announced: p50 {:.1?}, max {:.1?} after its advertisement ({failed} keys' rounds failed), at rest {rest:.1?} later",
+        convergence.0, convergence.1
+    ));
 
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ size as u64;
     let one = lookups(&cluster, plan(&cluster, &mut rng, args.lookups, args.keys, size), 1).await?;
@@ -173,13 +209,20 @@ async fn measure(size: usize, args: &Args) -> anyhow::Result<Measured> {
     say(format!("lookups p99 {:.2} ms one at a time, {:.2} ms in a burst", one.p99, burst.p99));
 
     let (c0, cpu0) = (cluster.counters(), cpu_seconds()?);
-    tokio::time::sleep(args.rest).await;
+    // Connections open, sampled every 10 simulated seconds.
+    let (mut open, mut samples) = (0u64, 0u64);
+    let rest_end = Instant::now() + args.rest;
+    while Instant::now() < rest_end {
+        tokio::time::sleep(CONNECTION_SAMPLE.min(rest_end - Instant::now())).await;
+        open += cluster.counters().connections;
+        samples += 1;
+    }
     let (c1, cpu1) = (cluster.counters(), cpu_seconds()?);
     let router_minutes = args.rest.as_secs_f64() / 60.0 * size as f64;
     let per_minute = ((c1.messages - c1.pings) - (c0.messages - c0.pings)) as f64 / router_minutes;
     let pings_per_minute = (c1.pings - c0.pings) as f64 / router_minutes;
     let cpu_per_minute = (cpu1 - cpu0) / router_minutes;
-    let connections = c1.connections as f64 / size as f64;
+    let connections = open as f64 / samples.max(1) as f64 / size as f64;
     let rss = rss_mib()?;
     say(format!(
         "{per_minute:.1} messages and {cpu_per_minute:.4} CPU s per router per simulated minute at rest; {connections:.1} connections per router, {rss:.0} MiB resident"
@@ -298,23 +341,25 @@ fn cpu_seconds() -> anyhow::Result<f64> {
 fn report(args: &Args, measured: &[Measured]) -> String {
     let hop = args.latency.one_way.as_secs_f64() * 1e3;
     let mut out = format!(
-        "Simulated: {}{} keys per router, one-way latency {:.2} ms + up to {:.2} ms jitter, {} lookups one at a time, {} in bursts of {BURST}, {} simulated minutes at rest.\n\n",
+        "Simulated: {}{} keys per router advertised {:.1} routers a second, one-way latency {:.2} ms + up to {:.2} ms jitter, {} lookups one at a time, {} in bursts of {BURST}, {} simulated minutes at rest.\n\n",
         args.tuning,
         args.keys,
+        1.0 / args.announce_gap.as_secs_f64(),
         hop,
         args.latency.jitter.as_secs_f64() * 1e3,
         args.lookups,
         args.lookups * 5,
         args.rest.as_secs() / 60
     );
-    out.push_str("| routers | ready (s) | convergence (s) | rounds failed (keys) | lookup p50 / p99, one at a time (ms) | p99 in one-way hops | burst p50 / p99 (ms) | messages / router / min at rest | probes / router / min | connections / router | CPU s / router / simulated min | after 10 % churn p50 / p99 (ms) | unfound (one, burst, churn) | wall time (s) |\n");
+    out.push_str("| routers | ready (s) | keys announced after advertising, p50 / max (s) | rounds failed (keys) | lookup p50 / p99, one at a time (ms) | p99 in one-way hops | burst p50 / p99 (ms) | messages / router / min at rest | probes / router / min | connections / router (mean) | CPU s / router / simulated min | after 10 % churn p50 / p99 (ms) | unfound (one, burst, churn) | wall time (s) |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for m in measured {
         out.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {} | {:.2} / {:.2} | {:.1} | {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {:.5} | {:.2} / {:.2} | {}, {}, {} of {}, {}, {} | {:.0} |\n",
+            "| {} | {:.1} | {:.2} / {:.2} | {} | {:.2} / {:.2} | {:.1} | {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {:.5} | {:.2} / {:.2} | {}, {}, {} of {}, {}, {} | {:.0} |\n",
             m.size,
             m.ready.as_secs_f64(),
-            m.convergence.as_secs_f64(),
+            m.convergence.0.as_secs_f64(),
+            m.convergence.1.as_secs_f64(),
             m.failed,
             m.one.p50,
             m.one.p99,

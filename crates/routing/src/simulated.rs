@@ -22,6 +22,9 @@ use std::{
 use futures::{AsyncRead, AsyncWrite, Future as _};
 use tokio::time::{Instant, Sleep};
 
+/// The most one read from the underlying connection takes.
+const CHUNK: usize = 2 * 1024;
+
 /// How long a byte takes from one simulated node to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latency {
@@ -36,7 +39,8 @@ pub struct Latency {
 pub(crate) struct Laggy<S> {
     io: S,
     latency: Latency,
-    arrived: VecDeque<(Instant, Vec<u8>)>,
+    /// What arrived, each with when it may be read and how much of it was read.
+    arrived: VecDeque<(Instant, Vec<u8>, usize)>,
     /// When the other side closed, as seen here.
     eof: Option<Instant>,
     /// The last release time, so jitter never reorders.
@@ -76,30 +80,32 @@ impl<S> Laggy<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for Laggy<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let me = &mut *self;
-        let mut chunk = [0u8; 16 * 1024];
+        // Small: most of what crosses is a frame of a few hundred bytes, and
+        // each call ends with a read that finds nothing.
+        let mut chunk = [0u8; CHUNK];
         while me.eof.is_none() {
             match Pin::new(&mut me.io).poll_read(cx, &mut chunk) {
                 Poll::Ready(Ok(0)) => me.eof = Some(me.release_time()),
                 Poll::Ready(Ok(n)) => {
                     let at = me.release_time();
-                    me.arrived.push_back((at, chunk[..n].to_vec()));
+                    me.arrived.push_back((at, chunk[..n].to_vec(), 0));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             }
         }
-        let Some(due) = me.arrived.front().map(|(at, _)| *at).or(me.eof) else { return Poll::Pending };
+        let Some(due) = me.arrived.front().map(|(at, _, _)| *at).or(me.eof) else { return Poll::Pending };
         if due > Instant::now() {
             me.sleep.as_mut().reset(due);
             // Registers the waker for `due`; it cannot be ready yet.
             let _ = me.sleep.as_mut().poll(cx);
             return Poll::Pending;
         }
-        let Some((_, data)) = me.arrived.front_mut() else { return Poll::Ready(Ok(0)) };
-        let n = buf.len().min(data.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        data.drain(..n);
-        if data.is_empty() {
+        let Some((_, data, read)) = me.arrived.front_mut() else { return Poll::Ready(Ok(0)) };
+        let n = buf.len().min(data.len() - *read);
+        buf[..n].copy_from_slice(&data[*read..*read + n]);
+        *read += n;
+        if *read == data.len() {
             me.arrived.pop_front();
         }
         Poll::Ready(Ok(n))
