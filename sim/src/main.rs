@@ -204,18 +204,37 @@ async fn measure(size: usize, args: &Args) -> anyhow::Result<Measured> {
     ));
 
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ size as u64;
+    let found = cluster.counters();
     let one = lookups(&cluster, plan(&cluster, &mut rng, args.lookups, args.keys, size), 1).await?;
     let burst = lookups(&cluster, plan(&cluster, &mut rng, args.lookups * 5, args.keys, size), BURST).await?;
-    say(format!("lookups p99 {:.2} ms one at a time, {:.2} ms in a burst", one.p99, burst.p99));
+    let after = cluster.counters();
+    say(format!(
+        "lookups p99 {:.2} ms one at a time, {:.2} ms in a burst; providers returned: {} connected already, {} from their record, {} after a dial",
+        one.p99,
+        burst.p99,
+        after.connected - found.connected,
+        after.from_record - found.from_record,
+        after.dialed - found.dialed
+    ));
 
     let (c0, cpu0) = (cluster.counters(), cpu_seconds()?);
     // Connections open, sampled every 10 simulated seconds.
     let (mut open, mut samples) = (0u64, 0u64);
     let rest_end = Instant::now() + args.rest;
+    let mut last = c0;
     while Instant::now() < rest_end {
         tokio::time::sleep(CONNECTION_SAMPLE.min(rest_end - Instant::now())).await;
-        open += cluster.counters().connections;
+        let now = cluster.counters();
+        open += now.connections;
         samples += 1;
+        if samples % 30 == 0 {
+            say(format!(
+                "at rest, the last 5 simulated minutes: {:.1} messages and {:.1} probes per router per minute",
+                ((now.messages - now.pings) - (last.messages - last.pings)) as f64 / 5.0 / size as f64,
+                (now.pings - last.pings) as f64 / 5.0 / size as f64
+            ));
+            last = now;
+        }
     }
     let (c1, cpu1) = (cluster.counters(), cpu_seconds()?);
     let router_minutes = args.rest.as_secs_f64() / 60.0 * size as f64;

@@ -95,7 +95,7 @@
 //!   talked to within `idle_timeout` (30 s) and probes each every
 //!   `ping_interval` (10 s); with rounds spread over a 10-minute interval
 //!   that is the peers of the last few rounds, not everyone.
-//! - Kademlia's routing-table refresh, every `refresh_interval` (5 min): a
+//! - Kademlia's routing-table refresh, every `refresh_interval` (30 min): a
 //!   walk towards the node and one into each bucket, O(log N) requests. A
 //!   table thinner than k is walked again every `bootstrap_interval` only
 //!   while it changes (in a cluster of k nodes or fewer it never fills).
