@@ -146,7 +146,6 @@ impl Cluster {
             announcements: a.announcements + c.announcements,
             announcements_failed: a.announcements_failed + c.announcements_failed,
             bootstraps: a.bootstraps + c.bootstraps,
-            ..Counters::default()
         })
     }
 
