@@ -64,6 +64,8 @@ pub(crate) struct Cluster {
     latency: Latency,
     tuning: Tuning,
     next_port: u16,
+    /// When the last router started.
+    pub(crate) last_start: Instant,
 }
 
 impl Cluster {
@@ -71,7 +73,7 @@ impl Cluster {
         // Memory-transport ports are process-wide; each size starts past the last.
         static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
         let next_port = NEXT.fetch_add(10_000, std::sync::atomic::Ordering::Relaxed);
-        Self { nodes: Vec::new(), latency, tuning, next_port }
+        Self { nodes: Vec::new(), latency, tuning, next_port, last_start: Instant::now() }
     }
 
     /// Starts `n` more routers (the first `SEEDS` ever started are the
@@ -82,6 +84,7 @@ impl Cluster {
                 tokio::time::sleep(START_GAP).await;
             }
             let node = self.start_one()?;
+            self.last_start = Instant::now();
             self.nodes.push(Some(node));
         }
         let total = self.nodes.len();
@@ -122,6 +125,11 @@ impl Cluster {
         let shutdown = CancellationToken::new();
         tokio::spawn(event_loop.run(shutdown.clone()));
         Ok(Node { router, port, shutdown, _dir: dir })
+    }
+
+    /// The re-announcement interval the routers run with.
+    pub(crate) fn reprovide_interval(&self) -> Duration {
+        self.tuning.reprovide.unwrap_or(Config::default().reprovide_interval)
     }
 
     /// Stops router `i`.

@@ -217,6 +217,9 @@ async fn measure(size: usize, args: &Args) -> anyhow::Result<Measured> {
         after.dialed - found.dialed
     ));
 
+    // At rest means in the steady state: every router's re-announcement
+    // sweep (which starts one interval after the router) under way.
+    tokio::time::sleep_until(cluster.last_start + cluster.reprovide_interval()).await;
     let (c0, cpu0) = (cluster.counters(), cpu_seconds()?);
     // Connections open, sampled every 10 simulated seconds.
     let (mut open, mut samples) = (0u64, 0u64);
