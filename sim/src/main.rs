@@ -116,7 +116,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         routers: vec![50, 200],
         keys: 100,
         lookups: 200,
-        rest: Duration::from_secs(600),
+        rest: Duration::from_secs(1800),
         announce_gap: Duration::from_secs(1),
         // tokio's clock counts whole milliseconds: a finer latency rounds up.
         latency: Latency { one_way: Duration::from_millis(1), jitter: Duration::ZERO },
