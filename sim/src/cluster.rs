@@ -33,6 +33,7 @@ pub(crate) struct Tuning {
     pub(crate) ttl: Option<Duration>,
     pub(crate) idle: Option<Duration>,
     pub(crate) refresh: Option<Duration>,
+    pub(crate) ping: Option<Duration>,
 }
 
 impl std::fmt::Display for Tuning {
@@ -41,11 +42,12 @@ impl std::fmt::Display for Tuning {
             |name: &str, d: Option<Duration>| d.map(|d| format!("{name} {}s, ", d.as_secs())).unwrap_or_default();
         write!(
             f,
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             show("reprovide_interval", self.reprovide),
             show("provider_ttl", self.ttl),
             show("idle_timeout", self.idle),
-            show("refresh_interval", self.refresh)
+            show("refresh_interval", self.refresh),
+            show("ping_interval", self.ping)
         )
     }
 }
@@ -116,6 +118,7 @@ impl Cluster {
         config.provider_ttl = self.tuning.ttl.unwrap_or(config.provider_ttl);
         config.idle_timeout = self.tuning.idle.unwrap_or(config.idle_timeout);
         config.refresh_interval = self.tuning.refresh.unwrap_or(config.refresh_interval);
+        config.ping_interval = self.tuning.ping.unwrap_or(config.ping_interval);
         let seeds: Vec<&Node> = self.nodes.iter().flatten().take(SEEDS).collect();
         if let Some(seed) = seeds.get(port as usize % seeds.len().max(1)) {
             let addr = format!("/memory/{}/p2p/{}", seed.port, seed.router.local_peer_id());

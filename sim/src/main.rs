@@ -45,7 +45,7 @@ const CONNECTION_SAMPLE: Duration = Duration::from_secs(10);
 
 const USAGE: &str = "usage: peerpull-sim [--routers N,N,..] [--keys N] [--lookups N] [--rest-minutes N] \
 [--announce-per-sec F] \
-[--latency-ms F] [--jitter-ms F] [--reprovide-secs N] [--ttl-secs N] [--idle-secs N] [--refresh-secs N] [--out FILE]";
+[--latency-ms F] [--jitter-ms F] [--reprovide-secs N] [--ttl-secs N] [--idle-secs N] [--refresh-secs N] [--ping-secs N] [--out FILE]";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -124,7 +124,12 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         out: None,
     };
     let ms = |v: &str| -> anyhow::Result<Duration> { Ok(Duration::from_secs_f64(v.parse::<f64>()? / 1e3)) };
-    let secs = |v: &str| -> anyhow::Result<Duration> { Ok(Duration::from_secs(v.parse()?)) };
+    let secs = |v: &str| -> anyhow::Result<Duration> {
+        match v.parse()? {
+            0 => bail!("a positive number of seconds"),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value; {USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| anyhow::anyhow!("{flag} {value}: {e}; {USAGE}");
@@ -141,6 +146,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--ttl-secs" => args.tuning.ttl = Some(secs(&value).map_err(|e| bad(&e))?),
             "--idle-secs" => args.tuning.idle = Some(secs(&value).map_err(|e| bad(&e))?),
             "--refresh-secs" => args.tuning.refresh = Some(secs(&value).map_err(|e| bad(&e))?),
+            "--ping-secs" => args.tuning.ping = Some(secs(&value).map_err(|e| bad(&e))?),
             "--announce-per-sec" => {
                 let rate = value.parse::<f64>().map_err(|e| bad(&e))?;
                 if !(rate.is_finite() && rate >= 1.0 / 3600.0) {
