@@ -310,13 +310,18 @@ fn plan(cluster: &Cluster, rng: &mut u64, n: usize, keys: usize, advertised: usi
         .collect()
 }
 
+/// A lookup to make: (owner, key index, asker).
+type Planned = (usize, usize, usize);
+/// Whether a lookup found a provider, and when (simulated).
+type Outcome = (bool, Duration);
+
 /// Runs the lookups `concurrency` at a time: simulated latency percentiles of those that found a provider.
 async fn lookups(cluster: &Cluster, plan: Vec<(usize, usize, usize)>, concurrency: usize) -> anyhow::Result<Lookups> {
     let total = plan.len();
-    let results: Vec<anyhow::Result<(bool, Duration)>> = futures::stream::iter(plan)
+    let results: Vec<anyhow::Result<(Outcome, Planned)>> = futures::stream::iter(plan)
         .map(|(owner, k, from)| async move {
             let node = cluster.nodes[from].as_ref().context("asker stopped")?;
-            node.lookup(&key(owner, k)).await
+            Ok((node.lookup(&key(owner, k)).await?, (owner, k, from)))
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -325,8 +330,19 @@ async fn lookups(cluster: &Cluster, plan: Vec<(usize, usize, usize)>, concurrenc
     let mut missed = 0;
     for r in results {
         match r? {
-            (true, took) => ms.push(took.as_secs_f64() * 1e3),
-            (false, _) => missed += 1,
+            ((true, took), _) => ms.push(took.as_secs_f64() * 1e3),
+            ((false, took), (owner, k, from)) => {
+                missed += 1;
+                // Once more, alone: does the miss last, or was it the moment?
+                let node = cluster.nodes[from].as_ref().context("asker stopped")?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let (again, again_took) = node.lookup(&key(owner, k)).await?;
+                eprintln!(
+                    "sim: router {from} found no provider of router {owner}'s key {k} after {took:.1?}; \
+                     2 s later alone: {} after {again_took:.1?}",
+                    if again { "found" } else { "none again" }
+                );
+            }
         }
     }
     ms.sort_by(f64::total_cmp);
