@@ -55,7 +55,7 @@
 //!   returning it for `unreachable_backoff` after that (so a process that
 //!   exits is left out by the nodes that were talking to it, within
 //!   milliseconds); one whose dial or liveness probe failed (after at most
-//!   `ping_interval + ping_timeout`, 20 s, for a peer that vanished silently),
+//!   `ping_interval + ping_timeout`, 40 s, for a peer that vanished silently),
 //!   until its records would have expired. Nodes that were not connected to
 //!   a provider when it died may return it from its records until they
 //!   expire (`provider_ttl`); the mirror then moves on to the next provider
@@ -81,7 +81,7 @@
 //!   provider found is returned at once, with no new connection to it.
 //!   Simulated with 50 and 200 nodes: the first provider after 4 one-way
 //!   latencies at the median (a round trip to set up a connection, one for
-//!   the request), 6 and 16 at the 99th percentile.
+//!   the request), 4 to 6 and 10 to 16 at the 99th percentile.
 //! - Announcing: one round per keyspace region per `reprovide_interval`.
 //!   Regions hold a few dozen nodes (about N / 20 regions), so a node's K
 //!   keys fall in min(K, N / 20) regions; each round is a walk (20 to 40
@@ -95,17 +95,17 @@
 //!   answers as many as it sends, on average. It does grow with N: a node
 //!   reaches min(N, K × k) nodes and walks to min(K, N / 20) regions each
 //!   interval. Simulated, at rest, messages sent and answered per node per
-//!   minute: 25 with 50 nodes and 98 with 200 (100 keys each), 25 and 97
-//!   (2,000 keys each). Growing only with log N would take batches that
+//!   minute: 31 with 50 nodes and 98 to 141 with 200 (100 keys each), 25
+//!   and 96 (2,000 keys each). Growing only with log N would take batches that
 //!   travel along the routing table and merge at each hop, so that a node
 //!   talks to O(log N) others; records would then no longer arrive on their
 //!   holder's own connection, which the address rule relies on.
 //! - Connections and probes: a node holds connections to the peers it
 //!   talked to within `idle_timeout` (30 s) and probes each every
-//!   `ping_interval` (10 s); with rounds spread over a 10-minute interval
+//!   `ping_interval` (30 s); with rounds spread over a 10-minute interval
 //!   that is the peers of the last few rounds, not everyone (simulated, on
-//!   average 5 connections per node with 50 nodes and 38 with 200; with
-//!   200, probes outnumber the other messages more than two to one).
+//!   average 7 connections per node with 50 nodes and 57 to 72 with 200;
+//!   there, 140 to 190 probes per node per minute).
 //! - Kademlia's routing-table refresh, every `refresh_interval` (30 min): a
 //!   walk towards the node and one into each bucket, O(log N) requests. A
 //!   table thinner than k is walked again every `bootstrap_interval` only
