@@ -84,8 +84,8 @@
 //!   the request), 4 to 6 and 10 to 16 at the 99th percentile.
 //! - Announcing: one round per keyspace region per `reprovide_interval`.
 //!   Regions hold a few dozen nodes (about N / 20 regions), so a node's K
-//!   keys fall in min(K, N / 20) regions; each round is a walk (20 to 40
-//!   `FIND_NODE`) and one batch to each node that is among the k closest of
+//!   keys fall in min(K, N / 20) regions; each round is a walk (at least
+//!   k `FIND_NODE`) and one batch to each node that is among the k closest of
 //!   one of its keys: at most min(N, K × k) batches in all per interval.
 //!   Announcing key by key cost K × (log N + k) messages per interval;
 //!   batching never costs more, and once K × k exceeds N it no longer grows
