@@ -49,10 +49,18 @@ use lookups::{Lookups, Start};
 use peers::{Peers, Status};
 use provides::Provides;
 
-/// How often deadlines, the bootstrap schedule and readiness are checked.
+/// How often deadlines, the bootstrap schedule and readiness are checked
+/// while something waits on a deadline (a lookup, a walk, a peer to answer)
+/// or the node has no peer yet.
 const TICK: Duration = Duration::from_millis(100);
+/// How often they are checked otherwise: at rest only schedules counted in
+/// seconds remain, and each tick wakes the swarm, which costs CPU.
+const TICK_AT_REST: Duration = Duration::from_secs(1);
 /// How often expired records, penalties and cache entries are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often the routing table is counted once it holds a peer (a count
+/// visits every bucket; while the table is empty, it is counted every tick).
+const COUNT_TABLE_EVERY: Duration = Duration::from_secs(1);
 /// How often keys are checked against the peers that joined meanwhile (it
 /// costs a pass over every advertised key).
 const FOLLOW_JOINS_EVERY: Duration = Duration::from_secs(1);
@@ -69,6 +77,9 @@ pub struct EventLoop {
     ready: watch::Sender<bool>,
     /// Whether the routing table held a peer at the last tick.
     had_peers: bool,
+    /// The routing table's size when it was last counted, and when to count again.
+    table_size: usize,
+    next_count: Instant,
     /// Set while the first Kademlia walk after the first peer arrived runs: until
     /// then the table knows a few peers only, and an announcement would land on
     /// those rather than on the nodes closest to the key, where lookups search.
@@ -130,6 +141,8 @@ impl EventLoop {
             local,
             ready,
             had_peers: false,
+            table_size: 0,
+            next_count: Instant::now(),
             walking_until: None,
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
@@ -164,8 +177,8 @@ impl EventLoop {
 
     /// Runs until `shutdown` is cancelled. Dropping the swarm at the end closes every connection.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
         let mut commands_open = true;
         loop {
             tokio::select! {
@@ -177,12 +190,20 @@ impl EventLoop {
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(resolved) = self.resolving.next(), if !self.resolving.is_empty() => self.on_resolved(resolved),
-                _ = tick.tick() => self.on_tick(),
+                () = &mut tick => {
+                    self.on_tick();
+                    let period = if self.is_waiting() { TICK } else { TICK_AT_REST };
+                    tick.as_mut().reset(Instant::now() + period);
+                }
             }
             if self.walking_until.is_none() {
                 self.provides.pump(&mut self.swarm.behaviour_mut().kad, Instant::now());
             }
             self.settle();
+            let soon = Instant::now() + TICK;
+            if tick.deadline() > soon && self.is_waiting() {
+                tick.as_mut().reset(soon);
+            }
         }
         tracing::debug!(peer = %self.local, "routing event loop stopped");
     }
@@ -324,6 +345,17 @@ impl EventLoop {
         }
     }
 
+    /// Whether something waits on a deadline the tick checks, or the node
+    /// still waits for its first peer.
+    fn is_waiting(&self) -> bool {
+        !self.had_peers
+            || self.walking_until.is_some()
+            || !self.joined.is_empty()
+            || self.lookups.in_flight() > 0
+            || self.peers.is_awaiting()
+            || self.closest.is_waiting()
+    }
+
     fn settle(&mut self) {
         for query in self.lookups.settle(Instant::now()) {
             if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&query) {
@@ -348,8 +380,12 @@ impl EventLoop {
             tracing::debug!(peer = %self.local, "first routing walk still running; announcing anyway");
             self.walking_until = None;
         }
-        let size = self.routing_table_size();
-        self.metrics.routing_peers.set(gauge(size));
+        if !self.had_peers || now >= self.next_count {
+            self.next_count = now + COUNT_TABLE_EVERY;
+            self.table_size = self.routing_table_size();
+            self.metrics.routing_peers.set(gauge(self.table_size));
+        }
+        let size = self.table_size;
         self.metrics.connected_peers.set(gauge(self.peers.connected_count()));
         if self.bootstrap.due(now, size > 0) {
             self.run_bootstrap(size);

@@ -65,6 +65,9 @@ pub(crate) struct Store {
     local_slot: u32,
     /// Expiry times are seconds after this.
     base: Instant,
+    /// No record expires before this (a lower bound, in `base` seconds), so
+    /// a sweep before it has nothing to do and is skipped.
+    next_expiry: u32,
     max_keys: usize,
     max_per_peer: usize,
     max_providers_per_key: usize,
@@ -150,6 +153,7 @@ impl Store {
             local,
             local_slot,
             base: Instant::now(),
+            next_expiry: NEVER,
             max_keys,
             max_per_peer,
             max_providers_per_key: replication_factor.max(1),
@@ -163,9 +167,24 @@ impl Store {
     }
 
     /// Drops expired provider records. Returns how many were dropped.
+    ///
+    /// It walks every record only when one may have expired: records are
+    /// renewed long before they expire, so most sweeps find nothing due.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let now = self.secs(now);
-        self.retain(|e| e.expires > now)
+        if now < self.next_expiry {
+            return 0;
+        }
+        let mut next = NEVER;
+        let dropped = self.retain(|e| {
+            let kept = e.expires > now;
+            if kept {
+                next = next.min(e.expires);
+            }
+            kept
+        });
+        self.next_expiry = next;
+        dropped
     }
 
     /// Drops every record of `peer` (it is gone). Returns how many were dropped.
@@ -277,6 +296,8 @@ impl RecordStore for Store {
             Some(at) => self.secs(at),
             None => NEVER - 1,
         };
+        // Renewing a record only moves its expiry later, so the bound holds.
+        self.next_expiry = self.next_expiry.min(expires);
         let known = self.providers.by_id.get(&record.provider).copied();
         let entries = self.keys.get(&key);
         if let (Some(slot), Some(entries)) = (known, entries) {

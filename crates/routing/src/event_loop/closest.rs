@@ -55,6 +55,11 @@ struct Walk {
 }
 
 impl Closest {
+    /// Whether a walk or a caller waits on a deadline.
+    pub(super) fn is_waiting(&self) -> bool {
+        !self.walks.is_empty() || !self.waiting.is_empty()
+    }
+
     /// Forgets answers past their time.
     pub(super) fn gc(&mut self, now: Instant) {
         self.cache.retain(|_, (at, _)| now.duration_since(*at) < CACHE_TTL);

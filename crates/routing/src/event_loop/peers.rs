@@ -150,6 +150,11 @@ impl Peers {
         self.conns.len()
     }
 
+    /// Whether a lookup waits for some peer to answer.
+    pub(crate) fn is_awaiting(&self) -> bool {
+        !self.awaited.is_empty()
+    }
+
     /// Remembers that a lookup waits for `peer` until `deadline` (first caller's deadline wins).
     pub(crate) fn await_peer(&mut self, peer: PeerId, deadline: Instant) {
         self.awaited.entry(peer).or_insert(deadline);

@@ -41,6 +41,27 @@ fn sweep_drops_only_expired_records() {
 }
 
 #[test]
+fn a_renewed_record_outlives_its_first_expiry_and_the_rest_still_go() {
+    let mut store = Store::new(PeerId::random(), 100, 100, 20);
+    let now = Instant::now();
+    let at = |secs| now + Duration::from_secs(secs);
+    let (renewed, left) = (PeerId::random(), PeerId::random());
+    store.add_provider(rec("a", renewed, 10, now)).unwrap();
+    store.add_provider(rec("b", left, 100, now)).unwrap();
+    assert_eq!(store.sweep(at(5)), 0);
+    store.add_provider(rec("a", renewed, 200, at(5))).unwrap();
+    assert_eq!(store.sweep(at(20)), 0);
+    assert_eq!(store.providers(&key("a")).len(), 1);
+    assert_eq!(store.sweep(at(150)), 1);
+    assert!(store.providers(&key("b")).is_empty());
+    // A record stored after a sweep that found nothing due is still swept.
+    store.add_provider(rec("c", left, 10, at(150))).unwrap();
+    assert_eq!(store.sweep(at(170)), 1);
+    assert_eq!(store.sweep(at(250)), 1);
+    assert_eq!(store.key_count(), 0);
+}
+
+#[test]
 fn a_record_reads_back_as_it_was_stored() {
     let local = PeerId::random();
     let mut store = Store::new(local, 100, 100, 20);
