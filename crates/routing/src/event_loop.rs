@@ -388,7 +388,7 @@ impl EventLoop {
         let size = self.table_size;
         self.metrics.connected_peers.set(gauge(self.peers.connected_count()));
         if self.bootstrap.due(now, size > 0) {
-            self.run_bootstrap(size);
+            self.run_bootstrap();
         }
         let has_peers = size > 0;
         if has_peers != self.had_peers {
@@ -455,7 +455,9 @@ impl EventLoop {
         }
     }
 
-    fn run_bootstrap(&mut self, table_size: usize) {
+    fn run_bootstrap(&mut self) {
+        // Counted afresh: whether to walk depends on whether the table changed.
+        let table_size = self.routing_table_size();
         let targets = self.bootstrap.targets().to_vec();
         for target in targets {
             let peer = target.peer_id();
