@@ -1,7 +1,7 @@
 //! Who may use a mirror: proof of cluster membership on requests between
 //! mirrors, and the client addresses allowed to use it as containerd does.
 //!
-//! A node sends every request to a peer with [`PROOF`]:
+//! A node sends every request to a peer with [`PROOF`](crate::wire::PROOF):
 //! `<its peer id> <unix seconds> <hex HMAC-SHA256>` over the method, the
 //! path and query, the time and the peer id, keyed from the cluster's
 //! pre-shared key. A request that claims to come from a peer (the loop
@@ -19,9 +19,6 @@ use hmac::{Hmac, Mac};
 use http::{HeaderValue, Method};
 use ipnet::IpNet;
 use sha2::Sha256;
-
-/// The header carrying a peer's proof.
-pub const PROOF: &str = "x-peerpull-proof";
 
 /// How far a proof's time may be from ours.
 pub const WINDOW: Duration = Duration::from_secs(60);

@@ -7,8 +7,8 @@
 //! for one client request, hedges and resumes alike, draws on the same
 //! budget ([`Config::max_peer_attempts`]), kept by [`Providers`].
 //!
-//! Streaming a body is [`crate::transfer`]'s; both it and [`passthrough`]
-//! read frames through [`read_data`], which bounds the wait for each.
+//! Streaming a body is [`crate::transfer`]'s. What a request to a peer
+//! says, and how its answer reads, is [`crate::wire`]'s.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
-use futures::Stream;
-use http::{header, HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{header, HeaderMap, Method, Request, Response};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -27,11 +26,11 @@ use peerpull_oci::ByteRange;
 use peerpull_routing::{PeerId, Provider};
 use tokio::time::Instant;
 
-use crate::auth::{Proofs, PROOF};
+use crate::auth::Proofs;
 use crate::metrics::{Failure, Metrics};
 use crate::peers::Peers;
-use crate::transfer::TransferError;
-use crate::{relay, Config, LOOP_GUARD, PULL_THROUGH, UPSTREAM_FAILED};
+use crate::wire::{self, Answer, Part, PeerRequest};
+use crate::Config;
 
 /// The HTTP client for peer requests.
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -109,25 +108,6 @@ impl Providers {
     }
 }
 
-/// What to ask a peer for.
-#[derive(Debug, Clone)]
-pub(crate) struct Ask {
-    pub(crate) method: Method,
-    /// `/v2/…?ns=…`, as the client asked it.
-    pub(crate) path_and_query: String,
-    /// The client's byte range, if any.
-    pub(crate) range: Option<String>,
-    /// Ask the peer to fetch from the upstream for us (it is the one the cluster chose).
-    pub(crate) pull_through: bool,
-    /// Refuse an answer that does not name its digest (a tag's: what the bytes are checked against).
-    pub(crate) needs_digest: bool,
-    /// With `pull_through`, name this node as a follower: the answer may be a
-    /// `307` sending it to another follower (see `relay`), passed on as is.
-    pub(crate) follower: bool,
-    /// With `pull_through`, the follower this node was sent to and that failed it.
-    pub(crate) gone: Option<PeerId>,
-}
-
 /// A peer's answer that is good enough to serve.
 pub(crate) struct Opened {
     pub(crate) provider: Provider,
@@ -147,7 +127,7 @@ pub(crate) struct Fetcher {
 
 impl Fetcher {
     /// Asks providers, hedging after the hedge delay, until one answers well.
-    pub(crate) async fn open(&self, providers: &mut Providers, ask: &Ask) -> Option<Opened> {
+    pub(crate) async fn open(&self, providers: &mut Providers, request: &PeerRequest) -> Option<Opened> {
         let mut inflight = FuturesUnordered::new();
         let mut launched: Vec<Provider> = Vec::new();
         let mut hedge_at = Instant::now();
@@ -180,7 +160,7 @@ impl Fetcher {
                     Some(provider) => {
                         launched.push(provider);
                         hedge_at = Instant::now() + self.config.hedge_delay;
-                        inflight.push(self.send(provider, ask.clone(), None));
+                        inflight.push(self.send(provider, request));
                     }
                     None => none_found = true,
                 },
@@ -189,107 +169,52 @@ impl Fetcher {
         }
     }
 
-    /// Sends one request to one provider; `from` asks for the rest from that offset.
-    pub(crate) async fn send(
-        &self,
-        provider: Provider,
-        ask: Ask,
-        from: Option<(u64, u64)>,
-    ) -> Result<Opened, (Provider, Failure)> {
-        let uri = format!("http://{}{}", provider.mirror, ask.path_and_query);
-        let mut request = Request::builder().method(ask.method.clone()).uri(uri).header(LOOP_GUARD, "1");
-        if let Some(proof) = self.proofs.as_ref().and_then(|p| p.sign(&ask.method, &ask.path_and_query)) {
-            request = request.header(PROOF, proof);
+    /// Sends `request` to `provider`; the answer when it is good to serve (or
+    /// a follower sent elsewhere, passed on as is).
+    pub(crate) async fn send(&self, provider: Provider, request: &PeerRequest) -> Result<Opened, (Provider, Failure)> {
+        let uri = format!("http://{}{}", provider.mirror, request.path_and_query);
+        let proof = self.proofs.as_ref().and_then(|p| p.sign(&request.method, &request.path_and_query));
+        let mut built = Request::builder().method(request.method.clone()).uri(uri);
+        if let Some(headers) = built.headers_mut() {
+            *headers = request.headers(self.config.node.as_ref(), proof);
         }
-        if ask.pull_through {
-            request = request.header(PULL_THROUGH, "1");
-            if let Some(node) = self.config.node.as_ref().filter(|_| ask.follower) {
-                request = request.header(relay::FOLLOWER, relay::follower_value(node));
-            }
-            if let Some(gone) = ask.gone {
-                request = request.header(relay::GONE, gone.to_string());
-            }
-        }
-        if let Some((start, end)) = from {
-            request = request.header(header::RANGE, ByteRange { start, end_inclusive: end }.header_value());
-        } else if let Some(range) = &ask.range {
-            request = request.header(header::RANGE, range);
-        }
-        let request = request.body(Empty::new()).map_err(|_| (provider, Failure::Request))?;
-        // A node pulling through for us may take as long as the upstream does to answer.
-        let wait = if ask.pull_through { self.config.pull_through_timeout() } else { self.config.peer_timeout };
-        let response = match tokio::time::timeout(wait, self.client.request(request)).await {
+        let built = built.body(Empty::new()).map_err(|_| (provider, Failure::Request))?;
+        // A fetcher may take as long as the upstream does to answer.
+        let wait = if request.to_fetcher() { self.config.pull_through_timeout() } else { self.config.peer_timeout };
+        let response = match tokio::time::timeout(wait, self.client.request(built)).await {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => return Err((provider, Failure::Connect)),
             Err(_) => return Err((provider, Failure::Timeout)),
         };
-        let expected = if from.is_some() || ask.range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
-        let status = response.status();
-        if ask.follower && status == StatusCode::TEMPORARY_REDIRECT && response.headers().contains_key(relay::FOLLOW) {
-            return Ok(Opened { provider, response });
+        let headers = response.headers();
+        match wire::classify(request, response.status(), headers) {
+            Answer::Served => {}
+            Answer::FollowElsewhere => return Ok(Opened { provider, response }),
+            Answer::UpstreamFailed => return Err((provider, Failure::UpstreamFailed)),
+            Answer::NotHere => return Err((provider, Failure::NotFound)),
+            Answer::Busy => return Err((provider, Failure::Busy)),
+            Answer::Other => return Err((provider, Failure::Status)),
         }
-        let ok = status == expected || (ask.range.is_some() && status == StatusCode::OK);
-        if !ok {
-            let reason = match status {
-                StatusCode::NOT_FOUND if response.headers().contains_key(UPSTREAM_FAILED) => Failure::UpstreamFailed,
-                StatusCode::NOT_FOUND => Failure::NotFound,
-                StatusCode::TOO_MANY_REQUESTS => Failure::Busy,
-                _ => Failure::Status,
-            };
-            return Err((provider, reason));
-        }
-        let named = response.headers().get(crate::body::DOCKER_CONTENT_DIGEST).and_then(|v| v.to_str().ok());
-        if ask.needs_digest && named.and_then(|v| v.parse::<peerpull_oci::Digest>().ok()).is_none() {
+        let named = headers.get(crate::body::DOCKER_CONTENT_DIGEST).and_then(|v| v.to_str().ok());
+        if request.needs_digest && named.and_then(|v| v.parse::<peerpull_oci::Digest>().ok()).is_none() {
             return Err((provider, Failure::NoDigest));
         }
         // A whole body is verified against its length and digest (and resumed by offset); without a length it cannot be.
-        let sized = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if ask.method == Method::GET && status == StatusCode::OK && sized.is_none() {
+        let sized = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if request.method == Method::GET && request.part == Part::Whole && sized.is_none() {
             return Err((provider, Failure::NoLength));
         }
-        if let Some((start, end)) = from {
-            let range = response
-                .headers()
+        if let Part::Bytes(asked) = request.part {
+            let range = headers
                 .get(header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| ByteRange::parse_content_range(v).ok());
-            if !matches!(range, Some((r, _)) if r.start == start && r.end_inclusive == end) {
+            if !matches!(range, Some((r, _)) if r == asked) {
                 return Err((provider, Failure::ContentRange));
             }
         }
         Ok(Opened { provider, response })
     }
-}
-
-/// The next non-empty data frame of `body`: `Ok(None)` at its end, `Err` when
-/// it fails or sends nothing for `stall`.
-pub(crate) async fn read_data(body: &mut Incoming, stall: Duration) -> Result<Option<Bytes>, Failure> {
-    loop {
-        match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => return Err(Failure::Stall),
-            Ok(None) => return Ok(None),
-            Ok(Some(Err(_))) => return Err(Failure::Body),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() {
-                        return Ok(Some(data));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Streams a partial (or unsized) response body as it comes, aborting on a stall.
-pub(crate) fn passthrough(body: Incoming, stall: Duration) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
-    futures::stream::unfold(Some(body), move |body| async move {
-        let mut body = body?;
-        match read_data(&mut body, stall).await {
-            Ok(Some(data)) => Some((Ok(data), Some(body))),
-            Ok(None) => None,
-            Err(reason) => Some((Err(TransferError::Broken { reason }), None)),
-        }
-    })
 }
 
 /// The headers of a peer response worth passing on.

@@ -28,7 +28,9 @@
 //! - [`recent`]: the last requests answered and where each came from;
 //! - [`auth`]: proof of membership between mirrors, allowed client addresses;
 //! - `upload`: what this node sends to peers, capped and paced;
-//! - [`body`]: response bodies and OCI error responses.
+//! - [`body`]: response bodies and OCI error responses;
+//! - [`wire`]: what one node's mirror asks another's, and how the answer
+//!   reads: every `x-peerpull-*` header, the protocol version.
 
 pub mod auth;
 pub mod body;
@@ -47,6 +49,7 @@ mod spool;
 mod tags;
 mod transfer;
 mod upload;
+pub mod wire;
 
 pub use config::{Config, Membership, PullThrough, TagResolution};
 pub use metrics::{Metrics, Stats};
@@ -57,18 +60,3 @@ pub use peers::Static;
 pub use recent::{Client, Internal, Pull, Served};
 pub use server::{Limits, Server};
 pub use transfer::TransferError;
-
-/// The header a node puts on requests to peers. A node receiving it answers
-/// from what it holds or is fetching and never asks other peers, so requests
-/// cannot loop.
-pub const LOOP_GUARD: &str = "x-peerpull-peer";
-
-/// With [`LOOP_GUARD`]: the asking node chose this one to fetch the content
-/// from the upstream for the cluster, and it may do so (never through
-/// another peer). See `source::upstream`.
-pub const PULL_THROUGH: &str = "x-peerpull-pull-through";
-
-/// On the 404 a node answers a pull-through request with: the upstream
-/// itself could not serve it (refused, out of reach, wrong bytes), so the
-/// asking node answers a miss at once rather than asking the upstream again.
-pub(crate) const UPSTREAM_FAILED: &str = "x-peerpull-upstream-failed";

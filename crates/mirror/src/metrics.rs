@@ -1,7 +1,7 @@
 //! Prometheus metrics of the `/v2` mirror, named as Spegel names its own
 //! with the `peerpull` prefix.
 //!
-//! Every label value comes from a fixed set ([`source::Kind`](crate::source::Kind),
+//! Every label value comes from a fixed set ([`Kind`],
 //! [`Cache`], [`Failure`]) except `registry`, the `?ns=` a request names,
 //! which is bounded: the mirrored registries and those that served content,
 //! at most [`MAX_REGISTRY_LABELS`], and `other` for the rest. Requests are
@@ -21,7 +21,33 @@ use prometheus_client::registry::Registry;
 
 use peerpull_upstream::Outcome;
 
-use crate::source::Kind as Source;
+/// Where content came from; the `source` label of the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// This node's containerd.
+    Local,
+    /// A fetch from the upstream already under way on this node.
+    InFlight,
+    /// Another node's mirror.
+    Peer,
+    /// The upstream registry (fetched by this node or by the node the cluster chose).
+    Upstream,
+}
+
+impl Kind {
+    /// Every source, in the order the chain asks them.
+    pub const ALL: [Kind; 4] = [Kind::Local, Kind::InFlight, Kind::Peer, Kind::Upstream];
+
+    /// The label value: `local`, `in_flight`, `peer` or `upstream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Local => "local",
+            Kind::InFlight => "in_flight",
+            Kind::Peer => "peer",
+            Kind::Upstream => "upstream",
+        }
+    }
+}
 
 /// Whether the mirror served a request or sent containerd elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,7 +95,7 @@ pub enum Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// Responses whose body is being sent, by source.
-    pub in_flight: [(Source, u64); 4],
+    pub in_flight: [(Kind, u64); 4],
     /// Requests that joined an upstream fetch under way on this node, since start.
     pub transfers_shared: u64,
     /// Bytes reserved in the spool.
@@ -82,12 +108,12 @@ struct RequestLabels {
     registry: String,
     cache: Cache,
     /// Empty for misses.
-    source: Option<Source>,
+    source: Option<Kind>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
-    source: Source,
+    source: Kind,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -234,7 +260,7 @@ impl Metrics {
     /// that has served content (up to [`MAX_REGISTRY_LABELS`]); any other
     /// value a client puts in `?ns=` counts as [`OTHER_REGISTRY`], so
     /// clients cannot grow the metrics without bound.
-    pub(crate) fn request(&self, registry: &str, source: Option<Source>) {
+    pub(crate) fn request(&self, registry: &str, source: Option<Kind>) {
         let cache = if source.is_some() { Cache::Hit } else { Cache::Miss };
         let registry = {
             let mut named = self.registries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -251,7 +277,7 @@ impl Metrics {
     }
 
     /// The counter of body bytes served from `source`; resolve once per response.
-    pub(crate) fn served(&self, source: Source) -> Counter {
+    pub(crate) fn served(&self, source: Kind) -> Counter {
         self.bytes_served.get_or_create(&SourceLabels { source }).clone()
     }
 
@@ -296,7 +322,7 @@ impl Metrics {
     }
 
     /// Counts a tag resolved by `source` (none: not resolved), `outage` when the upstream could not answer.
-    pub(crate) fn tag(&self, source: Option<Source>, outage: bool) {
+    pub(crate) fn tag(&self, source: Option<Kind>, outage: bool) {
         let Some(source) = source else { return };
         self.tags_resolved.get_or_create(&SourceLabels { source }).inc();
         if outage {
@@ -305,7 +331,7 @@ impl Metrics {
     }
 
     /// The gauge of responses from `source` whose body is being sent.
-    pub(crate) fn in_flight(&self, source: Source) -> Gauge {
+    pub(crate) fn in_flight(&self, source: Kind) -> Gauge {
         self.in_flight.get_or_create(&SourceLabels { source }).clone()
     }
 
@@ -313,7 +339,7 @@ impl Metrics {
     pub fn stats(&self) -> Stats {
         let count = |gauge: &Gauge| u64::try_from(gauge.get()).unwrap_or(0);
         Stats {
-            in_flight: Source::ALL.map(|source| (source, count(&self.in_flight(source)))),
+            in_flight: Kind::ALL.map(|source| (source, count(&self.in_flight(source)))),
             transfers_shared: self.transfers_shared.get(),
             spool_bytes: count(&self.spool_bytes),
         }
@@ -353,7 +379,7 @@ impl std::fmt::Display for Failure {
     }
 }
 
-impl EncodeLabelValue for Source {
+impl EncodeLabelValue for Kind {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.as_str())
     }

@@ -16,7 +16,7 @@ use peerpull_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{self, Proofs, RemoteAddr, PROOF};
+use crate::auth::{self, Proofs, RemoteAddr};
 use crate::body::{self, Body};
 use crate::fetch::{self, Fetcher};
 use crate::metrics::{Metrics, Stats};
@@ -27,7 +27,8 @@ use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
 use crate::tags::{Tags, Verdict};
 use crate::upload::{Slot, Uploads};
-use crate::{Config, TagResolution, LOOP_GUARD};
+use crate::wire::{self, PROOF};
+use crate::{Config, TagResolution};
 
 /// The `/v2` mirror; cheap to clone.
 #[derive(Clone)]
@@ -140,7 +141,7 @@ impl Mirror {
             Parsed::Wanted(wanted) => wanted,
             Parsed::Answer(response) => return response,
         };
-        let client = match (wanted.from_peer, request.extensions().get::<Internal>()) {
+        let client = match (wanted.by_peer(), request.extensions().get::<Internal>()) {
             (true, _) => Client::Peer,
             (false, Some(_)) => Client::Node,
             (false, None) => Client::Containerd,
@@ -149,7 +150,7 @@ impl Mirror {
         let slot = match (client, wanted.head) {
             (Client::Peer, false) => match self.inner.uploads.admit() {
                 Some(slot) => Some(slot),
-                None if wanted.pull_through => Some(Slot::unlimited()),
+                None if wanted.by_follower() => Some(Slot::unlimited()),
                 None => {
                     self.inner.metrics.upload_refused();
                     let mut busy = body::error(ErrorCode::TooManyRequests, "this node is uploading all it may");
@@ -230,7 +231,7 @@ impl Mirror {
     /// membership (401), anyone else must be an allowed client (403).
     fn refuse<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
         let headers = request.headers();
-        if headers.contains_key(LOOP_GUARD) {
+        if wire::claims_peer(headers) {
             let proofs = self.inner.proofs.as_ref()?;
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
             let refused = proofs.check(request.method(), path, headers.get(PROOF)).err()?;
@@ -257,7 +258,7 @@ impl Mirror {
         }
         let metrics = &self.inner.metrics;
         // A peer's request for a tag is answered from what this node holds (loop guard).
-        let upstream_first = config.tag_resolution == TagResolution::UpstreamFirst && !wanted.from_peer;
+        let upstream_first = config.tag_resolution == TagResolution::UpstreamFirst && !wanted.by_peer();
         let registry = wanted.ns.as_deref().and_then(|ns| config.upstream(ns));
         let (Some(registry), Some(tag), true) = (registry, reference.tag(), upstream_first) else {
             let (response, source) = self.chain(wanted, false).await;

@@ -33,13 +33,14 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::{FutureExt as _, Stream};
 use hyper::body::Incoming;
-use peerpull_oci::{Digest, Verifier};
+use peerpull_oci::{ByteRange, Digest, Verifier};
 use peerpull_routing::Provider;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::fetch::{read_data, Ask, Fetcher};
+use crate::fetch::Fetcher;
 use crate::metrics::Failure;
-use crate::transfer::TransferError;
+use crate::transfer::{read_data, TransferError};
+use crate::wire::PeerRequest;
 
 /// Bytes asked of one holder at a time.
 pub(crate) const CHUNK: u64 = 4 << 20;
@@ -53,7 +54,7 @@ type Fetched = (usize, usize, Result<Bytes, Failure>);
 /// whole body), verified against `expected`.
 pub(crate) struct Multi {
     fetcher: Fetcher,
-    ask: Ask,
+    request: PeerRequest,
     holders: Vec<Holder>,
     size: u64,
     served: Counter,
@@ -85,7 +86,7 @@ enum Chunk {
 impl Multi {
     pub(crate) fn new(
         fetcher: Fetcher,
-        ask: Ask,
+        request: PeerRequest,
         first: (Provider, Incoming),
         others: Vec<Provider>,
         size: u64,
@@ -103,7 +104,7 @@ impl Multi {
         running.push(read_first(first.1, len, stall).map(|result| (0, 0, result)).boxed());
         Self {
             fetcher,
-            ask,
+            request,
             holders,
             size,
             served,
@@ -183,12 +184,12 @@ impl Multi {
                 suspects.push(provider);
             }
         }
-        let (fetcher, ask) = (self.fetcher.clone(), self.ask.clone());
+        let (fetcher, request) = (self.fetcher.clone(), self.request.clone());
         tokio::spawn(async move {
             let certain = suspects.len() == 1;
             for suspect in suspects {
                 let matches =
-                    if certain { Some(false) } else { whole_matches(&fetcher, &ask, suspect, &expected).await };
+                    if certain { Some(false) } else { whole_matches(&fetcher, &request, suspect, &expected).await };
                 match matches {
                     Some(false) => {
                         tracing::warn!(peer = %suspect.peer, digest = %expected, "a holder's copy does not match its digest");
@@ -225,10 +226,11 @@ impl Multi {
             self.holders[h].busy = true;
             let start = chunk as u64 * CHUNK;
             let last = (start + CHUNK).min(self.size) - 1;
-            let (fetcher, ask, provider) = (self.fetcher.clone(), self.ask.clone(), self.holders[h].provider);
+            let (fetcher, provider) = (self.fetcher.clone(), self.holders[h].provider);
+            let chunk_request = self.request.range(ByteRange { start, end_inclusive: last });
             self.running.push(
                 async move {
-                    let result = match fetcher.send(provider, ask, Some((start, last))).await {
+                    let result = match fetcher.send(provider, &chunk_request).await {
                         Ok(opened) => {
                             let len = (last - start + 1) as usize;
                             read_first(opened.response.into_body(), len, fetcher.config.stall_timeout).await
@@ -244,8 +246,8 @@ impl Multi {
 }
 
 /// Whether `holder`'s whole copy matches `expected`; `None` when it could not be read whole.
-async fn whole_matches(fetcher: &Fetcher, ask: &Ask, holder: Provider, expected: &Digest) -> Option<bool> {
-    let opened = fetcher.send(holder, ask.clone(), None).await.ok()?;
+async fn whole_matches(fetcher: &Fetcher, request: &PeerRequest, holder: Provider, expected: &Digest) -> Option<bool> {
+    let opened = fetcher.send(holder, request).await.ok()?;
     let mut body = opened.response.into_body();
     let mut verifier = expected.verifier();
     while let Some(data) = read_data(&mut body, fetcher.config.stall_timeout).await.ok()? {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use peerpull_routing::Provider;
 
-use crate::source::Kind;
+use crate::metrics::Kind;
 
 /// How many requests are remembered.
 pub const CAPACITY: usize = 200;

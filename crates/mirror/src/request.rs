@@ -7,11 +7,10 @@
 
 use http::{header, HeaderValue, Method, Request, Response};
 use peerpull_oci::{Digest, ErrorCode, Key, Reference, Route, TagOrDigest};
-use peerpull_routing::{PeerId, Provider};
 
 use crate::auth::RemoteAddr;
 use crate::body::{self, Body};
-use crate::{relay, LOOP_GUARD, PULL_THROUGH};
+use crate::wire::Sender;
 
 /// A content request: a manifest or blob, by tag or digest.
 #[derive(Debug)]
@@ -28,14 +27,9 @@ pub(crate) struct Wanted {
     pub(crate) range: Option<String>,
     /// The client's `Accept` header (manifest media types).
     pub(crate) accept: Option<HeaderValue>,
-    /// Sent by a peer (carries the loop guard): never passed on to other peers.
-    pub(crate) from_peer: bool,
-    /// A peer asks this node to fetch from the upstream on its behalf (see [`PULL_THROUGH`]).
-    pub(crate) pull_through: bool,
-    /// A node pulling through that may be sent to another follower (see `relay`).
-    pub(crate) follower: Option<Provider>,
-    /// A follower the asking node was sent to and that failed it (see `relay`).
-    pub(crate) gone: Option<PeerId>,
+    /// Who asks: a client, a peer (never passed on to other peers), or a
+    /// follower asking this node as its fetcher.
+    pub(crate) sender: Sender,
     /// The repository, e.g. `library/nginx`.
     pub(crate) name: String,
     /// `/v2/…` without the query, as the upstream serves it.
@@ -88,14 +82,21 @@ impl Wanted {
             head: self.head,
             range: self.range.clone(),
             accept: self.accept.clone(),
-            from_peer: self.from_peer,
-            pull_through: self.pull_through,
-            follower: self.follower,
-            gone: self.gone,
+            sender: self.sender.clone(),
             name: self.name.clone(),
             path_and_query: format!("{path}{query}"),
             path,
         }
+    }
+
+    /// Sent by a peer (the loop guard): never passed on to other peers.
+    pub(crate) fn by_peer(&self) -> bool {
+        self.sender.is_peer()
+    }
+
+    /// Sent by a follower: this node is its fetcher, and may fetch from the upstream for it.
+    pub(crate) fn by_follower(&self) -> bool {
+        matches!(self.sender, Sender::Follower { .. })
     }
 
     /// The registry `?ns=` names, as the metrics label it.
@@ -143,14 +144,7 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
         }
     };
     let headers = request.headers();
-    let from_peer = headers.contains_key(LOOP_GUARD);
-    let pull_through = from_peer && headers.contains_key(PULL_THROUGH);
     let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
-    let follower = match (pull_through, headers.get(relay::FOLLOWER).and_then(|v| v.to_str().ok()), remote) {
-        (true, Some(value), Some(remote)) => relay::parse_follower(value, remote),
-        _ => None,
-    };
-    let gone = headers.get(relay::GONE).filter(|_| pull_through).and_then(|v| v.to_str().ok()?.parse().ok());
     Parsed::Wanted(Box::new(Wanted {
         target,
         manifest,
@@ -158,10 +152,7 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
         head,
         range: headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned),
         accept: headers.get(header::ACCEPT).cloned(),
-        from_peer,
-        pull_through,
-        follower,
-        gone,
+        sender: Sender::of(headers, remote),
         name,
         path: request.uri().path().to_owned(),
         path_and_query,

@@ -19,7 +19,10 @@ use peerpull_oci::{ByteRange, Digest, ErrorCode, RangeError};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{self, Body};
+use crate::metrics::Metrics;
 use crate::request::Wanted;
+use crate::spool::Entry;
+use crate::wire::{self, Sender};
 
 pub(crate) mod follow;
 pub(crate) mod in_flight;
@@ -27,18 +30,7 @@ pub(crate) mod local;
 pub(crate) mod peer;
 pub(crate) mod upstream;
 
-/// Where content came from; the `source` label of the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// This node's containerd.
-    Local,
-    /// A fetch from the upstream already under way on this node.
-    InFlight,
-    /// Another node's mirror.
-    Peer,
-    /// The upstream registry (fetched by this node or by the node the cluster chose).
-    Upstream,
-}
+pub use crate::metrics::Kind;
 
 /// One place content can come from.
 #[async_trait::async_trait]
@@ -48,21 +40,6 @@ pub(crate) trait Source: Send + Sync {
 
     /// The response when this source can serve `wanted`, or `None` to try the next.
     async fn answer(&self, wanted: &Wanted) -> Option<Response<Body>>;
-}
-
-impl Kind {
-    /// Every source, in the order the chain asks them.
-    pub const ALL: [Kind; 4] = [Kind::Local, Kind::InFlight, Kind::Peer, Kind::Upstream];
-
-    /// The label value: `local`, `in_flight`, `peer` or `upstream`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Local => "local",
-            Kind::InFlight => "in_flight",
-            Kind::Peer => "peer",
-            Kind::Upstream => "upstream",
-        }
-    }
 }
 
 /// An answer with content, before its body.
@@ -114,4 +91,22 @@ where
             served.inc_by(chunk.len() as u64);
         }
     })
+}
+
+/// The `307` sending the follower that asks for `wanted` to another
+/// follower of `entry`, if the relay tree places it there (see `relay`).
+pub(crate) fn placed(entry: &Entry, wanted: &Wanted, fanout: usize, metrics: &Metrics) -> Option<Response<Body>> {
+    let Sender::Follower { named, gone } = &wanted.sender else { return None };
+    if let Some(gone) = gone {
+        tracing::debug!(digest = %entry.digest, follower = %gone, "a follower failed one sent to it");
+        entry.follower_gone(gone);
+    }
+    let follower = named.filter(|_| !wanted.head)?;
+    let member = entry.place(follower, fanout)?;
+    tracing::debug!(digest = %entry.digest, follower = %follower.peer, to = %member.peer, "sending a follower to another");
+    metrics.relayed();
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    wire::send_to(response.headers_mut(), &member);
+    Some(response)
 }

@@ -20,13 +20,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use peerpull_oci::{ByteRange, Digest, Verifier};
 use peerpull_routing::{PeerId, Provider};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::fetch::{read_data, Ask, Fetcher, Providers};
+use crate::fetch::{Fetcher, Providers};
 use crate::metrics::Failure;
+use crate::wire::PeerRequest;
 
 /// Why a transfer was aborted.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +55,22 @@ pub enum TransferError {
     },
 }
 
+/// The body a transfer starts from.
+pub(crate) struct Feed {
+    pub(crate) body: Incoming,
+    /// The peer sending it, if a peer.
+    pub(crate) provider: Option<Provider>,
+    /// The content's size in bytes.
+    pub(crate) size: u64,
+}
+
 /// A whole-content transfer, resumable and verified.
 pub(crate) struct Transfer {
     fetcher: Fetcher,
+    /// Who else may continue it.
     providers: Providers,
-    ask: Ask,
+    /// What a resume asks for, from the byte reached.
+    request: PeerRequest,
     /// The body read from (a peer's or the upstream's).
     feed: Option<Incoming>,
     /// The peer the feed comes from, if a peer.
@@ -76,25 +89,23 @@ pub(crate) struct Transfer {
 }
 
 impl Transfer {
-    /// A transfer of `size` bytes from `feed` (from `provider`, if a peer),
-    /// counting bytes on `served` and verifying `expected` when given.
-    #[allow(clippy::too_many_arguments)]
+    /// A transfer of `size` bytes from `feed`, the answer to `request` (from
+    /// `provider`, if a peer), counting bytes on `served` and verifying
+    /// `expected` when given. Nothing continues it unless [`Transfer::resumed_from`] says who.
     pub(crate) fn new(
         fetcher: Fetcher,
-        providers: Providers,
-        ask: Ask,
-        feed: Incoming,
-        provider: Option<Provider>,
-        size: u64,
+        request: PeerRequest,
+        feed: Feed,
         expected: Option<Digest>,
         served: Counter,
     ) -> Self {
         let stall = fetcher.config.stall_timeout;
+        let Feed { body, provider, size } = feed;
         Self {
             fetcher,
-            providers,
-            ask,
-            feed: Some(feed),
+            providers: Providers::none(),
+            request,
+            feed: Some(body),
             provider,
             used: provider.map(|p| p.peer).into_iter().collect(),
             offset: 0,
@@ -106,6 +117,12 @@ impl Transfer {
             served,
             done: false,
         }
+    }
+
+    /// Continues from `providers` when the feed fails.
+    pub(crate) fn resumed_from(mut self, providers: Providers) -> Self {
+        self.providers = providers;
+        self
     }
 
     /// Sends only `range` of the content (all of it when `None`), still reading
@@ -188,8 +205,8 @@ impl Transfer {
         self.feed = None;
         let wait = self.fetcher.config.peer_timeout;
         while let Some(provider) = self.providers.next_within(wait).await {
-            let from = Some((self.offset, self.size - 1));
-            match self.fetcher.send(provider, self.ask.clone(), from).await {
+            let rest = self.request.range(ByteRange { start: self.offset, end_inclusive: self.size - 1 });
+            match self.fetcher.send(provider, &rest).await {
                 Ok(opened) => {
                     tracing::info!(peer = %provider.peer, offset = self.offset, "transfer resumed from another peer");
                     self.provider = Some(provider);
@@ -221,6 +238,37 @@ impl Transfer {
         self.served.inc_by(last.len() as u64);
         Some(Ok(last))
     }
+}
+
+/// The next non-empty data frame of `body`: `Ok(None)` at its end, `Err` when
+/// it fails or sends nothing for `stall`.
+pub(crate) async fn read_data(body: &mut Incoming, stall: Duration) -> Result<Option<Bytes>, Failure> {
+    loop {
+        match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(Failure::Stall),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(_))) => return Err(Failure::Body),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Streams a partial (or unsized) response body as it comes, aborting on a stall.
+pub(crate) fn passthrough(body: Incoming, stall: Duration) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
+    futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match read_data(&mut body, stall).await {
+            Ok(Some(data)) => Some((Ok(data), Some(body))),
+            Ok(None) => None,
+            Err(reason) => Some((Err(TransferError::Broken { reason }), None)),
+        }
+    })
 }
 
 /// The part of `data`, found at offset `at` of the content, inside `window`.

@@ -70,10 +70,10 @@ async fn loop_guard_answers_from_the_local_store_only() {
     let (a, digest, _) = holder(&bytes(1000, 2)).await;
     let b = Node::start(Memory::new(), Static::new(vec![a.provider()]), support::config()).await;
     let path = format!("/v2/team/app/blobs/{digest}{NS}");
-    let (response, body) = get(&b.url(&path), &[(peerpull_mirror::LOOP_GUARD, "1")]).await.unwrap();
+    let (response, body) = get(&b.url(&path), &[(peerpull_mirror::wire::PEER, "1")]).await.unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::BlobUnknown));
-    assert_eq!(get(&a.url(&path), &[(peerpull_mirror::LOOP_GUARD, "1")]).await.unwrap().0.status(), 200);
+    assert_eq!(get(&a.url(&path), &[(peerpull_mirror::wire::PEER, "1")]).await.unwrap().0.status(), 200);
 }
 
 #[tokio::test]
@@ -236,7 +236,7 @@ async fn requests_between_mirrors_prove_membership() {
     assert!(body.as_ref() == blob.as_slice());
 
     // A request that claims to be a peer's without proof, or with another key's, is refused.
-    let (response, body) = get(&a.url(&path), &[(peerpull_mirror::LOOP_GUARD, "1")]).await.unwrap();
+    let (response, body) = get(&a.url(&path), &[(peerpull_mirror::wire::PEER, "1")]).await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::Unauthorized));
     let outsider = Node::start(Memory::new(), Static::new(vec![a.provider()]), member(2)).await;

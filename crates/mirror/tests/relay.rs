@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use peerpull_mirror::{Config, Static};
+use peerpull_mirror::{wire, Config, Static};
 use peerpull_store::Memory;
 use support::upstream::{blob_path, pulling, upstream_with_blob, Behaviour, FakeUpstream};
 use support::{fake_peer, get, Misbehaviour, Node};
@@ -113,8 +113,7 @@ async fn followers_past_the_fanout_stream_from_followers_while_their_copies_grow
 /// A pull-through request naming a follower at `member`, as a follower sends it, read to the end.
 async fn pull_through_as(chosen: &Node, path: &str, member: peerpull_routing::Provider) -> u16 {
     let follower = format!("{} {}", member.peer, member.mirror);
-    let headers =
-        [("x-peerpull-peer", "1"), ("x-peerpull-pull-through", "1"), ("x-peerpull-follower", follower.as_str())];
+    let headers = [(wire::PEER, "1"), (wire::PULL_THROUGH, "1"), (wire::FOLLOWER, follower.as_str())];
     get(&chosen.url(path), &headers).await.unwrap().0.status().as_u16()
 }
 

@@ -162,7 +162,7 @@ impl Node {
         mirror_config.node = Some(Provider { peer: router.local_peer_id(), mirror: mirror_addr });
         match &psk {
             Some(psk) => {
-                let key = psk.derive("mirror-proof");
+                let key = psk.derive(peerpull_mirror::wire::PROOF_LABEL);
                 mirror_config.membership = Some(Membership { key, peer_id: router.local_peer_id().to_string() });
                 tracing::info!(key = %psk.fingerprint(), "private cluster: only nodes with the same pre-shared key join");
             }

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
-use peerpull_oci::Key;
+use peerpull_oci::{ByteRange, Key};
 use peerpull_routing::{PeerId, Provider};
 
-use crate::fetch::{Ask, Fetcher};
+use crate::fetch::Fetcher;
 use crate::metrics::Failure;
-use crate::relay;
 use crate::spool::{self, Opened, Opener};
+use crate::wire::{self, PeerRequest};
 
 /// How many chosen nodes a miss asks to pull through before fetching here.
 pub(crate) const MAX_CHOSEN: usize = 3;
@@ -86,22 +86,15 @@ async fn ask(fetcher: &Fetcher, chosen: Provider, path: &str, learnt: &Mutex<Lea
     let size = lock(learnt).size;
     let from = match (offset, size) {
         (0, _) => None,
-        (_, Some(size)) => Some((offset, size - 1)),
+        (_, Some(size)) => Some(ByteRange { start: offset, end_inclusive: size - 1 }),
         (_, None) => return Asked::Failed(Failure::ContentRange),
     };
     // Resuming after streaming from a follower: that follower failed this node.
     let mut gone = lock(learnt).streaming_from.take();
     loop {
-        let ask = Ask {
-            method: Method::GET,
-            path_and_query: path.to_owned(),
-            range: None,
-            pull_through: true,
-            needs_digest: false,
-            follower: !lock(learnt).served_by_chosen,
-            gone,
-        };
-        let opened = match fetcher.send(chosen, ask.clone(), from).await {
+        let whole = PeerRequest::fetcher(path, !lock(learnt).served_by_chosen, gone);
+        let request = from.map_or_else(|| whole.clone(), |from| whole.range(from));
+        let opened = match fetcher.send(chosen, &request).await {
             Ok(opened) => opened,
             Err((_, Failure::UpstreamFailed)) => return Asked::UpstreamFailed,
             Err((_, reason)) => return Asked::Failed(reason),
@@ -109,10 +102,11 @@ async fn ask(fetcher: &Fetcher, chosen: Provider, path: &str, learnt: &Mutex<Lea
         if opened.response.status() != StatusCode::TEMPORARY_REDIRECT {
             return Asked::Opened(spooled(fetcher, opened, offset, learnt));
         }
-        let named = opened.response.headers().get(relay::FOLLOW).and_then(|v| v.to_str().ok());
-        if let Some(member) = named.and_then(relay::parse_follow).filter(|m| relay::reachable(m, &chosen)) {
-            let ask = Ask { pull_through: false, follower: false, gone: None, ..ask };
-            match fetcher.send(member, ask, from).await {
+        let named = wire::sent_to(opened.response.headers());
+        if let Some(member) = named.filter(|m| wire::reachable(m, &chosen)) {
+            let holder = PeerRequest::holder(Method::GET, path);
+            let request = from.map_or_else(|| holder.clone(), |from| holder.range(from));
+            match fetcher.send(member, &request).await {
                 Ok(opened) => {
                     tracing::debug!(peer = %member.peer, mirror = %member.mirror, offset, "streaming from another follower");
                     lock(learnt).streaming_from = Some(member.peer);

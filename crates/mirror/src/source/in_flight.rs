@@ -15,7 +15,6 @@ use http::Response;
 use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
-use crate::relay;
 use crate::request::{Target, Wanted};
 use crate::spool::{self, Spool};
 
@@ -45,7 +44,7 @@ impl Source for InFlight {
         let Target::Digest(digest) = &wanted.target else { return None };
         let entry = self.spool.get(digest)?;
         let meta = entry.opened(self.wait).await.ok()?;
-        if let Some(sent) = relay::placed(&entry, wanted, self.fanout, &self.metrics) {
+        if let Some(sent) = super::placed(&entry, wanted, self.fanout, &self.metrics) {
             return Some(sent);
         }
         self.metrics.shared();

@@ -9,16 +9,17 @@
 //! them at once ([`crate::multi`]). A request from a peer (loop guard) is
 //! never passed on to other peers.
 
-use http::{header, Method, Response};
+use http::{header, HeaderValue, Method, Response};
 use peerpull_oci::Digest;
 
 use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
-use crate::fetch::{self, Ask, Fetcher, Providers};
+use crate::fetch::{self, Fetcher, Providers};
 use crate::multi::Multi;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
-use crate::transfer::Transfer;
+use crate::transfer::{Feed, Transfer};
+use crate::wire::{Part, PeerRequest};
 
 /// The most holders one blob comes from at once.
 const MAX_HOLDERS: usize = 4;
@@ -43,7 +44,7 @@ impl Source for Peer {
     }
 
     async fn answer(&self, wanted: &Wanted) -> Option<Response<Body>> {
-        if wanted.from_peer {
+        if wanted.by_peer() {
             return None;
         }
         let key = wanted.key()?;
@@ -52,17 +53,14 @@ impl Source for Peer {
         let lookup = self.fetcher.peers.lookup(&key, config.lookup_limit).await;
         let mut providers = Providers::new(lookup, config.lookup_timeout, config.max_peer_attempts);
         let method = if wanted.head { Method::HEAD } else { Method::GET };
-        let ask = Ask {
-            method,
-            path_and_query: wanted.path_and_query.clone(),
-            // A body is asked for whole, to be verified; a range is cut from it below.
-            range: wanted.range.clone().filter(|_| wanted.head),
-            pull_through: false,
-            needs_digest: matches!(wanted.target, Target::Tag(_)),
-            follower: false,
-            gone: None,
-        };
-        let opened = self.fetcher.open(&mut providers, &ask).await?;
+        let mut request = PeerRequest::holder(method, &wanted.path_and_query);
+        request.needs_digest = matches!(wanted.target, Target::Tag(_));
+        // A body is asked for whole, to be verified; a range is cut from it below.
+        let asked = wanted.range.as_deref().filter(|_| wanted.head).and_then(|r| HeaderValue::from_str(r).ok());
+        if let Some(range) = asked {
+            request.part = Part::AsAsked(range);
+        }
+        let opened = self.fetcher.open(&mut providers, &request).await?;
         self.fetcher.metrics.resolved_in(started.elapsed().as_secs_f64());
         tracing::debug!(%key, peer = %opened.provider.peer, mirror = %opened.provider.mirror, "serving from a peer");
 
@@ -101,15 +99,15 @@ impl Source for Peer {
             if !others.is_empty() {
                 tracing::debug!(%key, holders = others.len() + 1, size, "serving from several peers");
                 let first = (opened.provider, opened.response.into_body());
-                let multi = Multi::new(self.fetcher.clone(), ask, first, others, size, expected, served);
+                let multi = Multi::new(self.fetcher.clone(), request, first, others, size, expected, served);
                 *response.body_mut() = body::stream(multi.stream());
                 return Some(response);
             }
         }
-        let feed = opened.response.into_body();
-        let provider = Some(opened.provider);
-        let fetcher = self.fetcher.clone();
-        let transfer = Transfer::new(fetcher, providers, ask, feed, provider, size, Some(expected), served).only(range);
+        let feed = Feed { body: opened.response.into_body(), provider: Some(opened.provider), size };
+        let transfer = Transfer::new(self.fetcher.clone(), request, feed, Some(expected), served)
+            .resumed_from(providers)
+            .only(range);
         *response.body_mut() = body::stream(transfer.stream());
         Some(response)
     }

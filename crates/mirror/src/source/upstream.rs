@@ -42,13 +42,13 @@ use super::follow;
 use super::in_flight::respond;
 use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
-use crate::fetch::{self, Ask, Fetcher, Providers};
+use crate::fetch::{self, Fetcher};
 use crate::metrics::Metrics;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
 use crate::spool::{self, Opened, Opener, Spool, SpoolError};
-use crate::transfer::Transfer;
-use crate::{relay, UPSTREAM_FAILED};
+use crate::transfer::{Feed, Transfer};
+use crate::wire::{self, PeerRequest};
 
 /// The `Accept` list for manifests fetched by this node: every kind, so the
 /// registry answers with the manifest as stored.
@@ -128,14 +128,14 @@ impl Upstream {
                 tracing::debug!(%digest, %error, "no upstream fetch; answering a miss");
                 // Tell a node that asked us to pull through that asking the upstream again is pointless.
                 let upstream_failed = matches!(&error, SpoolError::Failed(failed) if failed.upstream);
-                return (wanted.pull_through && upstream_failed).then(|| {
+                return (wanted.by_follower() && upstream_failed).then(|| {
                     let mut response = body::error(ErrorCode::BlobUnknown, "the upstream could not serve it");
-                    response.headers_mut().insert(UPSTREAM_FAILED, HeaderValue::from_static("1"));
+                    wire::mark_upstream_failed(response.headers_mut());
                     response
                 });
             }
         };
-        if let Some(sent) = relay::placed(&entry, wanted, self.fetcher.config.relay_fanout, &self.metrics) {
+        if let Some(sent) = super::placed(&entry, wanted, self.fetcher.config.relay_fanout, &self.metrics) {
             return Some(sent);
         }
         Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream)))
@@ -174,17 +174,9 @@ impl Upstream {
     /// spooling it here, verified; `None` (a miss) when that node cannot.
     async fn passed_through(&self, wanted: &Wanted, digest: &Digest) -> Option<Response<Body>> {
         let chosen = self.fetcher.peers.closest(&Key::Digest(digest.clone()), &[]).await?;
-        let ask = Ask {
-            method: Method::GET,
-            path_and_query: wanted.path_and_query.clone(),
-            // Asked for whole, to be verified; a client's range is cut from it.
-            range: None,
-            pull_through: true,
-            needs_digest: false,
-            follower: false,
-            gone: None,
-        };
-        let opened = match self.fetcher.send(chosen, ask.clone(), None).await {
+        // Asked for whole, to be verified; a client's range is cut from it.
+        let request = PeerRequest::fetcher(&wanted.path_and_query, false, None);
+        let opened = match self.fetcher.send(chosen, &request).await {
             Ok(opened) => opened,
             Err((_, reason)) => {
                 self.metrics.peer_failure(reason);
@@ -204,19 +196,10 @@ impl Upstream {
         response.extensions_mut().insert(Via(chosen));
         let config = &self.fetcher.config;
         let served = self.metrics.served(Kind::Upstream);
-        let feed = opened.response.into_body();
-        let transfer = Transfer::new(
-            self.fetcher.clone(),
-            Providers::none(),
-            ask,
-            feed,
-            Some(chosen),
-            size,
-            Some(digest.clone()),
-            served,
-        )
-        .patient(config.stall_timeout + config.pull_through_timeout())
-        .only(range);
+        let feed = Feed { body: opened.response.into_body(), provider: Some(chosen), size };
+        let transfer = Transfer::new(self.fetcher.clone(), request, feed, Some(digest.clone()), served)
+            .patient(config.stall_timeout + config.pull_through_timeout())
+            .only(range);
         *response.body_mut() = body::stream(transfer.stream());
         Some(response)
     }
@@ -250,22 +233,12 @@ impl Upstream {
         let served = self.metrics.served(Kind::Upstream);
         let stream = match size {
             Some(size) if upstream.status() == StatusCode::OK => {
-                let ask = Ask {
-                    method,
-                    path_and_query: wanted.path_and_query.clone(),
-                    range: None,
-                    pull_through: false,
-                    needs_digest: false,
-                    follower: false,
-                    gone: None,
-                };
-                let feed = upstream.into_body();
-                body::stream(
-                    Transfer::new(self.fetcher.clone(), Providers::none(), ask, feed, None, size, expected, served)
-                        .stream(),
-                )
+                // Nothing resumes it: the request is never sent.
+                let request = PeerRequest::holder(method, &wanted.path_and_query);
+                let feed = Feed { body: upstream.into_body(), provider: None, size };
+                body::stream(Transfer::new(self.fetcher.clone(), request, feed, expected, served).stream())
             }
-            _ => body::stream(fetch::passthrough(upstream.into_body(), self.fetcher.config.stall_timeout)),
+            _ => body::stream(crate::transfer::passthrough(upstream.into_body(), self.fetcher.config.stall_timeout)),
         };
         *response.body_mut() = stream;
         Some(response)
@@ -279,13 +252,13 @@ impl Source for Upstream {
     }
 
     async fn answer(&self, wanted: &Wanted) -> Option<Response<Body>> {
-        if wanted.from_peer && !wanted.pull_through {
+        if wanted.by_peer() && !wanted.by_follower() {
             return None;
         }
         let registry = self.fetcher.config.upstream(wanted.ns.as_deref()?)?;
         match (&wanted.target, wanted.head) {
             // This node is the one the cluster chose: it fetches for the asking node.
-            (Target::Digest(digest), false) if wanted.from_peer => self.spooled(wanted, digest, &registry).await,
+            (Target::Digest(digest), false) if wanted.by_follower() => self.spooled(wanted, digest, &registry).await,
             (Target::Digest(digest), false) => self.followed(wanted, digest, &registry).await,
             _ => self.direct(wanted, &registry).await,
         }

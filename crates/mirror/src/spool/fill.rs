@@ -30,8 +30,8 @@ use peerpull_oci::Verifier;
 use peerpull_routing::{PeerId, Provider};
 
 use super::{Entry, Failed, Meta, Spool, State};
-use crate::fetch::read_data;
 use crate::metrics::Failure;
+use crate::transfer::read_data;
 
 /// How many times one fetch is resumed after its body broke.
 const MAX_RESUMES: usize = 3;
