@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use sha2::Sha256;
 
 /// How far a proof's time may be from ours.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// The address a request came from, as the server saw it (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

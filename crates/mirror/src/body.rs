@@ -15,7 +15,7 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// An empty body.
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
@@ -72,12 +72,12 @@ impl Drop for Watch {
 }
 
 /// An OCI error response.
-pub fn error(code: ErrorCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> Response<Body> {
     error_with_status(code, code.status(), message)
 }
 
 /// An OCI error response with an explicit status.
-pub fn error_with_status(code: ErrorCode, status: u16, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn error_with_status(code: ErrorCode, status: u16, message: impl Into<String>) -> Response<Body> {
     let json = ErrorBody::new(code, message, None).to_json();
     let mut response = Response::new(full(json));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);

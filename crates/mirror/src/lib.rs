@@ -9,54 +9,70 @@
 //! not `/v2` serving: advertising, readiness and the metrics endpoint are
 //! the node's (`peerpull-node`).
 //!
-//! The parts:
-//! - [`mirror`]: [`Mirror`], a request through the chain, counted once;
+//! The words, used alike in code, metrics, logs and docs:
+//! - a **holder** of a blob is a node whose containerd has it (it announces
+//!   it in the DHT);
+//! - the **fetcher** of a blob is the one node the cluster chose (the
+//!   closest to its key) to fetch it from the upstream while no node holds
+//!   it; the nodes asking it to (pulling through) are its **followers**;
+//! - the followers of one fetch form its **relay tree**: a follower may be
+//!   sent to stream from another instead of from the fetcher;
+//! - the **spool** is where a node keeps what it fetches or follows, on
+//!   disk while it streams, read by every request for it.
+//!
+//! The parts, each depending only on those listed after it (checked by
+//! `tests/layers.rs`):
+//! - [`mirror`]: [`Mirror`], a request through the chain, counted once; the
+//!   node's own requests in process ([`Mirror::resolve`], [`Mirror::probe`]);
+//! - `source`: the chain of sources (`local`, `in_flight`, `peer`,
+//!   `upstream` with `follow`, a follower's side of a fetch);
 //! - `request`: a request parsed into what it wants;
-//! - [`source`]: the sources (`local`, `peer`) and their [`source::Kind`];
-//! - `fetch`: hedged requests to peers within one attempts budget;
-//! - `multi`: a big blob from several holders at once, in chunks;
-//! - `transfer`: a body streamed, resumed (from peers, then this node's own
-//!   fetch) and verified;
-//! - `spool`: what this node fetches from the upstream (or from the node
-//!   fetching it), on disk while it streams, read by every request for it;
-//! - `relay`: the nodes following one upstream fetch placed in a tree;
 //! - `tags`: tags resolved against the upstream first;
-//! - [`peers`]: [`Peers`], what the mirror needs from routing;
+//! - `upload`: what this node sends to peers, capped and paced;
+//! - `spool`: what this node fetches from the upstream (or follows), on
+//!   disk while it streams;
+//! - `relay`: a fetch's followers placed in a tree;
+//! - `multi`: a big blob from several holders at once, in chunks;
+//! - `transfer`: a body streamed, resumed (from other holders) and verified;
+//! - `fetch`: hedged requests to peers within one attempts budget;
 //! - [`server`]: [`Server`], the accept loop with connection limits and
 //!   graceful shutdown, for any handler;
-//! - [`metrics`]: [`Metrics`], the Prometheus metrics of serving;
-//! - [`recent`]: the last requests answered and where each came from;
-//! - [`auth`]: proof of membership between mirrors, allowed client addresses;
-//! - `upload`: what this node sends to peers, capped and paced;
-//! - [`body`]: response bodies and OCI error responses;
+//! - `recent`: the last requests answered and where each came from;
+//! - [`metrics`]: [`Metrics`], the Prometheus metrics of serving, and the
+//!   source [`Kind`]s they are labelled by;
+//! - `auth`: proof of membership between mirrors, allowed client addresses;
 //! - [`wire`]: what one node's mirror asks another's, and how the answer
-//!   reads: every `x-peerpull-*` header, the protocol version.
+//!   reads: every `x-peerpull-*` header, the protocol version;
+//! - `body`: response bodies and OCI error responses;
+//! - [`peers`]: [`Peers`], what the mirror needs from routing.
 
-pub mod auth;
-pub mod body;
+mod auth;
+mod body;
 mod config;
 mod fetch;
 pub mod metrics;
 pub mod mirror;
 mod multi;
 pub mod peers;
-pub mod recent;
+mod recent;
 mod relay;
 mod request;
 pub mod server;
-pub mod source;
+mod source;
 mod spool;
 mod tags;
 mod transfer;
 mod upload;
 pub mod wire;
 
+pub use auth::RemoteAddr;
+pub use body::{full, stream, text, Body, BodyError};
 pub use config::{Config, Membership, PullThrough, TagResolution};
-pub use metrics::{Metrics, Stats};
-pub use mirror::{Error, Mirror};
+pub use metrics::{Kind, Metrics, Stats};
+pub use mirror::{Error, Mirror, Probed, Unanswered};
 pub use peers::Peers;
 #[cfg(any(test, feature = "test-util"))]
 pub use peers::Static;
-pub use recent::{Client, Internal, Pull, Served};
+pub use recent::{Client, Pull, Served, CAPACITY as RECENT_CAPACITY};
 pub use server::{Limits, Server};
 pub use transfer::TransferError;

@@ -4,7 +4,8 @@
 //! serve (an unmirrored registry, a tag with `--resolve-tags false`), asks
 //! each source in turn, and answers a 404 with an OCI error body when none
 //! could, so containerd tries its next host at once. The request is counted
-//! once, from which source answered.
+//! once, from which source answered. The node's own requests (`own`) take
+//! the same chain in process, without HTTP.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::body::{self, Body};
 use crate::fetch::{self, Fetcher};
 use crate::metrics::{Metrics, Stats};
 use crate::peers::Peers;
-use crate::recent::{Client, Internal, Pull, Recent, Served, Via};
+use crate::recent::{Client, Pull, Recent, Served, Via};
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
@@ -29,6 +30,10 @@ use crate::tags::{Tags, Verdict};
 use crate::upload::{Slot, Uploads};
 use crate::wire::{self, PROOF};
 use crate::{Config, TagResolution};
+
+mod own;
+
+pub use own::{Probed, Unanswered};
 
 /// The `/v2` mirror; cheap to clone.
 #[derive(Clone)]
@@ -141,11 +146,13 @@ impl Mirror {
             Parsed::Wanted(wanted) => wanted,
             Parsed::Answer(response) => return response,
         };
-        let client = match (wanted.by_peer(), request.extensions().get::<Internal>()) {
-            (true, _) => Client::Peer,
-            (false, Some(_)) => Client::Node,
-            (false, None) => Client::Containerd,
-        };
+        let client = if wanted.by_peer() { Client::Peer } else { Client::Containerd };
+        self.serve(&wanted, client).await
+    }
+
+    /// Answers `wanted` for `client`: an upload slot for a peer, the chain of
+    /// sources, then the metrics and the recent pulls.
+    async fn serve(&self, wanted: &Wanted, client: Client) -> Response<Body> {
         // An upload to a peer takes a place under the cap first (a node pulling through is never turned away).
         let slot = match (client, wanted.head) {
             (Client::Peer, false) => match self.inner.uploads.admit() {
@@ -161,7 +168,7 @@ impl Mirror {
             _ => None,
         };
         let (at, started) = (SystemTime::now(), Instant::now());
-        let (mut response, source) = self.answer(&wanted).await;
+        let (mut response, source) = self.answer(wanted).await;
         if let Some(slot) = slot {
             response = self.inner.uploads.paced(response, slot);
         }

@@ -25,22 +25,17 @@ pub enum Client {
     /// Another node's mirror.
     Peer,
     /// This node itself: the admin API or the debug page's test pull
-    /// ([`Internal`]); such requests are not remembered as pulls.
+    /// ([`Mirror::resolve`](crate::Mirror::resolve), [`Mirror::probe`](crate::Mirror::probe));
+    /// such requests are neither remembered as pulls nor counted as containerd's.
     Node,
 }
-
-/// A request extension marking a request this node makes of its own mirror:
-/// neither remembered as a pull nor counted as containerd's in the metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct Internal;
 
 /// A response extension naming the peer that served a response.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Via(pub(crate) Provider);
 
 /// A response extension on every answer [`Mirror::handle`](crate::Mirror::handle)
-/// served from a source: which, and through which peer, for callers in this
-/// process (the debug page's test pull). It never goes on the wire.
+/// served from a source: which, and through which peer. It never goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Served {
     /// The source.

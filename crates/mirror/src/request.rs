@@ -6,7 +6,7 @@
 //! an OCI error body).
 
 use http::{header, HeaderValue, Method, Request, Response};
-use peerpull_oci::{Digest, ErrorCode, Key, Reference, Route, TagOrDigest};
+use peerpull_oci::{media, ByteRange, Digest, ErrorCode, Key, Reference, Route, TagOrDigest};
 
 use crate::auth::RemoteAddr;
 use crate::body::{self, Body};
@@ -68,6 +68,32 @@ impl Wanted {
         match &self.target {
             Target::Tag(reference) => reference.tag().unwrap_or_default().to_owned(),
             Target::Digest(digest) => digest.to_string(),
+        }
+    }
+
+    /// This node's own request for `target` in `reference`'s repository, as
+    /// containerd would send it: a manifest (any kind) or a blob, whole or
+    /// `range`.
+    pub(crate) fn own(reference: &Reference, target: Target, manifest: bool, range: Option<ByteRange>) -> Wanted {
+        let name = reference.repository().to_owned();
+        let kind = if manifest { "manifests" } else { "blobs" };
+        let at = match &target {
+            Target::Tag(tagged) => tagged.tag().unwrap_or_default().to_owned(),
+            Target::Digest(digest) => digest.to_string(),
+        };
+        let path = format!("/v2/{name}/{kind}/{at}");
+        let ns = reference.registry().to_owned();
+        Wanted {
+            target,
+            manifest,
+            head: false,
+            range: range.map(|r| r.header_value()),
+            accept: manifest.then(|| HeaderValue::from_static(media::MANIFEST_ACCEPT)),
+            sender: Sender::Client,
+            name,
+            path_and_query: format!("{path}?ns={ns}"),
+            ns: Some(ns),
+            path,
         }
     }
 

@@ -30,7 +30,7 @@ pub(crate) mod local;
 pub(crate) mod peer;
 pub(crate) mod upstream;
 
-pub use crate::metrics::Kind;
+pub(crate) use crate::metrics::Kind;
 
 /// One place content can come from.
 #[async_trait::async_trait]

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use peerpull_mirror::body;
+use peerpull_mirror::{stream, text};
 use peerpull_mirror::{Limits, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -17,7 +17,7 @@ async fn serve(limits: Limits) -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let handler = |_request| async { body::text(http::StatusCode::OK, "ok\n") };
+    let handler = |_request| async { text(http::StatusCode::OK, "ok\n") };
     tokio::spawn(Server::new(limits).serve(listener, handler, stop.clone()));
     (addr, stop)
 }
@@ -116,7 +116,7 @@ async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
                 let _held = &guard;
                 Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 64 * 1024]))
             });
-            http::Response::new(body::stream(chunks))
+            http::Response::new(stream(chunks))
         }
     };
     let limits = Limits { send_timeout: Duration::from_secs(1), ..Limits::default() };

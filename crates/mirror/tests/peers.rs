@@ -246,7 +246,7 @@ async fn requests_between_mirrors_prove_membership() {
 
 #[tokio::test]
 async fn only_allowed_clients_use_the_mirror() {
-    use peerpull_mirror::auth::RemoteAddr;
+    use peerpull_mirror::RemoteAddr;
     let store = Memory::new();
     let digest = store.insert(media::OCI_LAYER_GZIP, bytes(1000, 9)).digest;
     let mut registry = prometheus_client::registry::Registry::default();

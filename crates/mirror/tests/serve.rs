@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use peerpull_mirror::source::Kind;
+use peerpull_mirror::Kind;
 use peerpull_mirror::{Client, Config, Metrics, Mirror, Static};
 use peerpull_oci::{media, ErrorBody, ErrorCode, Mirrored, Reference, Registry};
 use peerpull_store::Memory;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use peerpull_admin::v1;
-use peerpull_mirror::source::Kind;
+use peerpull_mirror::Kind;
 use peerpull_mirror::{Client, Mirror, Pull};
 use peerpull_routing::Router;
 use peerpull_store::Store;

@@ -11,19 +11,14 @@
 //! would). Every answer is one HTML document (`html`) with no script, sent
 //! with a Content-Security-Policy that allows none.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, RANGE, X_CONTENT_TYPE_OPTIONS};
+use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
 use peerpull_admin::v1;
 use peerpull_admin::Admin as _;
-use peerpull_mirror::auth::RemoteAddr;
-use peerpull_mirror::body::{self, Body};
-use peerpull_mirror::recent::CAPACITY;
-use peerpull_mirror::{Internal, Mirror, Served};
-use peerpull_oci::{media, Reference};
+use peerpull_mirror::{full, text, Body, Mirror, Unanswered, RECENT_CAPACITY};
+use peerpull_oci::{Digest, Reference};
 use peerpull_routing::Router;
 use tokio::time::Instant;
 
@@ -54,22 +49,22 @@ impl Debug {
     /// Answers a request under `/debug`.
     pub(crate) async fn answer<B>(&self, request: &Request<B>) -> Response<Body> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return body::text(StatusCode::METHOD_NOT_ALLOWED, "the debug page is read-only: GET only\n");
+            return text(StatusCode::METHOD_NOT_ALLOWED, "the debug page is read-only: GET only\n");
         }
         let query = request.uri().query();
         match request.uri().path() {
             "/debug" | "/debug/" => self.home(param(query, "q").unwrap_or_default()).await,
             "/debug/pull" => self.test_pull(param(query, "reference").unwrap_or_default().trim()).await,
-            _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
     async fn home(&self, query: String) -> Response<Body> {
         let status = match self.admin.status(tonic::Request::new(v1::StatusRequest {})).await {
             Ok(status) => status.into_inner(),
-            Err(error) => return body::text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", error.message())),
+            Err(error) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", error.message())),
         };
-        let pulls: Vec<v1::Pull> = self.mirror.recent(CAPACITY).iter().map(admin::pull_message).collect();
+        let pulls: Vec<v1::Pull> = self.mirror.recent(RECENT_CAPACITY).iter().map(admin::pull_message).collect();
         let query = query.trim();
         let keys = if query.is_empty() { None } else { Some(self.search(query).await) };
         let search = keys.as_deref().map(|keys| (query, keys));
@@ -126,41 +121,22 @@ impl Debug {
 
     /// The first MiB of `blob`, through this node's mirror, as containerd would ask for it.
     async fn first_mib(&self, reference: &Reference, blob: &v1::Blob) -> Result<html::First, String> {
-        let kind = if blob.role == "index" || blob.role == "manifest" { "manifests" } else { "blobs" };
-        let uri = format!("/v2/{}/{kind}/{}?ns={}", reference.repository(), blob.digest, reference.registry());
-        let mut request = Request::get(uri)
-            .header(RANGE, format!("bytes=0-{}", FIRST_MIB - 1))
-            .header(ACCEPT, media::MANIFEST_ACCEPT)
-            .body(())
-            .map_err(|e| e.to_string())?;
-        request.extensions_mut().insert(RemoteAddr(SocketAddr::from(([127, 0, 0, 1], 0))));
-        request.extensions_mut().insert(Internal);
+        let manifest = blob.role == "index" || blob.role == "manifest";
+        let digest: Digest = blob.digest.parse().map_err(|e: peerpull_oci::DigestError| e.to_string())?;
         let started = Instant::now();
-        let fetch = async {
-            let response = self.mirror.handle(request).await;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(format!("the mirror answered {status}"));
-            }
-            let served = response.extensions().get::<Served>().copied();
-            let mut body = response.into_body();
-            let mut bytes = 0u64;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("after {bytes} bytes: {e}"))?;
-                bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
-                if bytes >= FIRST_MIB {
-                    break;
-                }
-            }
-            Ok((served, bytes))
-        };
-        let (served, bytes) = tokio::time::timeout(PROBE_TIMEOUT, fetch)
+        let probe = self.mirror.probe(reference, &digest, manifest, FIRST_MIB);
+        let probed = tokio::time::timeout(PROBE_TIMEOUT, probe)
             .await
-            .map_err(|_| format!("no first MiB within {PROBE_TIMEOUT:?}"))??;
+            .map_err(|_| format!("no first MiB within {PROBE_TIMEOUT:?}"))?
+            .map_err(|error| match error {
+                Unanswered::Miss { status, .. } => format!("the mirror answered {status}"),
+                other => other.to_string(),
+            })?;
+        let served = probed.served;
         Ok(html::First {
             source: served.map(|s| s.source.as_str().to_owned()).unwrap_or_default(),
             via: served.and_then(|s| s.via).map(|p| p.mirror.to_string()).unwrap_or_default(),
-            bytes,
+            bytes: probed.bytes,
             took: started.elapsed(),
         })
     }
@@ -168,7 +144,7 @@ impl Debug {
 
 /// An HTML answer that may run no script and load nothing.
 fn page(html: String) -> Response<Body> {
-    let mut response = Response::new(body::full(html));
+    let mut response = Response::new(full(html));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(

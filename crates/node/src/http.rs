@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use peerpull_mirror::body::{self, Body};
 use peerpull_mirror::Mirror;
+use peerpull_mirror::{full, text, Body};
 use prometheus_client::registry::Registry;
 
 use crate::debug::Debug;
@@ -38,14 +38,14 @@ pub(crate) async fn metrics_port<B>(
         "/metrics" => metrics(&registry),
         path if path == "/debug" || path.starts_with("/debug/") => match debug {
             Some(debug) => debug.answer(&request).await,
-            None => body::text(StatusCode::NOT_FOUND, "the debug page is off (peerpull run --debug-web true)\n"),
+            None => text(StatusCode::NOT_FOUND, "the debug page is off (peerpull run --debug-web true)\n"),
         },
-        _ => body::text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
 fn live() -> Response<Body> {
-    body::text(StatusCode::OK, "ok\n")
+    text(StatusCode::OK, "ok\n")
 }
 
 async fn ready<B>(health: &Health, request: &Request<B>) -> Response<Body> {
@@ -53,14 +53,14 @@ async fn ready<B>(health: &Health, request: &Request<B>) -> Response<Body> {
     if !verbose {
         return match health.check().await {
             Ok(()) => live(),
-            Err(reason) => body::text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
         };
     }
     let checks = health.checks().await;
     let ok = checks.iter().all(|c| c.ok);
     let mut out: String = checks.iter().map(|c| format!("{c}\n")).collect();
     out.push_str(if ok { "readyz check passed\n" } else { "readyz check failed\n" });
-    body::text(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, out)
+    text(if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, out)
 }
 
 fn metrics(registry: &Registry) -> Response<Body> {
@@ -68,7 +68,7 @@ fn metrics(registry: &Registry) -> Response<Body> {
     if let Err(error) = prometheus_client::encoding::text::encode(&mut out, registry) {
         tracing::warn!(%error, "encoding metrics failed");
     }
-    let mut response = Response::new(body::full(out));
+    let mut response = Response::new(full(out));
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response

@@ -10,18 +10,14 @@
 //! as the node's own: it shows in the recent pulls as such, and is not
 //! counted as containerd's in the metrics.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use http::header::{ACCEPT, CONTENT_TYPE};
-use http_body_util::BodyExt as _;
 use peerpull_admin::v1;
-use peerpull_mirror::auth::RemoteAddr;
-use peerpull_mirror::{Internal, Mirror};
+use peerpull_mirror::{Mirror, Unanswered};
 use peerpull_oci::manifest::{Kind, Manifest};
-use peerpull_oci::{media, Descriptor, Digest, ErrorBody, Key, Reference};
+use peerpull_oci::{media, Descriptor, Digest, Key, Reference};
 use peerpull_routing::Router;
 use peerpull_store::Store;
 use tonic::Status;
@@ -79,11 +75,7 @@ impl Locator {
 
     /// The image's manifest (through the mirror), and every blob under it.
     async fn walk_reference(&self, reference: &Reference) -> Result<(Digest, Vec<Found>), Status> {
-        let wanted = match (reference.digest(), reference.tag()) {
-            (Some(digest), _) => digest.to_string(),
-            (None, tag) => tag.unwrap_or(peerpull_oci::reference::DEFAULT_TAG).to_owned(),
-        };
-        let (top, bytes) = self.fetch(reference, &wanted).await?;
+        let (top, bytes) = self.fetch(reference).await?;
         let mut found = Vec::new();
         self.descend(reference, top.clone(), bytes, &mut found).await?;
         Ok((top.digest, found))
@@ -126,7 +118,9 @@ impl Locator {
             found.extend(children(manifest));
             return Ok(());
         };
-        let (descriptor, bytes) = self.fetch(reference, chosen.digest.as_ref()).await?;
+        let child = Reference::new(reference.registry(), reference.repository(), None, Some(chosen.digest.clone()))
+            .map_err(|e| Status::invalid_argument(format!("{reference}: {e}")))?;
+        let (descriptor, bytes) = self.fetch(&child).await?;
         let manifest = Manifest::parse(&bytes, &descriptor.media_type).map_err(|e| bad_manifest(&chosen.digest, &e))?;
         found.push(Found { role: "manifest", descriptor });
         found.extend(children(manifest));
@@ -134,29 +128,15 @@ impl Locator {
     }
 
     /// A manifest from this node's mirror, as containerd would get it.
-    async fn fetch(&self, reference: &Reference, wanted: &str) -> Result<(Descriptor, Bytes), Status> {
-        let uri = format!("/v2/{}/manifests/{wanted}?ns={}", reference.repository(), reference.registry());
-        let mut request = http::Request::get(&uri)
-            .header(ACCEPT, media::MANIFEST_ACCEPT)
-            .body(())
-            .map_err(|e| Status::invalid_argument(format!("{reference}: {e}")))?;
-        // Asked by this node itself.
-        request.extensions_mut().insert(RemoteAddr(SocketAddr::from(([127, 0, 0, 1], 0))));
-        request.extensions_mut().insert(Internal);
-        let response = self.mirror.handle(request).await;
-        let status = response.status();
-        let media_type =
-            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        let body =
-            read_body(response.into_body()).await.map_err(|e| Status::unavailable(format!("{reference}: {e}")))?;
-        if !status.is_success() {
-            let said = ErrorBody::from_json(&body).ok().and_then(|b| b.message().map(str::to_owned));
-            let why = said.unwrap_or_else(|| status.to_string());
-            return Err(Status::not_found(format!("{reference}: no manifest for {wanted}: {why}")));
-        }
-        let digest = Digest::sha256_of(&body);
-        let size = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        Ok((Descriptor::new(digest, size, media_type), body))
+    async fn fetch(&self, reference: &Reference) -> Result<(Descriptor, Bytes), Status> {
+        self.mirror.resolve(reference, MAX_MANIFEST).await.map_err(|error| match error {
+            Unanswered::Miss { .. } => {
+                let wanted = reference.target();
+                Status::not_found(format!("{reference}: no manifest for {wanted}: {error}"))
+            }
+            Unanswered::TooLarge(max) => Status::unavailable(format!("{reference}: manifest larger than {max} bytes")),
+            Unanswered::Broken { .. } => Status::unavailable(format!("{reference}: reading the manifest: {error}")),
+        })
     }
 
     async fn read_local(&self, digest: &Digest) -> Result<Bytes, Status> {
@@ -201,21 +181,6 @@ impl Locator {
                 .collect(),
         }
     }
-}
-
-/// A response body of at most [`MAX_MANIFEST`] bytes.
-async fn read_body(mut body: peerpull_mirror::body::Body) -> Result<Bytes, String> {
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading the manifest: {e}"))?;
-        if let Ok(data) = frame.into_data() {
-            bytes.extend_from_slice(&data);
-            if bytes.len() > MAX_MANIFEST {
-                return Err(format!("manifest larger than {MAX_MANIFEST} bytes"));
-            }
-        }
-    }
-    Ok(Bytes::from(bytes))
 }
 
 /// What a manifest references, with roles: config and layers, or an index's manifests.
