@@ -16,9 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use http::{HeaderValue, Method};
+use http::{HeaderValue, Method, Request, Response};
 use ipnet::IpNet;
+use peerpull_oci::ErrorCode;
 use sha2::Sha256;
+
+use crate::body::{self, Body};
+use crate::wire;
 
 /// How far a proof's time may be from ours.
 pub(crate) const WINDOW: Duration = Duration::from_secs(60);
@@ -99,6 +103,40 @@ impl Proofs {
     }
 }
 
+/// Who may use the mirror: the first layer a request meets.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    /// Checks peers' proofs, in a keyed cluster.
+    proofs: Option<Proofs>,
+    /// The client networks allowed besides loopback (`None`: anyone).
+    clients: Option<Vec<IpNet>>,
+}
+
+impl Admission {
+    pub(crate) fn new(proofs: Option<Proofs>, clients: Option<Vec<IpNet>>) -> Self {
+        Self { proofs, clients }
+    }
+
+    /// The refusal for a request that may not be served: a peer's must prove
+    /// membership (401), anyone else must be an allowed client (403).
+    pub(crate) fn refuse<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
+        let headers = request.headers();
+        let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
+        if wire::claims_peer(headers) {
+            let proofs = self.proofs.as_ref()?;
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            let refused = proofs.check(request.method(), path, headers.get(wire::PROOF)).err()?;
+            tracing::info!(%refused, ?remote, "refused a peer request");
+            return Some(body::error(ErrorCode::Unauthorized, refused.to_string()));
+        }
+        if allowed(self.clients.as_deref(), remote) {
+            return None;
+        }
+        tracing::debug!(?remote, "refused a client outside the allowed networks");
+        Some(body::error(ErrorCode::Denied, "this mirror serves its own node's containerd only"))
+    }
+}
+
 /// Whether `addr` may use the mirror as a client, given the allowed `clients` (`None`: anyone).
 pub(crate) fn allowed(clients: Option<&[IpNet]>, addr: Option<IpAddr>) -> bool {
     let Some(clients) = clients else { return true };
@@ -160,6 +198,40 @@ mod tests {
         let text = proof.and_then(|p| p.to_str().ok().map(str::to_owned)).unwrap_or_default();
         let forged = text.replacen("12D3KooWA", "12D3KooWZ", 1);
         assert_eq!(ours.check(&Method::GET, path, HeaderValue::from_str(&forged).ok().as_ref()), Err(Refused::Wrong));
+    }
+
+    fn request(from: [u8; 4], peer: bool, proof: Option<HeaderValue>) -> Request<()> {
+        let path = "/v2/a/blobs/sha256:x?ns=docker.io";
+        let mut request = Request::get(path).body(()).unwrap_or_else(|e| panic!("{e}"));
+        request.extensions_mut().insert(RemoteAddr(SocketAddr::from((from, 40000))));
+        if peer {
+            request.headers_mut().insert(wire::PEER, HeaderValue::from_static("1"));
+        }
+        if let Some(proof) = proof {
+            request.headers_mut().insert(wire::PROOF, proof);
+        }
+        request
+    }
+
+    #[test]
+    fn admission_asks_peers_for_proof_and_clients_for_an_allowed_address() {
+        let proofs = Proofs::new([7; 32], "12D3KooWA".into());
+        let proof = proofs.sign(&Method::GET, "/v2/a/blobs/sha256:x?ns=docker.io");
+        let nets: Vec<IpNet> = vec!["10.0.0.7/32".parse().unwrap_or_else(|e| panic!("{e}"))];
+        let keyed = Admission::new(Some(proofs), Some(nets));
+        let status = |r: Option<Response<Body>>| r.map(|r| r.status().as_u16());
+        assert_eq!(
+            status(keyed.refuse(&request([10, 0, 0, 9], true, proof.clone()))),
+            None,
+            "a proven peer, any address"
+        );
+        assert_eq!(status(keyed.refuse(&request([10, 0, 0, 9], true, None))), Some(401));
+        assert_eq!(status(keyed.refuse(&request([10, 0, 0, 7], false, None))), None, "an allowed client");
+        assert_eq!(status(keyed.refuse(&request([127, 0, 0, 1], false, None))), None, "loopback");
+        assert_eq!(status(keyed.refuse(&request([10, 0, 0, 9], false, None))), Some(403));
+        let open = Admission::new(None, Some(Vec::new()));
+        assert_eq!(status(open.refuse(&request([10, 0, 0, 9], true, None))), None, "no key: a peer needs no proof");
+        assert_eq!(status(open.refuse(&request([10, 0, 0, 9], false, None))), Some(403), "but a client still does");
     }
 
     #[test]

@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use http::{Request, Response};
 use peerpull_oci::ErrorCode;
@@ -17,18 +16,17 @@ use peerpull_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{self, Proofs, RemoteAddr};
+use crate::auth::{Admission, Proofs};
 use crate::body::{self, Body};
 use crate::fetch::{self, Fetcher};
 use crate::metrics::{Metrics, Stats};
 use crate::peers::Peers;
-use crate::recent::{Client, Pull, Recent, Served, Via};
+use crate::recent::{self, Client, Pull, Recent};
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
 use crate::tags::{Tags, Verdict};
-use crate::upload::{Slot, Uploads};
-use crate::wire::{self, PROOF};
+use crate::upload::Uploads;
 use crate::{Config, TagResolution};
 
 mod own;
@@ -47,7 +45,7 @@ struct Inner {
     metrics: Metrics,
     spool: Option<Spool>,
     tags: Tags,
-    proofs: Option<Proofs>,
+    admission: Admission,
     client: Arc<peerpull_upstream::Client>,
     recent: Recent,
     uploads: Uploads,
@@ -112,6 +110,7 @@ impl Mirror {
         } else {
             sources.push(Box::new(source::peer::Peer::new(fetcher)));
         }
+        let admission = Admission::new(proofs, config.clients.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -119,7 +118,7 @@ impl Mirror {
                 metrics,
                 spool,
                 tags,
-                proofs,
+                admission,
                 client: upstream,
                 recent: Recent::default(),
                 uploads,
@@ -139,7 +138,7 @@ impl Mirror {
 
     /// Answers a `/v2` request (any other path is a 404 with an OCI error body).
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
-        if let Some(refused) = self.refuse(&request) {
+        if let Some(refused) = self.inner.admission.refuse(&request) {
             return refused;
         }
         let wanted = match request::parse(&request) {
@@ -150,72 +149,29 @@ impl Mirror {
         self.serve(&wanted, client).await
     }
 
-    /// Answers `wanted` for `client`: an upload slot for a peer, the chain of
-    /// sources, then the metrics and the recent pulls.
+    /// Answers `wanted` for `client`, in layers around the chain of sources:
+    /// a place under the upload cap for a peer (`upload`), then the chain,
+    /// its body paced, then counted and remembered (`recent`).
     async fn serve(&self, wanted: &Wanted, client: Client) -> Response<Body> {
-        // An upload to a peer takes a place under the cap first (a node pulling through is never turned away).
-        let slot = match (client, wanted.head) {
-            (Client::Peer, false) => match self.inner.uploads.admit() {
-                Some(slot) => Some(slot),
-                None if wanted.by_follower() => Some(Slot::unlimited()),
-                None => {
-                    self.inner.metrics.upload_refused();
-                    let mut busy = body::error(ErrorCode::TooManyRequests, "this node is uploading all it may");
-                    busy.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                    return busy;
-                }
-            },
-            _ => None,
-        };
-        let (at, started) = (SystemTime::now(), Instant::now());
-        let (mut response, source) = self.answer(wanted).await;
-        if let Some(slot) = slot {
-            response = self.inner.uploads.paced(response, slot);
-        }
-        let via = response.extensions().get::<Via>().map(|via| via.0);
-        if let Some(source) = source {
-            response.extensions_mut().insert(Served { source, via });
-        }
-        let metrics = &self.inner.metrics;
-        if client != Client::Node {
-            metrics.request(wanted.registry(), source);
-        }
-        let mut pull = Pull {
-            at,
-            client,
-            registry: wanted.registry().to_owned(),
-            repository: wanted.name.clone(),
-            reference: wanted.reference(),
-            manifest: wanted.manifest,
-            head: wanted.head,
-            status: response.status().as_u16(),
-            size: content_length(&response),
-            source,
-            via,
-            bytes: 0,
-            duration: started.elapsed(),
-        };
-        // The node's own requests (the admin API, the test pull) are not pulls: not remembered.
-        let recent = (client != Client::Node).then(|| self.inner.recent.clone());
-        let uploaded = (client == Client::Peer).then(|| metrics.clone());
-        match source {
-            Some(kind) => body::observed(response, metrics.in_flight(kind), move |bytes| {
-                if let Some(metrics) = uploaded {
-                    metrics.peer_upload(bytes);
-                }
-                pull.bytes = bytes;
-                pull.duration = started.elapsed();
-                if let Some(recent) = recent {
-                    recent.push(pull);
-                }
-            }),
-            None => {
-                if let Some(recent) = recent {
-                    recent.push(pull);
-                }
-                response
+        let inner = &self.inner;
+        let slot = match inner.uploads.admit_for(client == Client::Peer && !wanted.head, wanted.by_follower()) {
+            Ok(slot) => slot,
+            Err(busy) => {
+                inner.metrics.upload_refused();
+                return busy.answer();
             }
+        };
+        let pull =
+            Pull::arriving(client, wanted.registry(), &wanted.name, wanted.reference(), wanted.manifest, wanted.head);
+        let started = Instant::now();
+        let (response, source) = self.answer(wanted).await;
+        let response = inner.uploads.paced(response, slot);
+        if client != Client::Node {
+            inner.metrics.request(wanted.registry(), source);
         }
+        // The node's own requests (the admin API, the test pull) are not pulls: not remembered.
+        let recent = (client != Client::Node).then_some(&inner.recent);
+        recent::recorded(response, source, pull, started, &inner.metrics, recent)
     }
 
     /// Up to `limit` of the last requests answered, newest first (at most [`crate::recent::CAPACITY`]).
@@ -232,24 +188,6 @@ impl Mirror {
     /// How each upstream registry asked so far is doing.
     pub fn upstream_health(&self) -> Vec<peerpull_upstream::Health> {
         self.inner.client.health()
-    }
-
-    /// The refusal for a request that may not be served: a peer's must prove
-    /// membership (401), anyone else must be an allowed client (403).
-    fn refuse<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
-        let headers = request.headers();
-        if wire::claims_peer(headers) {
-            let proofs = self.inner.proofs.as_ref()?;
-            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-            let refused = proofs.check(request.method(), path, headers.get(PROOF)).err()?;
-            tracing::info!(%refused, remote = ?remote(request), "refused a peer request");
-            return Some(body::error(ErrorCode::Unauthorized, refused.to_string()));
-        }
-        if auth::allowed(self.inner.config.clients.as_deref(), remote(request)) {
-            return None;
-        }
-        tracing::debug!(remote = ?remote(request), "refused a client outside the allowed networks");
-        Some(body::error(ErrorCode::Denied, "this mirror serves its own node's containerd only"))
     }
 
     /// The response and the source that gave it (`None`: a miss).
@@ -307,14 +245,4 @@ impl Mirror {
         }
         (body::error(wanted.unknown(), "no node holds this content"), None)
     }
-}
-
-/// The `Content-Length` of `response`, when it has one.
-fn content_length(response: &Response<Body>) -> Option<u64> {
-    response.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// The address `request` came from, when the server recorded it.
-fn remote<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
-    request.extensions().get::<RemoteAddr>().map(|r| r.0.ip())
 }

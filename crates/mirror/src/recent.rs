@@ -10,9 +10,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use http::{header, Response};
 use peerpull_routing::Provider;
+use tokio::time::Instant;
 
-use crate::metrics::Kind;
+use crate::body::{self, Body};
+use crate::metrics::{Kind, Metrics};
 
 /// How many requests are remembered.
 pub const CAPACITY: usize = 200;
@@ -76,6 +79,32 @@ pub struct Pull {
 }
 
 impl Pull {
+    /// A request arriving now, before it is answered.
+    pub(crate) fn arriving(
+        client: Client,
+        registry: &str,
+        repository: &str,
+        reference: String,
+        manifest: bool,
+        head: bool,
+    ) -> Self {
+        Pull {
+            at: SystemTime::now(),
+            client,
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            reference,
+            manifest,
+            head,
+            status: 0,
+            size: None,
+            source: None,
+            via: None,
+            bytes: 0,
+            duration: Duration::ZERO,
+        }
+    }
+
     /// Whether the whole body was sent.
     pub fn complete(&self) -> bool {
         self.head || self.size.is_none_or(|size| self.bytes >= size)
@@ -86,6 +115,47 @@ impl Pull {
         let seconds = self.duration.as_secs_f64();
         (self.bytes > 0 && seconds > 0.0).then(|| self.bytes as f64 / seconds)
     }
+}
+
+/// The answer `response` from `source` to `pull` (which arrived at
+/// `started`), named [`Served`], counted while its body is sent (the
+/// in-flight gauge; a peer's bytes as uploaded), and remembered in `recent`
+/// once it ends (at once for a miss).
+pub(crate) fn recorded(
+    mut response: Response<Body>,
+    source: Option<Kind>,
+    mut pull: Pull,
+    started: Instant,
+    metrics: &Metrics,
+    recent: Option<&Recent>,
+) -> Response<Body> {
+    let via = response.extensions().get::<Via>().map(|via| via.0);
+    if let Some(source) = source {
+        response.extensions_mut().insert(Served { source, via });
+    }
+    pull.status = response.status().as_u16();
+    pull.size = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    pull.source = source;
+    pull.via = via;
+    pull.duration = started.elapsed();
+    let recent = recent.cloned();
+    let Some(kind) = source else {
+        if let Some(recent) = recent {
+            recent.push(pull);
+        }
+        return response;
+    };
+    let uploaded = (pull.client == Client::Peer).then(|| metrics.clone());
+    body::observed(response, metrics.in_flight(kind), move |bytes| {
+        if let Some(metrics) = uploaded {
+            metrics.peer_upload(bytes);
+        }
+        pull.bytes = bytes;
+        pull.duration = started.elapsed();
+        if let Some(recent) = recent {
+            recent.push(pull);
+        }
+    })
 }
 
 /// The ring; clones share it.
@@ -113,7 +183,42 @@ impl Recent {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt as _;
+
     use super::*;
+
+    #[tokio::test]
+    async fn an_answer_is_remembered_when_its_body_ends_and_a_miss_at_once() {
+        let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default());
+        let recent = Recent::default();
+        let arriving = |client| Pull::arriving(client, "docker.io", "library/nginx", "1.27".into(), true, false);
+        let sending = |stats: crate::Stats| stats.in_flight.iter().map(|(_, n)| n).sum::<u64>();
+
+        let mut response = Response::new(body::full("hello"));
+        response.headers_mut().insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("5"));
+        let started = Instant::now();
+        let response =
+            recorded(response, Some(Kind::Local), arriving(Client::Containerd), started, &metrics, Some(&recent));
+        assert_eq!(response.extensions().get::<Served>().map(|s| s.source), Some(Kind::Local));
+        assert_eq!((recent.last(10).len(), sending(metrics.stats())), (0, 1), "sending, not yet remembered");
+        let sent = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        assert_eq!(sent.as_ref(), b"hello");
+        assert_eq!(sending(metrics.stats()), 0);
+        let pulls = recent.last(10);
+        assert_eq!(pulls.len(), 1);
+        assert_eq!((pulls[0].bytes, pulls[0].size, pulls[0].status), (5, Some(5), 200));
+        assert!(pulls[0].complete());
+
+        let miss = Response::builder().status(404).body(body::empty()).unwrap_or_default();
+        let miss = recorded(miss, None, arriving(Client::Containerd), started, &metrics, Some(&recent));
+        assert!(miss.extensions().get::<Served>().is_none());
+        assert_eq!(recent.last(10).first().map(|p| (p.status, p.source)), Some((404, None)), "a miss, at once");
+
+        let own =
+            recorded(Response::new(body::full("x")), Some(Kind::Peer), arriving(Client::Node), started, &metrics, None);
+        drop(own);
+        assert_eq!(recent.last(10).len(), 2, "the node's own requests are not remembered");
+    }
 
     fn pull(n: u64) -> Pull {
         Pull {

@@ -18,12 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use http::Response;
+use http::{header, HeaderValue, Response};
 use http_body_util::{BodyExt as _, BodyStream, StreamBody};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::body::Body;
+use peerpull_oci::ErrorCode;
+
+use crate::body::{self, Body};
 
 /// How far behind the rate may be before new uploads are refused.
 pub(crate) const MAX_BACKLOG: Duration = Duration::from_secs(1);
@@ -35,6 +37,19 @@ const BURST: f64 = 0.1;
 pub(crate) struct Uploads {
     permits: Option<Arc<Semaphore>>,
     bucket: Option<Arc<Bucket>>,
+}
+
+/// An upload refused: the node uploads all it may.
+#[derive(Debug)]
+pub(crate) struct Busy;
+
+impl Busy {
+    /// The `429` to answer, asking to retry in a second.
+    pub(crate) fn answer(self) -> Response<Body> {
+        let mut busy = body::error(ErrorCode::TooManyRequests, "this node is uploading all it may");
+        busy.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        busy
+    }
 }
 
 /// One admitted upload: holds its place under the cap until dropped.
@@ -61,7 +76,7 @@ impl Uploads {
 
     /// A place for one more upload, or `None` (answer 429) at the cap or
     /// with the rate too far behind.
-    pub(crate) fn admit(&self) -> Option<Slot> {
+    fn admit(&self) -> Option<Slot> {
         if self.bucket.as_ref().is_some_and(|b| b.backlog() > MAX_BACKLOG) {
             return None;
         }
@@ -71,8 +86,25 @@ impl Uploads {
         }
     }
 
-    /// `response` with its body paced to the rate, holding `slot` until the body ends.
-    pub(crate) fn paced(&self, response: Response<Body>, slot: Slot) -> Response<Body> {
+    /// The place an answer takes under the cap: none when it is no upload
+    /// (`upload` false: a `HEAD`, or this node's own containerd), one outside
+    /// the cap for a `follower` (never turned away), else one under the cap
+    /// or [`Busy`].
+    pub(crate) fn admit_for(&self, upload: bool, follower: bool) -> Result<Option<Slot>, Busy> {
+        if !upload {
+            return Ok(None);
+        }
+        match self.admit() {
+            Some(slot) => Ok(Some(slot)),
+            None if follower => Ok(Some(Slot::unlimited())),
+            None => Err(Busy),
+        }
+    }
+
+    /// `response` with its body paced to the rate, holding `slot` until the
+    /// body ends; as it is without a slot.
+    pub(crate) fn paced(&self, response: Response<Body>, slot: Option<Slot>) -> Response<Body> {
+        let Some(slot) = slot else { return response };
         let bucket = self.bucket.clone();
         response.map(move |body| {
             let frames = BodyStream::new(body).then(move |frame| {
@@ -163,6 +195,11 @@ mod tests {
         let uploads = Uploads::new(2, 0);
         let (a, _b) = (uploads.admit().unwrap(), uploads.admit().unwrap());
         assert!(uploads.admit().is_none());
+        let busy = uploads.admit_for(true, false).map(|_| ()).unwrap_err().answer();
+        assert_eq!(busy.status(), 429, "past the cap");
+        assert!(busy.headers().contains_key(header::RETRY_AFTER));
+        assert!(matches!(uploads.admit_for(true, true), Ok(Some(_))), "a follower is never turned away");
+        assert!(matches!(uploads.admit_for(false, false), Ok(None)), "not an upload: no place taken");
         drop(a);
         assert!(uploads.admit().is_some());
 
