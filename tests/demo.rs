@@ -45,7 +45,7 @@ struct Pull {
 }
 
 /// What a node's mirror served, by where it came from (bytes).
-const SOURCES: [&str; 4] = ["local", "in_flight", "peer", "upstream"];
+const SOURCES: [&str; 4] = ["local", "spool", "peer", "upstream"];
 
 async fn demo(keep: bool) -> Result<(), Error> {
     step("starting 3 nodes (containerd + peerpull each) and an upstream registry");

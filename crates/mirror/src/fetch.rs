@@ -116,7 +116,7 @@ pub(crate) struct Opened {
 
 /// Opens and continues peer transfers.
 #[derive(Clone)]
-pub(crate) struct Fetcher {
+pub(crate) struct PeerClient {
     pub(crate) client: HttpClient,
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Metrics,
@@ -125,7 +125,7 @@ pub(crate) struct Fetcher {
     pub(crate) proofs: Option<Proofs>,
 }
 
-impl Fetcher {
+impl PeerClient {
     /// Asks providers, hedging after the hedge delay, until one answers well.
     pub(crate) async fn open(&self, providers: &mut Providers, request: &PeerRequest) -> Option<Opened> {
         let mut inflight = FuturesUnordered::new();

@@ -24,7 +24,7 @@
 //! `tests/layers.rs`):
 //! - [`mirror`]: [`Mirror`], a request through the chain, counted once; the
 //!   node's own requests in process ([`Mirror::resolve`], [`Mirror::probe`]);
-//! - `source`: the chain of sources (`local`, `in_flight`, `peer`,
+//! - `source`: the chain of sources (`local`, `spooled`, `peer`,
 //!   `upstream` with `follow`, a follower's side of a fetch);
 //! - `request`: a request parsed into what it wants;
 //! - `tags`: tags resolved against the upstream first;

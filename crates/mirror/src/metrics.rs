@@ -27,22 +27,22 @@ pub enum Kind {
     /// This node's containerd.
     Local,
     /// A fetch from the upstream already under way on this node.
-    InFlight,
+    Spool,
     /// Another node's mirror.
     Peer,
-    /// The upstream registry (fetched by this node or by the node the cluster chose).
+    /// The upstream registry (fetched by this node or by the blob's fetcher).
     Upstream,
 }
 
 impl Kind {
     /// Every source, in the order the chain asks them.
-    pub const ALL: [Kind; 4] = [Kind::Local, Kind::InFlight, Kind::Peer, Kind::Upstream];
+    pub const ALL: [Kind; 4] = [Kind::Local, Kind::Spool, Kind::Peer, Kind::Upstream];
 
-    /// The label value: `local`, `in_flight`, `peer` or `upstream`.
+    /// The label value: `local`, `spool`, `peer` or `upstream`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Local => "local",
-            Kind::InFlight => "in_flight",
+            Kind::Spool => "spool",
             Kind::Peer => "peer",
             Kind::Upstream => "upstream",
         }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Admission, Proofs};
 use crate::body::{self, Body};
-use crate::fetch::{self, Fetcher};
+use crate::fetch::{self, PeerClient};
 use crate::metrics::{Metrics, Stats};
 use crate::peers::Peers;
 use crate::recent::{self, Client, Pull, Recent};
@@ -83,8 +83,8 @@ impl Mirror {
         metrics.name_registries(config.mirrored.registries().iter().map(|r| r.host()));
         let proofs = config.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
         let client = fetch::client(&config);
-        let fetcher =
-            Fetcher { client, config: config.clone(), metrics: metrics.clone(), peers, proofs: proofs.clone() };
+        let peer_client =
+            PeerClient { client, config: config.clone(), metrics: metrics.clone(), peers, proofs: proofs.clone() };
         let mut sources: Vec<Box<dyn Source>> =
             vec![Box::new(source::local::Local::new(store.clone(), metrics.clone()))];
         let mut spool = None;
@@ -100,15 +100,15 @@ impl Mirror {
                 stall: config.stall_timeout,
                 open_timeout: config.pull_through_timeout(),
             };
-            let made = Spool::new(dir.clone(), limits, store, fetcher.peers.clone(), metrics.clone())
+            let made = Spool::new(dir.clone(), limits, store, peer_client.peers.clone(), metrics.clone())
                 .map_err(|source| Error::Spool { dir, source })?;
-            let in_flight = source::in_flight::InFlight::new(made.clone(), metrics.clone(), wait, config.relay_fanout);
-            sources.push(Box::new(in_flight));
-            sources.push(Box::new(source::peer::Peer::new(fetcher.clone())));
-            sources.push(Box::new(source::upstream::Upstream::new(client, made.clone(), fetcher, wait)));
+            let spooled = source::spooled::Spooled::new(made.clone(), metrics.clone(), wait, config.relay_fanout);
+            sources.push(Box::new(spooled));
+            sources.push(Box::new(source::peer::Peer::new(peer_client.clone())));
+            sources.push(Box::new(source::upstream::Upstream::new(client, made.clone(), peer_client, wait)));
             spool = Some(made);
         } else {
-            sources.push(Box::new(source::peer::Peer::new(fetcher)));
+            sources.push(Box::new(source::peer::Peer::new(peer_client)));
         }
         let admission = Admission::new(proofs, config.clients.clone());
         Ok(Self {

@@ -37,7 +37,7 @@ use peerpull_oci::{ByteRange, Digest, Verifier};
 use peerpull_routing::Provider;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::fetch::Fetcher;
+use crate::fetch::PeerClient;
 use crate::metrics::Failure;
 use crate::transfer::{read_data, TransferError};
 use crate::wire::PeerRequest;
@@ -53,7 +53,7 @@ type Fetched = (usize, usize, Result<Bytes, Failure>);
 /// A whole blob from `holders` (the first of which answered with `first`, a
 /// whole body), verified against `expected`.
 pub(crate) struct Multi {
-    fetcher: Fetcher,
+    peer_client: PeerClient,
     request: PeerRequest,
     holders: Vec<Holder>,
     size: u64,
@@ -85,7 +85,7 @@ enum Chunk {
 
 impl Multi {
     pub(crate) fn new(
-        fetcher: Fetcher,
+        peer_client: PeerClient,
         request: PeerRequest,
         first: (Provider, Incoming),
         others: Vec<Provider>,
@@ -100,10 +100,10 @@ impl Multi {
         let from = vec![None; count];
         chunks[0] = Chunk::Asked(1);
         let running = FuturesUnordered::new();
-        let (stall, len) = (fetcher.config.stall_timeout, CHUNK.min(size) as usize);
+        let (stall, len) = (peer_client.config.stall_timeout, CHUNK.min(size) as usize);
         running.push(read_first(first.1, len, stall).map(|result| (0, 0, result)).boxed());
         Self {
-            fetcher,
+            peer_client,
             request,
             holders,
             size,
@@ -141,7 +141,7 @@ impl Multi {
                     let verifier = self.verifier.take()?;
                     let expected = verifier.expected().clone();
                     if !verifier.finish() {
-                        self.fetcher.metrics.peer_failure(Failure::DigestMismatch);
+                        self.peer_client.metrics.peer_failure(Failure::DigestMismatch);
                         self.blame(expected.clone());
                         return Some(Err(TransferError::Mismatch { expected }));
                     }
@@ -163,7 +163,7 @@ impl Multi {
                     }
                 }
                 Err(reason) => {
-                    self.fetcher.metrics.peer_failure(reason);
+                    self.peer_client.metrics.peer_failure(reason);
                     let provider = self.holders[holder].provider;
                     tracing::debug!(peer = %provider.peer, mirror = %provider.mirror, chunk, %reason, "a holder failed a chunk");
                     self.holders[holder].failed = true;
@@ -184,16 +184,16 @@ impl Multi {
                 suspects.push(provider);
             }
         }
-        let (fetcher, request) = (self.fetcher.clone(), self.request.clone());
+        let (peer_client, request) = (self.peer_client.clone(), self.request.clone());
         tokio::spawn(async move {
             let certain = suspects.len() == 1;
             for suspect in suspects {
                 let matches =
-                    if certain { Some(false) } else { whole_matches(&fetcher, &request, suspect, &expected).await };
+                    if certain { Some(false) } else { whole_matches(&peer_client, &request, suspect, &expected).await };
                 match matches {
                     Some(false) => {
                         tracing::warn!(peer = %suspect.peer, digest = %expected, "a holder's copy does not match its digest");
-                        fetcher.peers.penalize(suspect.peer).await;
+                        peer_client.peers.penalize(suspect.peer).await;
                     }
                     Some(true) => tracing::debug!(peer = %suspect.peer, "a holder's copy matches: not to blame"),
                     None => {
@@ -226,14 +226,14 @@ impl Multi {
             self.holders[h].busy = true;
             let start = chunk as u64 * CHUNK;
             let last = (start + CHUNK).min(self.size) - 1;
-            let (fetcher, provider) = (self.fetcher.clone(), self.holders[h].provider);
+            let (peer_client, provider) = (self.peer_client.clone(), self.holders[h].provider);
             let chunk_request = self.request.range(ByteRange { start, end_inclusive: last });
             self.running.push(
                 async move {
-                    let result = match fetcher.send(provider, &chunk_request).await {
+                    let result = match peer_client.send(provider, &chunk_request).await {
                         Ok(opened) => {
                             let len = (last - start + 1) as usize;
-                            read_first(opened.response.into_body(), len, fetcher.config.stall_timeout).await
+                            read_first(opened.response.into_body(), len, peer_client.config.stall_timeout).await
                         }
                         Err((_, reason)) => Err(reason),
                     };
@@ -246,11 +246,16 @@ impl Multi {
 }
 
 /// Whether `holder`'s whole copy matches `expected`; `None` when it could not be read whole.
-async fn whole_matches(fetcher: &Fetcher, request: &PeerRequest, holder: Provider, expected: &Digest) -> Option<bool> {
-    let opened = fetcher.send(holder, request).await.ok()?;
+async fn whole_matches(
+    peer_client: &PeerClient,
+    request: &PeerRequest,
+    holder: Provider,
+    expected: &Digest,
+) -> Option<bool> {
+    let opened = peer_client.send(holder, request).await.ok()?;
     let mut body = opened.response.into_body();
     let mut verifier = expected.verifier();
-    while let Some(data) = read_data(&mut body, fetcher.config.stall_timeout).await.ok()? {
+    while let Some(data) = read_data(&mut body, peer_client.config.stall_timeout).await.ok()? {
         verifier.update(&data);
     }
     Some(verifier.finish())

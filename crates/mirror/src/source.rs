@@ -3,7 +3,7 @@
 //! Each [`Source`] either answers a request or passes it on; the mirror
 //! tries them in order and answers a 404 when none could:
 //! 1. `local`: this node's containerd;
-//! 2. `in_flight`: a fetch already under way on this node (the spool);
+//! 2. `spooled`: a fetch already under way on this node (the spool);
 //! 3. `peer`: another node that holds it, found in the DHT;
 //! 4. `upstream`: the registry itself, fetched once for the whole cluster
 //!    (`follow`: the other nodes' side of that one fetch).
@@ -25,9 +25,9 @@ use crate::spool::Entry;
 use crate::wire::{self, Sender};
 
 pub(crate) mod follow;
-pub(crate) mod in_flight;
 pub(crate) mod local;
 pub(crate) mod peer;
+pub(crate) mod spooled;
 pub(crate) mod upstream;
 
 pub(crate) use crate::metrics::Kind;

@@ -96,7 +96,7 @@ pub(crate) struct Entry {
     /// The followers streaming it from this node.
     followers: Mutex<Tree>,
     /// The peer its bytes come from now (`None`: the upstream).
-    feeder: Mutex<Option<Provider>>,
+    streaming_from: Mutex<Option<Provider>>,
 }
 
 /// The spool of one node; cheap to clone.
@@ -194,7 +194,7 @@ impl Spool {
             reserved: AtomicU64::new(0),
             open_timeout,
             followers: Mutex::default(),
-            feeder: Mutex::default(),
+            streaming_from: Mutex::default(),
         });
         entries.by_digest.insert(digest.clone(), entry.clone());
         let lease = Lease::new(entry.clone());
@@ -339,12 +339,12 @@ impl Entry {
     }
 
     /// The peer its bytes come from now, if not the upstream.
-    pub(crate) fn feeder(&self) -> Option<Provider> {
-        *self.feeder.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn streaming_from(&self) -> Option<Provider> {
+        *self.streaming_from.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn fed_by(&self, peer: Option<Provider>) {
-        *self.feeder.lock().unwrap_or_else(|p| p.into_inner()) = peer;
+        *self.streaming_from.lock().unwrap_or_else(|p| p.into_inner()) = peer;
     }
 
     fn unread(&self) -> bool {

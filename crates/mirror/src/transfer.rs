@@ -26,7 +26,7 @@ use peerpull_oci::{ByteRange, Digest, Verifier};
 use peerpull_routing::{PeerId, Provider};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::fetch::{Fetcher, Providers};
+use crate::fetch::{PeerClient, Providers};
 use crate::metrics::Failure;
 use crate::wire::PeerRequest;
 
@@ -66,7 +66,7 @@ pub(crate) struct Feed {
 
 /// A whole-content transfer, resumable and verified.
 pub(crate) struct Transfer {
-    fetcher: Fetcher,
+    peer_client: PeerClient,
     /// Who else may continue it.
     providers: Providers,
     /// What a resume asks for, from the byte reached.
@@ -93,16 +93,16 @@ impl Transfer {
     /// `provider`, if a peer), counting bytes on `served` and verifying
     /// `expected` when given. Nothing continues it unless [`Transfer::resumed_from`] says who.
     pub(crate) fn new(
-        fetcher: Fetcher,
+        peer_client: PeerClient,
         request: PeerRequest,
         feed: Feed,
         expected: Option<Digest>,
         served: Counter,
     ) -> Self {
-        let stall = fetcher.config.stall_timeout;
+        let stall = peer_client.config.stall_timeout;
         let Feed { body, provider, size } = feed;
         Self {
-            fetcher,
+            peer_client,
             providers: Providers::none(),
             request,
             feed: Some(body),
@@ -179,7 +179,7 @@ impl Transfer {
                 }
                 Err(reason) => {
                     if self.provider.is_some() {
-                        self.fetcher.metrics.peer_failure(reason);
+                        self.peer_client.metrics.peer_failure(reason);
                     }
                     let peer = self.provider.map(|p| p.peer.to_string()).unwrap_or_else(|| "-".into());
                     tracing::warn!(%peer, offset = self.offset, size = self.size, %reason, "transfer broke; resuming");
@@ -203,10 +203,10 @@ impl Transfer {
     /// Continues from another provider at the current offset.
     async fn resume(&mut self) -> Result<(), TransferError> {
         self.feed = None;
-        let wait = self.fetcher.config.peer_timeout;
+        let wait = self.peer_client.config.peer_timeout;
         while let Some(provider) = self.providers.next_within(wait).await {
             let rest = self.request.range(ByteRange { start: self.offset, end_inclusive: self.size - 1 });
-            match self.fetcher.send(provider, &rest).await {
+            match self.peer_client.send(provider, &rest).await {
                 Ok(opened) => {
                     tracing::info!(peer = %provider.peer, offset = self.offset, "transfer resumed from another peer");
                     self.provider = Some(provider);
@@ -214,7 +214,7 @@ impl Transfer {
                     self.feed = Some(opened.response.into_body());
                     return Ok(());
                 }
-                Err((_, reason)) => self.fetcher.metrics.peer_failure(reason),
+                Err((_, reason)) => self.peer_client.metrics.peer_failure(reason),
             }
         }
         Err(TransferError::Exhausted { offset: self.offset, size: self.size })
@@ -226,10 +226,10 @@ impl Transfer {
         if let Some(verifier) = self.verifier.take() {
             let expected = verifier.expected().clone();
             if !verifier.finish() {
-                self.fetcher.metrics.peer_failure(Failure::DigestMismatch);
+                self.peer_client.metrics.peer_failure(Failure::DigestMismatch);
                 for peer in &self.used {
                     tracing::warn!(%peer, digest = %expected, "content does not match its digest");
-                    self.fetcher.peers.penalize(*peer).await;
+                    self.peer_client.peers.penalize(*peer).await;
                 }
                 return Some(Err(TransferError::Mismatch { expected }));
             }

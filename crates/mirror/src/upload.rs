@@ -9,10 +9,10 @@
 //! An upload that is admitted is paced: each chunk waits for its bytes in a
 //! token bucket refilled at the rate, with up to [`BURST`] of a second saved.
 //!
-//! Requests to pull through (a node asking the one chosen to fetch from the
-//! upstream) are paced but never refused: refusing would send that node to
-//! the upstream itself, one more upstream copy for the cluster. Responses to
-//! this node's own containerd are neither.
+//! Requests to pull through (a follower asking its fetcher) are paced but
+//! never refused: refusing would send the follower to the upstream itself,
+//! one more upstream copy for the cluster. Responses to this node's own
+//! containerd are neither.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -14,7 +14,7 @@
 //!   follower the asker was sent to that failed it.
 //! - [`VERSION`]: the protocol version, [`PROTOCOL`].
 //!
-//! Answers are plain `/v2` answers, classified by [`classify`]: served
+//! Answers are plain `/v2` answers, classified by `classify`: served
 //! (200, or 206 for a range), busy (429: the node uploads all it may),
 //! not here (404), the upstream failed the fetcher (404 with
 //! [`UPSTREAM_FAILED`]), or follow elsewhere (307 with [`FOLLOW`], only to a

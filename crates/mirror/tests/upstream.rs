@@ -51,38 +51,38 @@ async fn a_node_streams_from_the_node_the_cluster_chose_and_finishes_alone_when_
     let path = format!("{}{}", blob_path(&digest), upstream.ns());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let fetcher = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir_a)).await;
-    let chosen = Static::default().closest_is(fetcher.provider());
-    let follower = Node::start(Memory::new(), chosen, pulling(&upstream, &dir_b)).await;
+    let to_fetcher = Static::default().closest_is(fetcher.provider());
+    let follower = Node::start(Memory::new(), to_fetcher, pulling(&upstream, &dir_b)).await;
     let (response, body) = get(&follower.url(&path), &[]).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(body.as_ref() == blob.as_slice());
     let (response, body) = get(&fetcher.url(&path), &[]).await.unwrap();
     assert_eq!((response.status().as_u16(), body.len()), (200, blob.len()));
-    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the chosen node fetched for both");
-    assert!(fetcher.metrics().await.contains(r#"source="in_flight"} "#), "the fetcher served from its spool");
+    assert_eq!(upstream.gets(&blob_path(&digest)), 1, "the fetcher fetched for both");
+    assert!(fetcher.metrics().await.contains(r#"source="spool"} "#), "the fetcher served from its spool");
     let (response, body) = get(&follower.url(&path), &[("range", "bytes=100-199")]).await.unwrap();
     assert_eq!((response.status().as_u16(), body.as_ref()), (206, &blob[100..200]), "a range, cut from the whole");
 
-    // The chosen node dies after 700 kB: the follower fetches the rest itself.
+    // The fetcher dies after 700 kB: the follower fetches the rest itself.
     let (upstream, blob, digest) = upstream_with_blob(2 << 20, Behaviour::default()).await;
     let dying = fake_peer(blob.clone(), Misbehaviour::Truncate(700_001)).await;
-    let chosen = Static::default().closest_is(dying);
+    let to_fetcher = Static::default().closest_is(dying);
     let dir = tempfile::tempdir().unwrap();
-    let follower = Node::start(Memory::new(), chosen, pulling(&upstream, &dir)).await;
+    let follower = Node::start(Memory::new(), to_fetcher, pulling(&upstream, &dir)).await;
     let (response, body) = get(&follower.url(&format!("{}{}", blob_path(&digest), upstream.ns())), &[]).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(body.as_ref() == blob.as_slice(), "the response continued from the follower's own fetch");
     assert_eq!(upstream.gets(&blob_path(&digest)), 1);
 
-    // A chosen node that serves wrong bytes never completes the response.
+    // A fetcher that serves wrong bytes never completes the response.
     let (upstream, blob, digest) = upstream_with_blob(1 << 20, Behaviour::default()).await;
     let corrupt = fake_peer(blob, Misbehaviour::Corrupt).await;
-    let chosen = Static::default().closest_is(corrupt);
+    let to_fetcher = Static::default().closest_is(corrupt);
     let dir = tempfile::tempdir().unwrap();
-    let follower = Node::start(Memory::new(), chosen.clone(), pulling(&upstream, &dir)).await;
+    let follower = Node::start(Memory::new(), to_fetcher.clone(), pulling(&upstream, &dir)).await;
     let result = get(&follower.url(&format!("{}{}", blob_path(&digest), upstream.ns())), &[]).await;
     assert!(result.is_err(), "a corrupt transfer completed");
-    assert_eq!(chosen.penalized(), vec![corrupt.peer]);
+    assert_eq!(to_fetcher.penalized(), vec![corrupt.peer]);
     // Nor does a range of it (the corrupt node answers ranges).
     let result =
         get(&follower.url(&format!("{}{}", blob_path(&digest), upstream.ns())), &[("range", "bytes=10-19")]).await;
@@ -139,7 +139,7 @@ async fn when_the_upstream_refuses_the_chosen_node_the_others_do_not_ask_again()
     let url = follower.url(&format!("/v2/{REPO}/blobs/sha256:{}{}", "f".repeat(64), refusing.ns()));
     let (response, body) = get(&url, &[]).await.unwrap();
     assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
-    assert_eq!(refusing.requests(), 1, "only the chosen node asked the upstream");
+    assert_eq!(refusing.requests(), 1, "only the to_fetcher node asked the upstream");
     let metrics = follower.metrics().await;
     assert!(metrics.contains(r#"cache="miss",source=""} 1"#), "{metrics}");
     assert!(fetcher.metrics().await.contains(r#"peerpull_upstream_requests_total{outcome="denied"} 1"#));

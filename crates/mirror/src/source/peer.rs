@@ -14,7 +14,7 @@ use peerpull_oci::Digest;
 
 use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
-use crate::fetch::{self, Fetcher, Providers};
+use crate::fetch::{self, PeerClient, Providers};
 use crate::multi::Multi;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
@@ -28,12 +28,12 @@ const MORE_HOLDERS_WAIT: std::time::Duration = std::time::Duration::from_millis(
 
 /// Content from the peers that hold it.
 pub(crate) struct Peer {
-    fetcher: Fetcher,
+    peer_client: PeerClient,
 }
 
 impl Peer {
-    pub(crate) fn new(fetcher: Fetcher) -> Self {
-        Self { fetcher }
+    pub(crate) fn new(peer_client: PeerClient) -> Self {
+        Self { peer_client }
     }
 }
 
@@ -48,9 +48,9 @@ impl Source for Peer {
             return None;
         }
         let key = wanted.key()?;
-        let config = &self.fetcher.config;
+        let config = &self.peer_client.config;
         let started = tokio::time::Instant::now();
-        let lookup = self.fetcher.peers.lookup(&key, config.lookup_limit).await;
+        let lookup = self.peer_client.peers.lookup(&key, config.lookup_limit).await;
         let mut providers = Providers::new(lookup, config.lookup_timeout, config.max_peer_attempts);
         let method = if wanted.head { Method::HEAD } else { Method::GET };
         let mut request = PeerRequest::holder(method, &wanted.path_and_query);
@@ -60,8 +60,8 @@ impl Source for Peer {
         if let Some(range) = asked {
             request.part = Part::AsAsked(range);
         }
-        let opened = self.fetcher.open(&mut providers, &request).await?;
-        self.fetcher.metrics.resolved_in(started.elapsed().as_secs_f64());
+        let opened = self.peer_client.open(&mut providers, &request).await?;
+        self.peer_client.metrics.resolved_in(started.elapsed().as_secs_f64());
         tracing::debug!(%key, peer = %opened.provider.peer, mirror = %opened.provider.mirror, "serving from a peer");
 
         if wanted.head {
@@ -86,7 +86,7 @@ impl Source for Peer {
             Prepared::Refused(response) => return Some(response),
         };
         response.extensions_mut().insert(Via(opened.provider));
-        let served = self.fetcher.metrics.served(Kind::Peer);
+        let served = self.peer_client.metrics.served(Kind::Peer);
         let min = config.multi_source_min_bytes;
         if range.is_none() && min > 0 && size >= min {
             let mut others = Vec::new();
@@ -99,13 +99,13 @@ impl Source for Peer {
             if !others.is_empty() {
                 tracing::debug!(%key, holders = others.len() + 1, size, "serving from several peers");
                 let first = (opened.provider, opened.response.into_body());
-                let multi = Multi::new(self.fetcher.clone(), request, first, others, size, expected, served);
+                let multi = Multi::new(self.peer_client.clone(), request, first, others, size, expected, served);
                 *response.body_mut() = body::stream(multi.stream());
                 return Some(response);
             }
         }
         let feed = Feed { body: opened.response.into_body(), provider: Some(opened.provider), size };
-        let transfer = Transfer::new(self.fetcher.clone(), request, feed, Some(expected), served)
+        let transfer = Transfer::new(self.peer_client.clone(), request, feed, Some(expected), served)
             .resumed_from(providers)
             .only(range);
         *response.body_mut() = body::stream(transfer.stream());

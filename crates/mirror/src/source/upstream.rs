@@ -4,11 +4,11 @@
 //! the node closest to the digest's key in the DHT ([`Peers::closest`](crate::Peers::closest)),
 //! which every node finds alike (a Kademlia walk towards the key), so nodes
 //! that miss at the same moment agree without a coordinator. Any other
-//! node asks that one to pull through ([`PULL_THROUGH`](crate::PULL_THROUGH))
+//! node asks that one to pull through ([`PULL_THROUGH`](crate::wire::PULL_THROUGH))
 //! and spools the bytes while they arrive ([`follow`]), so it can serve
 //! them onward to other followers (`relay`: a tree, not a star). If the
-//! chosen node cannot (it has no access to the upstream, or dies mid-blob),
-//! the fetch continues from the node chosen next, or from the upstream,
+//! fetcher cannot (it has no access to the upstream, or dies mid-blob),
+//! the fetch continues from the next fetcher, or from the upstream,
 //! at the byte reached, verified end to end by the spool. A client's range
 //! is cut from the spooled whole, so it is verified too.
 //!
@@ -19,14 +19,14 @@
 //! be reached, or refuses (a private image needs the kubelet's credentials),
 //! this source passes and the client gets the mirror's fast 404, so
 //! containerd tries its own `server` as it always did. A node whose spool
-//! has no room for the blob (or cannot write it) streams it from the chosen
-//! node without spooling it, verified, and serves no one onward.
+//! has no room for the blob (or cannot write it) streams it from the fetcher
+//! without spooling it, verified, and serves no one onward.
 //!
 //! Implementation notes: the choice of fetcher needs no coordination but
 //! relies on the walks of different nodes ending at the same peers; while
 //! the cluster's membership changes, two nodes may briefly both fetch. A
-//! chosen node that cannot pull through (down, `--upstream-fallback false`)
-//! is passed over for the next closest, up to [`follow::MAX_CHOSEN`]; one
+//! fetcher that cannot pull through (down, `--upstream-fallback false`)
+//! is passed over for the next closest, up to [`follow::MAX_FETCHERS`]; one
 //! whose upstream refused answers a 404 marked so, and the asking node
 //! answers a miss without asking the upstream again.
 
@@ -39,10 +39,10 @@ use peerpull_oci::{ByteRange, Digest, ErrorCode, Key, Registry};
 use peerpull_upstream::{Fetch, Outcome};
 
 use super::follow;
-use super::in_flight::respond;
+use super::spooled::respond;
 use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
-use crate::fetch::{self, Fetcher};
+use crate::fetch::{self, PeerClient};
 use crate::metrics::Metrics;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
@@ -59,16 +59,21 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, applicat
 pub(crate) struct Upstream {
     client: Arc<peerpull_upstream::Client>,
     spool: Spool,
-    fetcher: Fetcher,
+    peer_client: PeerClient,
     metrics: Metrics,
     /// How long to wait for the upstream's answer and for each step of a fetch.
     wait: Duration,
 }
 
 impl Upstream {
-    pub(crate) fn new(client: Arc<peerpull_upstream::Client>, spool: Spool, fetcher: Fetcher, wait: Duration) -> Self {
-        let metrics = fetcher.metrics.clone();
-        Self { client, spool, fetcher, metrics, wait }
+    pub(crate) fn new(
+        client: Arc<peerpull_upstream::Client>,
+        spool: Spool,
+        peer_client: PeerClient,
+        wait: Duration,
+    ) -> Self {
+        let metrics = peer_client.metrics.clone();
+        Self { client, spool, peer_client, metrics, wait }
     }
 
     /// What to ask the upstream for `wanted`.
@@ -122,7 +127,7 @@ impl Upstream {
     /// This node fetches `digest` (or joins its fetch under way) and answers from the spool.
     async fn spooled(&self, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Option<Response<Body>> {
         let entry = self.spool.start(digest, self.opener(registry.clone(), Self::fetch(wanted, Method::GET)));
-        let meta = match entry.opened(self.fetcher.config.pull_through_timeout()).await {
+        let meta = match entry.opened(self.peer_client.config.pull_through_timeout()).await {
             Ok(meta) => meta,
             Err(error) => {
                 tracing::debug!(%digest, %error, "no upstream fetch; answering a miss");
@@ -135,24 +140,24 @@ impl Upstream {
                 });
             }
         };
-        if let Some(sent) = super::placed(&entry, wanted, self.fetcher.config.relay_fanout, &self.metrics) {
+        if let Some(sent) = super::placed(&entry, wanted, self.peer_client.config.relay_fanout, &self.metrics) {
             return Some(sent);
         }
         Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream)))
     }
 
-    /// Spools `digest` from the node the cluster chose to fetch it (see
+    /// Spools `digest` from the fetcher to fetch it (see
     /// [`follow`]), or from the upstream when none can, and answers from the spool.
     async fn followed(&self, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Option<Response<Body>> {
         let upstream = self.opener(registry.clone(), Self::fetch(wanted, Method::GET));
         let key = Key::Digest(digest.clone());
-        let opener = follow::opener(self.fetcher.clone(), wanted.path_and_query.clone(), key, upstream);
-        // Each chosen node asked may take as long as the upstream, and so may this node's own fetch.
-        let budget = self.fetcher.config.pull_through_timeout() * (follow::MAX_CHOSEN as u32 + 1);
+        let opener = follow::opener(self.peer_client.clone(), wanted.path_and_query.clone(), key, upstream);
+        // Each fetcher asked may take as long as the upstream, and so may this node's own fetch.
+        let budget = self.peer_client.config.pull_through_timeout() * (follow::MAX_FETCHERS as u32 + 1);
         let entry = self.spool.start_within(digest, opener, budget);
         match entry.opened(budget).await {
             Ok(meta) => {
-                let via = entry.feeder();
+                let via = entry.streaming_from();
                 let mut response = respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream));
                 if let Some(via) = via {
                     response.extensions_mut().insert(Via(via));
@@ -160,27 +165,27 @@ impl Upstream {
                 Some(response)
             }
             Err(SpoolError::Failed(failed)) if !failed.upstream => {
-                tracing::debug!(%digest, reason = %failed.reason, "cannot spool here; streaming through from the chosen node");
+                tracing::debug!(%digest, reason = %failed.reason, "cannot spool here; streaming through from the fetcher node");
                 self.passed_through(wanted, digest).await
             }
             Err(error) => {
-                tracing::debug!(%digest, %error, "no fetch from the chosen node nor the upstream; answering a miss");
+                tracing::debug!(%digest, %error, "no fetch from the fetcher node nor the upstream; answering a miss");
                 None
             }
         }
     }
 
-    /// Streams `digest` from the node the cluster chose to fetch it without
+    /// Streams `digest` from the fetcher to fetch it without
     /// spooling it here, verified; `None` (a miss) when that node cannot.
     async fn passed_through(&self, wanted: &Wanted, digest: &Digest) -> Option<Response<Body>> {
-        let chosen = self.fetcher.peers.closest(&Key::Digest(digest.clone()), &[]).await?;
+        let fetcher = self.peer_client.peers.closest(&Key::Digest(digest.clone()), &[]).await?;
         // Asked for whole, to be verified; a client's range is cut from it.
         let request = PeerRequest::fetcher(&wanted.path_and_query, false, None);
-        let opened = match self.fetcher.send(chosen, &request).await {
+        let opened = match self.peer_client.send(fetcher, &request).await {
             Ok(opened) => opened,
             Err((_, reason)) => {
                 self.metrics.peer_failure(reason);
-                tracing::debug!(peer = %chosen.peer, %reason, "the chosen node cannot stream it either");
+                tracing::debug!(peer = %fetcher.peer, %reason, "the fetcher node cannot stream it either");
                 return None;
             }
         };
@@ -193,11 +198,11 @@ impl Upstream {
             Prepared::Content(response, range) => (response, range),
             Prepared::Refused(response) => return Some(response),
         };
-        response.extensions_mut().insert(Via(chosen));
-        let config = &self.fetcher.config;
+        response.extensions_mut().insert(Via(fetcher));
+        let config = &self.peer_client.config;
         let served = self.metrics.served(Kind::Upstream);
-        let feed = Feed { body: opened.response.into_body(), provider: Some(chosen), size };
-        let transfer = Transfer::new(self.fetcher.clone(), request, feed, Some(digest.clone()), served)
+        let feed = Feed { body: opened.response.into_body(), provider: Some(fetcher), size };
+        let transfer = Transfer::new(self.peer_client.clone(), request, feed, Some(digest.clone()), served)
             .patient(config.stall_timeout + config.pull_through_timeout())
             .only(range);
         *response.body_mut() = body::stream(transfer.stream());
@@ -236,9 +241,11 @@ impl Upstream {
                 // Nothing resumes it: the request is never sent.
                 let request = PeerRequest::holder(method, &wanted.path_and_query);
                 let feed = Feed { body: upstream.into_body(), provider: None, size };
-                body::stream(Transfer::new(self.fetcher.clone(), request, feed, expected, served).stream())
+                body::stream(Transfer::new(self.peer_client.clone(), request, feed, expected, served).stream())
             }
-            _ => body::stream(crate::transfer::passthrough(upstream.into_body(), self.fetcher.config.stall_timeout)),
+            _ => {
+                body::stream(crate::transfer::passthrough(upstream.into_body(), self.peer_client.config.stall_timeout))
+            }
         };
         *response.body_mut() = stream;
         Some(response)
@@ -255,9 +262,9 @@ impl Source for Upstream {
         if wanted.by_peer() && !wanted.by_follower() {
             return None;
         }
-        let registry = self.fetcher.config.upstream(wanted.ns.as_deref()?)?;
+        let registry = self.peer_client.config.upstream(wanted.ns.as_deref()?)?;
         match (&wanted.target, wanted.head) {
-            // This node is the one the cluster chose: it fetches for the asking node.
+            // This node is the fetcher: it fetches for its follower.
             (Target::Digest(digest), false) if wanted.by_follower() => self.spooled(wanted, digest, &registry).await,
             (Target::Digest(digest), false) => self.followed(wanted, digest, &registry).await,
             _ => self.direct(wanted, &registry).await,

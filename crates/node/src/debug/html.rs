@@ -28,7 +28,7 @@ pub(crate) struct Probe {
 /// The first MiB of a blob, fetched through this node's mirror.
 #[derive(Debug, Clone)]
 pub(crate) struct First {
-    /// `local`, `peer`, `in_flight` or `upstream`.
+    /// `local`, `peer`, `spool` or `upstream`.
     pub(crate) source: String,
     /// The peer's mirror, when a peer served it.
     pub(crate) via: String,
@@ -249,7 +249,7 @@ fn source_text(source: &str, peer_id: &str, mirror: &str) -> String {
     match source {
         "" => "404: no node holds it".to_owned(),
         "local" => "local (this node's containerd)".to_owned(),
-        "in_flight" => "in-flight (this node's upstream fetch)".to_owned(),
+        "spool" => "spool (this node's upstream fetch)".to_owned(),
         "peer" => format!("peer {peer}"),
         "upstream" if !peer.is_empty() => format!("upstream, fetched by {peer}"),
         other => other.to_owned(),

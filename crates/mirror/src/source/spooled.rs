@@ -19,7 +19,7 @@ use crate::request::{Target, Wanted};
 use crate::spool::{self, Spool};
 
 /// Content this node is fetching (or just fetched) from the upstream.
-pub(crate) struct InFlight {
+pub(crate) struct Spooled {
     spool: Spool,
     metrics: Metrics,
     /// How long to wait for the fetch to make progress.
@@ -28,16 +28,16 @@ pub(crate) struct InFlight {
     fanout: usize,
 }
 
-impl InFlight {
+impl Spooled {
     pub(crate) fn new(spool: Spool, metrics: Metrics, wait: Duration, fanout: usize) -> Self {
         Self { spool, metrics, wait, fanout }
     }
 }
 
 #[async_trait::async_trait]
-impl Source for InFlight {
+impl Source for Spooled {
     fn kind(&self) -> Kind {
-        Kind::InFlight
+        Kind::Spool
     }
 
     async fn answer(&self, wanted: &Wanted) -> Option<Response<Body>> {
@@ -48,7 +48,7 @@ impl Source for InFlight {
             return Some(sent);
         }
         self.metrics.shared();
-        Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::InFlight)))
+        Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Spool)))
     }
 }
 
