@@ -41,7 +41,7 @@ use crate::relay::Tree;
 mod fill;
 mod read;
 
-pub(crate) use fill::{Opened, Opener};
+pub(crate) use fill::{OpenError, Opened, Opener};
 pub(crate) use read::{read, SpoolError};
 
 /// How often completed entries are checked against the store and their time-out.

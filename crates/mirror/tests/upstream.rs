@@ -139,7 +139,7 @@ async fn when_the_upstream_refuses_the_chosen_node_the_others_do_not_ask_again()
     let url = follower.url(&format!("/v2/{REPO}/blobs/sha256:{}{}", "f".repeat(64), refusing.ns()));
     let (response, body) = get(&url, &[]).await.unwrap();
     assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::BlobUnknown)));
-    assert_eq!(refusing.requests(), 1, "only the to_fetcher node asked the upstream");
+    assert_eq!(refusing.requests(), 1, "only the fetcher asked the upstream");
     let metrics = follower.metrics().await;
     assert!(metrics.contains(r#"cache="miss",source=""} 1"#), "{metrics}");
     assert!(fetcher.metrics().await.contains(r#"peerpull_upstream_requests_total{outcome="denied"} 1"#));

@@ -96,7 +96,7 @@ impl Debug {
             Ok(locate::Target::Digest(_)) => {
                 Err("a test pull needs an image reference: a digest alone names no repository to ask for".to_owned())
             }
-            Err(error) => Err(error),
+            Err(error) => Err(error.to_string()),
         };
         let result = match reference {
             Ok(reference) => self.probe(&reference).await,

@@ -47,11 +47,11 @@ impl Health {
         self.advertised.store(true, Ordering::Release);
     }
 
-    /// `Ok` when ready, else the first failing check's reason.
-    pub async fn check(&self) -> Result<(), String> {
+    /// `Ok` when ready, else the first check that failed.
+    pub async fn check(&self) -> Result<(), Check> {
         match self.checks().await.into_iter().find(|c| !c.ok) {
             None => Ok(()),
-            Some(failed) => Err(failed.detail),
+            Some(failed) => Err(failed),
         }
     }
 

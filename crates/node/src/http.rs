@@ -53,7 +53,7 @@ async fn ready<B>(health: &Health, request: &Request<B>) -> Response<Body> {
     if !verbose {
         return match health.check().await {
             Ok(()) => live(),
-            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+            Err(failed) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", failed.detail)),
         };
     }
     let checks = health.checks().await;

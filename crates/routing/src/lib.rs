@@ -169,5 +169,5 @@ pub use error::Error;
 pub use event_loop::EventLoop;
 pub use libp2p::{Multiaddr, PeerId};
 pub use peerpull_oci::Key;
-pub use psk::{Psk, PskError};
+pub use psk::{KeyFormat, Psk, PskError};
 pub use router::{Advertised, Counters, Lookup, Peer, Provider, Router, MAX_LOOKUP_LIMIT};

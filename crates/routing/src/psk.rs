@@ -34,8 +34,28 @@ pub enum PskError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: KeyFormat,
     },
+}
+
+/// What is wrong with a key's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFormat {
+    /// Nothing but blank lines.
+    #[error("the pre-shared key file is empty")]
+    Empty,
+    /// A `swarm.key` in another encoding.
+    #[error("a swarm.key must use /base16/ encoding")]
+    NotBase16,
+    /// A `swarm.key` header without a key.
+    #[error("the swarm.key has no key line")]
+    NoKeyLine,
+    /// More than the key.
+    #[error("unexpected text after the key")]
+    TrailingText,
+    /// Not 32 bytes in hexadecimal.
+    #[error("the key must be 64 hexadecimal characters (32 bytes)")]
+    NotHex,
 }
 
 const SWARM_KEY_HEADER: &str = "/key/swarm/psk/1.0.0/";
@@ -53,21 +73,21 @@ impl Psk {
     }
 
     /// Parses 64 hex characters, or the `swarm.key` format.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KeyFormat> {
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-        let first = lines.next().ok_or("the pre-shared key file is empty")?;
+        let first = lines.next().ok_or(KeyFormat::Empty)?;
         let hex = if first == SWARM_KEY_HEADER {
             if lines.next() != Some("/base16/") {
-                return Err("a swarm.key must use /base16/ encoding".into());
+                return Err(KeyFormat::NotBase16);
             }
-            lines.next().ok_or("the swarm.key has no key line")?
+            lines.next().ok_or(KeyFormat::NoKeyLine)?
         } else {
             first
         };
         if lines.next().is_some() {
-            return Err("unexpected text after the key".into());
+            return Err(KeyFormat::TrailingText);
         }
-        let bytes = decode_hex(hex).ok_or("the key must be 64 hexadecimal characters (32 bytes)")?;
+        let bytes = decode_hex(hex).ok_or(KeyFormat::NotHex)?;
         Ok(Self(bytes))
     }
 
@@ -121,15 +141,16 @@ mod tests {
         assert_eq!(plain, swarm);
         assert_ne!(plain.derive("a"), plain.derive("b"));
         assert!(!format!("{plain:?}").contains("0011"), "Debug must not show the key");
-        for bad in [
-            "",
-            "abc",
-            &HEX[..62],
-            &format!("{HEX}00"),
-            &format!("{SWARM_KEY_HEADER}\n/base64/\n{HEX}"),
-            &format!("{HEX}\nmore"),
+        for (bad, why) in [
+            ("", KeyFormat::Empty),
+            ("abc", KeyFormat::NotHex),
+            (&HEX[..62], KeyFormat::NotHex),
+            (&format!("{HEX}00"), KeyFormat::NotHex),
+            (&format!("{SWARM_KEY_HEADER}\n/base64/\n{HEX}"), KeyFormat::NotBase16),
+            (&format!("{SWARM_KEY_HEADER}\n/base16/\n"), KeyFormat::NoKeyLine),
+            (&format!("{HEX}\nmore"), KeyFormat::TrailingText),
         ] {
-            assert!(Psk::parse(bad).is_err(), "{bad:?} accepted");
+            assert_eq!(Psk::parse(bad), Err(why), "{bad:?}");
         }
     }
 }

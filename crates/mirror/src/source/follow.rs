@@ -22,7 +22,7 @@ use peerpull_routing::{PeerId, Provider};
 
 use crate::fetch::PeerClient;
 use crate::metrics::Failure;
-use crate::spool::{self, Opened, Opener};
+use crate::spool::{self, OpenError, Opened, Opener};
 use crate::wire::{self, PeerRequest};
 
 /// How many fetchers a miss asks to pull through before fetching here.
@@ -66,12 +66,12 @@ pub(crate) fn opener(peer_client: PeerClient, path_and_query: String, key: Key, 
                 match ask(&peer_client, fetcher, &path, &learnt, offset).await {
                     Asked::Opened(opened) => return Ok(opened),
                     Asked::UpstreamFailed => {
-                        tracing::debug!(peer = %fetcher.peer, %key, "the upstream could not serve the fetcher node");
-                        return Err("the upstream could not serve the node fetcher to fetch it".to_owned());
+                        tracing::debug!(peer = %fetcher.peer, %key, "the upstream could not serve the fetcher");
+                        return Err(OpenError::FetcherFailed);
                     }
                     Asked::Failed(reason) => {
                         peer_client.metrics.peer_failure(reason);
-                        tracing::debug!(peer = %fetcher.peer, mirror = %fetcher.mirror, %reason, "the fetcher node cannot pull through");
+                        tracing::debug!(peer = %fetcher.peer, mirror = %fetcher.mirror, %reason, "the fetcher cannot pull through");
                         lock(&learnt).failed.push(fetcher.peer);
                     }
                 }
@@ -114,7 +114,7 @@ async fn ask(peer_client: &PeerClient, fetcher: Provider, path: &str, learnt: &M
                 }
                 Err((_, reason)) => {
                     peer_client.metrics.peer_failure(reason);
-                    tracing::debug!(peer = %member.peer, mirror = %member.mirror, %reason, "the follower named cannot serve; asking the fetcher node");
+                    tracing::debug!(peer = %member.peer, mirror = %member.mirror, %reason, "the follower named cannot serve; asking the fetcher");
                     gone = Some(member.peer);
                 }
             }

@@ -46,7 +46,7 @@ use crate::fetch::{self, PeerClient};
 use crate::metrics::Metrics;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
-use crate::spool::{self, Opened, Opener, Spool, SpoolError};
+use crate::spool::{self, OpenError, Opened, Opener, Spool, SpoolError};
 use crate::transfer::{Feed, Transfer};
 use crate::wire::{self, PeerRequest};
 
@@ -97,7 +97,7 @@ impl Upstream {
             Box::pin(async move {
                 let response = client.fetch(&registry, &fetch).await.map_err(|e| {
                     metrics.upstream(Outcome::from(&e));
-                    e.to_string()
+                    OpenError::Upstream(e)
                 })?;
                 metrics.upstream(Outcome::Ok);
                 let headers = response.headers();
@@ -111,9 +111,7 @@ impl Upstream {
                         .and_then(|(_, size)| size),
                     _ => None,
                 };
-                let Some(size) = size else {
-                    return Err(format!("the upstream answered {} without the length asked for", response.status()));
-                };
+                let Some(size) = size else { return Err(OpenError::NoLength(response.status())) };
                 Ok(Opened {
                     meta: spool::Meta { size, media_type },
                     body: response.into_body(),
@@ -165,11 +163,11 @@ impl Upstream {
                 Some(response)
             }
             Err(SpoolError::Failed(failed)) if !failed.upstream => {
-                tracing::debug!(%digest, reason = %failed.reason, "cannot spool here; streaming through from the fetcher node");
+                tracing::debug!(%digest, reason = %failed.reason, "cannot spool here; streaming through from the fetcher");
                 self.passed_through(wanted, digest).await
             }
             Err(error) => {
-                tracing::debug!(%digest, %error, "no fetch from the fetcher node nor the upstream; answering a miss");
+                tracing::debug!(%digest, %error, "no fetch from the fetcher nor the upstream; answering a miss");
                 None
             }
         }
@@ -185,7 +183,7 @@ impl Upstream {
             Ok(opened) => opened,
             Err((_, reason)) => {
                 self.metrics.peer_failure(reason);
-                tracing::debug!(peer = %fetcher.peer, %reason, "the fetcher node cannot stream it either");
+                tracing::debug!(peer = %fetcher.peer, %reason, "the fetcher cannot stream it either");
                 return None;
             }
         };

@@ -49,8 +49,22 @@ pub(crate) struct Opened {
     pub(crate) stall: Option<Duration>,
 }
 
+/// Why an entry's content could not be opened: every reason is the upstream's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The upstream refused, could not be reached or answered badly.
+    #[error(transparent)]
+    Upstream(#[from] peerpull_upstream::Error),
+    /// The upstream answered without the length asked for.
+    #[error("the upstream answered {0} without the length asked for")]
+    NoLength(http::StatusCode),
+    /// The blob's fetcher could not get it from the upstream either.
+    #[error("the upstream could not serve the blob's fetcher")]
+    FetcherFailed,
+}
+
 /// Opens the upstream content from a byte offset (0: all of it); `Err` says why not.
-pub(crate) type Opener = Arc<dyn Fn(u64) -> BoxFuture<'static, Result<Opened, String>> + Send + Sync>;
+pub(crate) type Opener = Arc<dyn Fn(u64) -> BoxFuture<'static, Result<Opened, OpenError>> + Send + Sync>;
 
 /// Fetches `entry` into its file and publishes how it went.
 pub(super) async fn fill(spool: Spool, entry: Arc<Entry>, open: Opener) {
@@ -81,7 +95,7 @@ fn local(reason: String) -> Failed {
 async fn opened(entry: &Entry, open: &Opener, offset: u64) -> Result<Opened, Failed> {
     let deadline = entry.open_timeout;
     match tokio::time::timeout(deadline, open(offset)).await {
-        Ok(answer) => answer.map_err(upstream),
+        Ok(answer) => answer.map_err(|e| upstream(e.to_string())),
         Err(_) => Err(upstream(format!("the upstream did not answer within {deadline:?}"))),
     }
 }

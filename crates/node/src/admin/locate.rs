@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use peerpull_admin::v1;
 use peerpull_mirror::{Mirror, Unanswered};
 use peerpull_oci::manifest::{Kind, Manifest};
-use peerpull_oci::{media, Descriptor, Digest, Key, Reference};
+use peerpull_oci::{media, Descriptor, Digest, Key, Reference, ReferenceError};
 use peerpull_routing::Router;
 use peerpull_store::Store;
 use tonic::Status;
@@ -36,12 +36,13 @@ pub enum Target {
     Reference(Reference),
 }
 
-/// Reads a digest (`sha256:…`) or an image reference; the error says why neither.
-pub fn parse(input: &str) -> Result<Target, String> {
+/// Reads a digest (`sha256:…`) or an image reference; the error says why
+/// it is not a reference.
+pub fn parse(input: &str) -> Result<Target, ReferenceError> {
     if let Ok(digest) = input.parse::<Digest>() {
         return Ok(Target::Digest(digest));
     }
-    input.parse::<Reference>().map(Target::Reference).map_err(|e| e.to_string())
+    input.parse::<Reference>().map(Target::Reference)
 }
 
 /// Answers `Locate` from the node's parts.
@@ -60,7 +61,7 @@ struct Found {
 
 impl Locator {
     pub(crate) async fn locate(&self, input: &str, limit: u32) -> Result<v1::LocateResponse, Status> {
-        let target = parse(input).map_err(Status::invalid_argument)?;
+        let target = parse(input).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (digest, found) = match &target {
             Target::Reference(reference) => self.walk_reference(reference).await?,
             Target::Digest(digest) => (digest.clone(), self.walk_digest(digest).await?),
@@ -230,7 +231,7 @@ mod tests {
             matches!(parse("nginx"), Ok(Target::Reference(r)) if r.to_string() == "docker.io/library/nginx:latest")
         );
         assert!(matches!(parse(&format!("registry.example:5000/app@{digest}")), Ok(Target::Reference(_))));
-        let error = parse("Not A Reference!").unwrap_err();
+        let error = parse("Not A Reference!").unwrap_err().to_string();
         assert!(error.contains("Not A Reference!"), "{error}");
         assert!(parse("").is_err());
     }
