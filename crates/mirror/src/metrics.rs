@@ -8,9 +8,10 @@
 //! counted once each, from the outcome the handler returns; bytes are
 //! counted on a counter resolved once per response.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -248,7 +249,7 @@ impl Metrics {
 
     /// Names `registries` in the `registry` label from the start (the mirrored ones).
     pub(crate) fn name_registries<'a>(&self, registries: impl IntoIterator<Item = &'a str>) {
-        let mut named = self.registries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut named = self.registries.lock();
         for registry in registries.into_iter().take(MAX_REGISTRY_LABELS) {
             named.insert(registry.to_owned());
         }
@@ -263,7 +264,7 @@ impl Metrics {
     pub(crate) fn request(&self, registry: &str, source: Option<Kind>) {
         let cache = if source.is_some() { Cache::Hit } else { Cache::Miss };
         let registry = {
-            let mut named = self.registries.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut named = self.registries.lock();
             if source.is_some() && named.len() < MAX_REGISTRY_LABELS {
                 named.insert(registry.to_owned());
             }

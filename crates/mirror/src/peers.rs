@@ -57,7 +57,7 @@ pub struct Static {
     pub delay: std::time::Duration,
     /// What `closest` answers for every key (`None`: this node).
     pub closest: Option<Provider>,
-    penalized: std::sync::Arc<std::sync::Mutex<Vec<PeerId>>>,
+    penalized: std::sync::Arc<parking_lot::Mutex<Vec<PeerId>>>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -75,7 +75,7 @@ impl Static {
 
     /// The peers penalised so far.
     pub fn penalized(&self) -> Vec<PeerId> {
-        self.penalized.lock().map(|p| p.clone()).unwrap_or_default()
+        self.penalized.lock().clone()
     }
 }
 
@@ -94,9 +94,7 @@ impl Peers for Static {
     }
 
     async fn penalize(&self, peer: PeerId) {
-        if let Ok(mut penalized) = self.penalized.lock() {
-            penalized.push(peer);
-        }
+        self.penalized.lock().push(peer);
     }
 
     async fn closest(&self, _key: &Key, except: &[PeerId]) -> Option<Provider> {

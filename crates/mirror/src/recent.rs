@@ -6,8 +6,9 @@
 //! and the debug page). An entry is added when its request ends: at once
 //! for a miss, when the body has been sent or abandoned otherwise.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{header, Response};
@@ -167,7 +168,7 @@ pub(crate) struct Recent {
 impl Recent {
     /// Remembers `pull`, forgetting the oldest past [`CAPACITY`].
     pub(crate) fn push(&self, pull: Pull) {
-        let mut pulls = self.pulls.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pulls = self.pulls.lock();
         if pulls.len() == CAPACITY {
             pulls.pop_front();
         }
@@ -176,7 +177,7 @@ impl Recent {
 
     /// Up to `limit` of the last requests, newest first.
     pub(crate) fn last(&self, limit: usize) -> Vec<Pull> {
-        let pulls = self.pulls.lock().unwrap_or_else(PoisonError::into_inner);
+        let pulls = self.pulls.lock();
         pulls.iter().rev().take(limit).cloned().collect()
     }
 }

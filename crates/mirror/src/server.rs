@@ -19,10 +19,11 @@
 //! zero-window included). On shutdown the server stops accepting, lets
 //! in-flight requests finish within [`Limits::shutdown_grace`] and returns.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -104,7 +105,7 @@ struct Place {
 impl Admission {
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Place> {
         let permit = self.all.clone().try_acquire_owned().ok()?;
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut per_ip = self.per_ip.lock();
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= self.max_per_ip {
             return None;
@@ -116,7 +117,7 @@ impl Admission {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut per_ip = self.admission.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut per_ip = self.admission.per_ip.lock();
         if let Some(count) = per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

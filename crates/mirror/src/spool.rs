@@ -21,10 +21,11 @@
 //! out, so unverified bytes never complete a response; on a mismatch the
 //! entry fails and every reader's response is cut short.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use peerpull_oci::Digest;
@@ -279,7 +280,7 @@ impl Spool {
     }
 
     fn entries(&self) -> MutexGuard<'_, Entries> {
-        self.inner.entries.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.entries.lock()
     }
 }
 
@@ -330,21 +331,21 @@ impl Entry {
 
     /// Where the follower `joining` streams this entry from (see [`Tree::place`]).
     pub(crate) fn place(&self, joining: Provider, fanout: usize) -> Option<Provider> {
-        self.followers.lock().unwrap_or_else(|p| p.into_inner()).place(joining, fanout)
+        self.followers.lock().place(joining, fanout)
     }
 
     /// The follower `peer` failed one this node sent to it (see [`Tree::gone`]).
     pub(crate) fn follower_gone(&self, peer: &PeerId) {
-        self.followers.lock().unwrap_or_else(|p| p.into_inner()).gone(peer);
+        self.followers.lock().gone(peer);
     }
 
     /// The peer its bytes come from now, if not the upstream.
     pub(crate) fn streaming_from(&self) -> Option<Provider> {
-        *self.streaming_from.lock().unwrap_or_else(|p| p.into_inner())
+        *self.streaming_from.lock()
     }
 
     fn fed_by(&self, peer: Option<Provider>) {
-        *self.streaming_from.lock().unwrap_or_else(|p| p.into_inner()) = peer;
+        *self.streaming_from.lock() = peer;
     }
 
     fn unread(&self) -> bool {
@@ -360,6 +361,6 @@ impl Entry {
     }
 
     fn completed_at(&self) -> Option<Instant> {
-        *self.completed.lock().unwrap_or_else(|p| p.into_inner())
+        *self.completed.lock()
     }
 }

@@ -12,8 +12,9 @@
 //! look-ups in flight share one request, so a burst of nodes sends a
 //! handful of `HEAD`s, not a burst.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
@@ -80,14 +81,14 @@ impl Tags {
         let key = (registry.host().to_owned(), repository.to_owned(), tag.to_owned(), accept.clone());
         let now = Instant::now();
         {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = self.cache.lock();
             cache.retain(|_, (at, _)| now.duration_since(*at) < CACHE_TTL);
             if let Some((_, verdict)) = cache.get(&key) {
                 return verdict.clone();
             }
         }
         let ask = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = self.inflight.lock();
             inflight
                 .entry(key.clone())
                 .or_insert_with(|| {
@@ -115,8 +116,8 @@ impl Tags {
                 .clone()
         };
         let verdict = ask.await;
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), verdict.clone()));
+        self.inflight.lock().remove(&key);
+        self.cache.lock().insert(key, (Instant::now(), verdict.clone()));
         verdict
     }
 }

@@ -14,7 +14,8 @@
 //! one more upstream copy for the cluster. Responses to this node's own
 //! containerd are neither.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -141,7 +142,7 @@ impl Bucket {
 
     /// Takes `bytes`; how long to wait before sending them.
     fn take(&self, bytes: usize) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         let balance = self.refilled(&mut state) - bytes as f64;
         state.0 = balance;
         self.debt(balance)
@@ -149,7 +150,7 @@ impl Bucket {
 
     /// How long the bytes already taken need to be sent.
     fn backlog(&self) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         let balance = self.refilled(&mut state);
         self.debt(balance)
     }

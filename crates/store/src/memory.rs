@@ -4,8 +4,9 @@
 //! remove them, and make the store unavailable to exercise error paths.
 //! Watchers receive every change made through the handle.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use peerpull_oci::{ByteRange, Descriptor, Digest, Reference};
@@ -40,7 +41,7 @@ impl Memory {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// Adds a blob (or manifest) and returns its descriptor.

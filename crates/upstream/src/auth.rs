@@ -9,8 +9,8 @@
 //! scope until shortly before they expire, so a pull of many blobs asks for
 //! one token.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -60,7 +60,7 @@ pub(crate) struct Tokens {
 impl Tokens {
     /// A cached, unexpired `Authorization` value for `host` and `scope`.
     pub(crate) fn get(&self, host: &str, scope: &str) -> Option<HeaderValue> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = self.cache.lock();
         let (value, expires) = cache.get(&(host.to_owned(), scope.to_owned()))?;
         (*expires > Instant::now()).then(|| value.clone())
     }
@@ -68,14 +68,14 @@ impl Tokens {
     /// Caches `value` for `host` and `scope` for `lifetime` (less a margin).
     pub(crate) fn put(&self, host: &str, scope: &str, value: HeaderValue, lifetime: Duration) {
         let expires = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN).max(Duration::from_secs(1));
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.lock();
         cache.retain(|_, (_, at)| *at > Instant::now());
         cache.insert((host.to_owned(), scope.to_owned()), (value, expires));
     }
 
     /// Forgets the token for `host` and `scope` (the registry refused it).
     pub(crate) fn forget(&self, host: &str, scope: &str) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.lock();
         cache.remove(&(host.to_owned(), scope.to_owned()));
     }
 }

@@ -9,8 +9,8 @@
 //! registry that answered `429` is not asked again until its `Retry-After`
 //! (10 s when it gave none, 10 min at most) has passed.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,11 +40,6 @@ const UNREACHABLE_PAUSE: Duration = Duration::from_secs(5);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 type Http = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// A lock that a panic elsewhere does not poison for good.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// What to ask a registry for.
 #[derive(Debug, Clone)]
@@ -108,13 +103,13 @@ impl Client {
     pub async fn fetch(&self, registry: &Registry, fetch: &Fetch) -> Result<Response<Incoming>, Error> {
         let result = self.fetch_once(registry, fetch).await;
         let outcome = result.as_ref().map_or_else(Outcome::from, |_| Outcome::Ok);
-        lock(&self.last).insert(registry.host().to_owned(), outcome);
+        self.last.lock().insert(registry.host().to_owned(), outcome);
         result
     }
 
     /// Every registry asked so far: how it last answered, and whether it is paused.
     pub fn health(&self) -> Vec<Health> {
-        let last = lock(&self.last).clone();
+        let last = self.last.lock().clone();
         let mut health: Vec<Health> = last
             .into_iter()
             .map(|(registry, last)| {
@@ -195,14 +190,14 @@ impl Client {
     /// Sends nothing to `host` for `pause`.
     fn pause(&self, host: &str, pause: Duration) {
         let until = Instant::now() + pause;
-        let mut quiet = lock(&self.quiet);
+        let mut quiet = self.quiet.lock();
         let at = quiet.entry(host.to_owned()).or_insert(until);
         *at = (*at).max(until);
     }
 
     /// When `host` asked to be left alone until, if that is still ahead.
     fn quiet_until(&self, host: &str) -> Option<Instant> {
-        let mut quiet = lock(&self.quiet);
+        let mut quiet = self.quiet.lock();
         let until = *quiet.get(host)?;
         if until <= Instant::now() {
             quiet.remove(host);

@@ -12,7 +12,8 @@
 //! the fetcher says the upstream could not serve it, the fetch fails
 //! and the client gets a miss, without asking the upstream again.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -58,7 +59,7 @@ pub(crate) fn opener(peer_client: PeerClient, path_and_query: String, key: Key, 
             (peer_client.clone(), path_and_query.clone(), key.clone(), upstream.clone(), learnt.clone());
         Box::pin(async move {
             loop {
-                let failed = lock(&learnt).failed.clone();
+                let failed = learnt.lock().failed.clone();
                 if failed.len() >= MAX_FETCHERS {
                     break;
                 }
@@ -72,7 +73,7 @@ pub(crate) fn opener(peer_client: PeerClient, path_and_query: String, key: Key, 
                     Asked::Failed(reason) => {
                         peer_client.metrics.peer_failure(reason);
                         tracing::debug!(peer = %fetcher.peer, mirror = %fetcher.mirror, %reason, "the fetcher cannot pull through");
-                        lock(&learnt).failed.push(fetcher.peer);
+                        learnt.lock().failed.push(fetcher.peer);
                     }
                 }
             }
@@ -83,16 +84,16 @@ pub(crate) fn opener(peer_client: PeerClient, path_and_query: String, key: Key, 
 
 /// Asks `fetcher` for the content from `offset`, following its `307` once.
 async fn ask(peer_client: &PeerClient, fetcher: Provider, path: &str, learnt: &Mutex<Learnt>, offset: u64) -> Asked {
-    let size = lock(learnt).size;
+    let size = learnt.lock().size;
     let from = match (offset, size) {
         (0, _) => None,
         (_, Some(size)) => Some(ByteRange { start: offset, end_inclusive: size - 1 }),
         (_, None) => return Asked::Failed(Failure::ContentRange),
     };
     // Resuming after streaming from a follower: that follower failed this node.
-    let mut gone = lock(learnt).streaming_from.take();
+    let mut gone = learnt.lock().streaming_from.take();
     loop {
-        let whole = PeerRequest::fetcher(path, !lock(learnt).served_by_fetcher, gone);
+        let whole = PeerRequest::fetcher(path, !learnt.lock().served_by_fetcher, gone);
         let request = from.map_or_else(|| whole.clone(), |from| whole.range(from));
         let opened = match peer_client.send(fetcher, &request).await {
             Ok(opened) => opened,
@@ -109,7 +110,7 @@ async fn ask(peer_client: &PeerClient, fetcher: Provider, path: &str, learnt: &M
             match peer_client.send(member, &request).await {
                 Ok(opened) => {
                     tracing::debug!(peer = %member.peer, mirror = %member.mirror, offset, "streaming from another follower");
-                    lock(learnt).streaming_from = Some(member.peer);
+                    learnt.lock().streaming_from = Some(member.peer);
                     return Asked::Opened(spooled(peer_client, opened, offset, learnt));
                 }
                 Err((_, reason)) => {
@@ -119,7 +120,7 @@ async fn ask(peer_client: &PeerClient, fetcher: Provider, path: &str, learnt: &M
                 }
             }
         }
-        lock(learnt).served_by_fetcher = true;
+        learnt.lock().served_by_fetcher = true;
     }
 }
 
@@ -128,7 +129,7 @@ fn spooled(peer_client: &PeerClient, opened: crate::fetch::Opened, offset: u64, 
     let headers = opened.response.headers();
     let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     let media_type = text(CONTENT_TYPE).unwrap_or("application/octet-stream").to_owned();
-    let mut learnt = lock(learnt);
+    let mut learnt = learnt.lock();
     if offset == 0 {
         // `Fetcher::send` lets through no whole answer without a length.
         learnt.size = text(CONTENT_LENGTH).and_then(|v| v.parse().ok());
@@ -143,8 +144,4 @@ fn spooled(peer_client: &PeerClient, opened: crate::fetch::Opened, offset: u64, 
         peer: Some(opened.provider),
         stall: Some(stall),
     }
-}
-
-fn lock(learnt: &Mutex<Learnt>) -> std::sync::MutexGuard<'_, Learnt> {
-    learnt.lock().unwrap_or_else(|p| p.into_inner())
 }

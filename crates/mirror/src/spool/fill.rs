@@ -70,7 +70,7 @@ pub(crate) type Opener = Arc<dyn Fn(u64) -> BoxFuture<'static, Result<Opened, Op
 pub(super) async fn fill(spool: Spool, entry: Arc<Entry>, open: Opener) {
     match write(&spool, &entry, &open).await {
         Ok(meta) => {
-            *entry.completed.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+            *entry.completed.lock() = Some(tokio::time::Instant::now());
             tracing::debug!(digest = %entry.digest, size = meta.size, "fetched from the upstream");
             entry.state.send_replace(State::Done { meta });
         }

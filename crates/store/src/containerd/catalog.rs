@@ -16,8 +16,9 @@
 //! so a label host is only added when no registry from a name already has
 //! that host.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use containerd_client::services::v1::{ListContentRequest, ListImagesRequest};
 use peerpull_oci::{children, media, Descriptor, Digest, Reference};
@@ -67,13 +68,9 @@ pub(crate) struct Present {
 }
 
 impl Catalog {
-    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The media type `digest` was last referenced with, if known.
     pub(crate) fn media_type(&self, digest: &Digest) -> Option<String> {
-        Self::lock(&self.media_types).get(digest).cloned()
+        self.media_types.lock().get(digest).cloned()
     }
 
     /// Remembers the media type of a descriptor.
@@ -81,7 +78,7 @@ impl Catalog {
         if descriptor.media_type.is_empty() {
             return;
         }
-        let mut types = Self::lock(&self.media_types);
+        let mut types = self.media_types.lock();
         if types.len() >= CACHE_LIMIT && !types.contains_key(&descriptor.digest) {
             types.clear();
         }
@@ -89,11 +86,11 @@ impl Catalog {
     }
 
     fn cached_children(&self, digest: &Digest) -> Option<Arc<[Descriptor]>> {
-        Self::lock(&self.children).get(digest).cloned()
+        self.children.lock().get(digest).cloned()
     }
 
     fn remember_children(&self, digest: &Digest, list: Arc<[Descriptor]>) {
-        let mut all = Self::lock(&self.children);
+        let mut all = self.children.lock();
         if all.len() >= CACHE_LIMIT {
             all.clear();
         }

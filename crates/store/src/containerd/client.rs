@@ -10,9 +10,9 @@
 //! back, so the channel is dropped after any failure that says containerd is
 //! unreachable and made again on the next call.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_client::services::v1::content_client::ContentClient;
@@ -87,7 +87,7 @@ impl Client {
     }
 
     fn slot(&self) -> MutexGuard<'_, Option<Channel>> {
-        self.channel.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.channel.lock()
     }
 
     /// The channel, connecting first when there is none.
