@@ -15,6 +15,10 @@
 //!   `ListAdvertised`, `RecentPulls`) on a Unix socket and, when asked, on TCP;
 //! - `debug`: the debug page (`/debug` on the metrics port), when asked.
 //!
+//! `Locate` and the debug page's test pull ask the mirror in process
+//! ([`Mirror::resolve`], [`Mirror::probe`]): the node never builds `/v2`
+//! requests to its own mirror.
+//!
 //! Shutdown is two-phase: every subsystem is told to stop (the mirror stops
 //! accepting and lets in-flight transfers finish within its grace period),
 //! then [`Node::run`] waits for them, bounded by the grace plus a little.
