@@ -91,16 +91,17 @@ impl Drop for Running {
     }
 }
 
+/// Waits up to 20 s for `check` to hold.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "not within 20 s: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let held = peerpull_testbed::eventually(what, Duration::from_secs(20), || {
+        let check = check();
+        async move { check.await.then_some(()) }
+    });
+    held.await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A store with a blob and a manifest tagged `registry.example:5000/team/app:v1`.
