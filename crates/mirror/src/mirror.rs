@@ -49,6 +49,8 @@ struct Inner {
     client: Arc<peerpull_upstream::Client>,
     recent: Recent,
     uploads: Uploads,
+    /// The registry a request without `?ns=` is for: the one mirrored here, if only one is.
+    default_ns: Option<String>,
 }
 
 /// Why a mirror could not be set up.
@@ -111,6 +113,10 @@ impl Mirror {
             sources.push(Box::new(source::peer::Peer::new(peer_client)));
         }
         let admission = Admission::new(proofs, config.clients.clone());
+        let default_ns = match config.mirrored.registries() {
+            [one] => Some(one.host().to_owned()),
+            _ => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -122,6 +128,7 @@ impl Mirror {
                 client: upstream,
                 recent: Recent::default(),
                 uploads,
+                default_ns,
             }),
         })
     }
@@ -141,7 +148,7 @@ impl Mirror {
         if let Some(refused) = self.inner.admission.refuse(&request) {
             return refused;
         }
-        let wanted = match request::parse(&request) {
+        let wanted = match request::parse(&request, self.inner.default_ns.as_deref()) {
             Parsed::Wanted(wanted) => wanted,
             Parsed::Answer(response) => return response,
         };
@@ -194,7 +201,10 @@ impl Mirror {
     async fn answer(&self, wanted: &Wanted) -> (Response<Body>, Option<Kind>) {
         let config = &self.inner.config;
         if !config.mirrored.includes(wanted.ns.as_deref().unwrap_or_default()) {
-            let message = format!("registry {} is not mirrored here", wanted.registry());
+            let message = match &wanted.ns {
+                Some(ns) => format!("registry {ns} is not mirrored here"),
+                None => "a request without ?ns= names no registry, and this node mirrors more than one".to_owned(),
+            };
             return (body::error(wanted.unknown(), message), None);
         }
         let Target::Tag(reference) = &wanted.target else { return self.chain(wanted, false).await };

@@ -140,8 +140,10 @@ impl Wanted {
     }
 }
 
-/// Parses `request` into what it wants, or the answer it gets at once.
-pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
+/// Parses `request` into what it wants, or the answer it gets at once. A
+/// request without `?ns=` is for `default_ns` when there is one (the one
+/// registry mirrored here), so the mirror can be used as a registry directly.
+pub(crate) fn parse<B>(request: &Request<B>, default_ns: Option<&str>) -> Parsed {
     let head = match *request.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -149,18 +151,23 @@ pub(crate) fn parse<B>(request: &Request<B>) -> Parsed {
             return Parsed::Answer(body::error_with_status(ErrorCode::Unsupported, 405, "only GET and HEAD are served"))
         }
     };
-    let path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
-    let parsed = match peerpull_oci::Request::parse(&path_and_query) {
+    let mut path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let mut parsed = match peerpull_oci::Request::parse(&path_and_query) {
         Ok(parsed) => parsed,
         Err(e) => return Parsed::Answer(body::error_with_status(e.code(), e.status(), e.to_string())),
     };
+    if let (None, Some(ns)) = (&parsed.ns, default_ns) {
+        parsed.ns = Some(ns.to_owned());
+        // Peers are asked with the registry named.
+        path_and_query = parsed.to_path_and_query();
+    }
     let (target, manifest, name) = match parsed.route {
         Route::Base => return Parsed::Answer(base()),
         Route::Blob { name, digest } => (Target::Digest(digest), false, name),
         Route::Manifest { name, reference: TagOrDigest::Digest(digest) } => (Target::Digest(digest), true, name),
         Route::Manifest { name, reference: TagOrDigest::Tag(tag) } => {
             let Some(ns) = parsed.ns.as_deref() else {
-                let message = "tags are resolved only for a registry named by ?ns=";
+                let message = "a request without ?ns= names no registry, and this node mirrors more than one";
                 return Parsed::Answer(body::error(ErrorCode::ManifestUnknown, message));
             };
             match Reference::new(ns, &name, Some(&tag), None) {

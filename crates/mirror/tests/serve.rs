@@ -99,6 +99,8 @@ async fn bad_requests_get_oci_errors() {
         ("/v2/team/../app/blobs/sha256:abc", 400, ErrorCode::NameInvalid),
         ("/v2/team%2Fapp/manifests/v1", 400, ErrorCode::NameInvalid),
         ("/v2/team/app/manifests/v1", 404, ErrorCode::ManifestUnknown),
+        // The spec's only failure for a manifest request is 404, a malformed tag included.
+        ("/v2/team/app/manifests/.INVALID_MANIFEST_NAME?ns=registry.example:5000", 404, ErrorCode::ManifestUnknown),
     ];
     for (path, status, expected) in cases {
         let (response, body) = get(&node.url(path), &[]).await.unwrap();
@@ -209,4 +211,24 @@ async fn clients_cannot_grow_the_metrics_with_made_up_registries() {
     // A registry that served content keeps its own name.
     assert!(after.contains(r#"{registry="registry.example:5000",cache="hit",source="local"} 1"#), "{after}");
     assert!(!after.contains("made-up"), "{after}");
+}
+
+#[tokio::test]
+async fn without_ns_a_request_is_for_the_one_registry_mirrored() {
+    let one: Registry = "http://registry.example:5000".parse().unwrap();
+    let config = Config { mirrored: Mirrored::Only(vec![one]), ..support::config() };
+    let (node, blob, blob_digest, manifest, _) = node_with_image(config).await;
+    let (response, body) = get(&node.url(&format!("/v2/team/app/blobs/{blob_digest}")), &[]).await.unwrap();
+    assert_eq!(response.status(), 200, "a digest, no ?ns=");
+    assert!(body.as_ref() == blob.as_slice(), "the blob's bytes");
+    let (response, body) = get(&node.url("/v2/team/app/manifests/v1"), &[]).await.unwrap();
+    assert_eq!(response.status(), 200, "a tag, no ?ns=");
+    assert!(body.as_ref() == manifest.as_slice(), "the manifest's bytes");
+
+    // Every registry mirrored: a tag needs ?ns= to say which.
+    let (every, ..) = node_with_image(support::config()).await;
+    let (response, body) = get(&every.url("/v2/team/app/manifests/v1"), &[]).await.unwrap();
+    assert_eq!((response.status().as_u16(), code(&body)), (404, Some(ErrorCode::ManifestUnknown)));
+    let said = ErrorBody::from_json(&body).ok().and_then(|b| b.message().map(str::to_owned)).unwrap_or_default();
+    assert!(said.contains("?ns="), "the miss says how to name the registry: {said}");
 }

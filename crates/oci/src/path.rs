@@ -13,8 +13,9 @@
 //! Only the `ns` query value is decoded, because Go's URL encoding (which
 //! containerd uses) writes `localhost:5000` as `localhost%3A5000`.
 //!
-//! Errors and statuses: bad names and tags are `NAME_INVALID` (400), bad
-//! digests `DIGEST_INVALID` (400). Routes of the spec that a mirror does not
+//! Errors and statuses: bad names are `NAME_INVALID` (400), bad digests
+//! `DIGEST_INVALID` (400), and a bad tag is `MANIFEST_UNKNOWN` (404): the
+//! spec gives a manifest request no other failure. Routes of the spec that a mirror does not
 //! serve (tags list, referrers, uploads, catalog) are `UNSUPPORTED`, and
 //! paths that are no route at all are `NAME_UNKNOWN`; both answer 404, not
 //! the 405 the registry pairs with `UNSUPPORTED`, because a 404 is what makes
@@ -173,7 +174,8 @@ impl PathError {
         match self {
             PathError::NotFound { .. } => ErrorCode::NameUnknown,
             PathError::Unsupported { .. } => ErrorCode::Unsupported,
-            PathError::Name(_) | PathError::Tag(_) | PathError::Namespace { .. } => ErrorCode::NameInvalid,
+            PathError::Name(_) | PathError::Namespace { .. } => ErrorCode::NameInvalid,
+            PathError::Tag(_) => ErrorCode::ManifestUnknown,
             PathError::Digest(_) => ErrorCode::DigestInvalid,
         }
     }
@@ -298,7 +300,7 @@ mod tests {
     fn rejects_bad_references() {
         let e = err(&format!("/v2/a/manifests/{}", "t".repeat(129)));
         assert_eq!(e, PathError::Tag(TagError::TooLong { len: 129 }));
-        assert_eq!((e.code(), e.status()), (ErrorCode::NameInvalid, 400));
+        assert_eq!((e.code(), e.status()), (ErrorCode::ManifestUnknown, 404), "the spec's only manifest failure");
         for bad in ["latest%2F..", ".x", ""] {
             assert!(matches!(err(&format!("/v2/a/manifests/{bad}")), PathError::Tag(_)), "{bad:?}");
         }
