@@ -1,5 +1,10 @@
 //! How the mirror behaves: what it mirrors, how long it waits, and whether
 //! (and how) it fetches from the upstream itself.
+//!
+//! [`Config::default`] and [`PullThrough::new`] hold the defaults of the
+//! matching `peerpull run` flags; the flags take them from here, and a test
+//! in the `peerpull` crate checks that the Helm chart and the README say
+//! the same.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,6 +103,16 @@ pub struct PullThrough {
     pub spool_max_bytes: u64,
     /// How long a completed fetch stays in the spool when containerd does not take it.
     pub spool_ttl: Duration,
+}
+
+impl Config {
+    /// Whether the daemon fetches from the upstream on a miss unless told
+    /// otherwise (`--upstream-fallback`, the chart's
+    /// `peerpull.upstreamFallback`). [`Config::default`] leaves
+    /// `pull_through` unset all the same: fetching takes a spool directory,
+    /// which only the daemon knows (under its `--data-dir`); it then uses
+    /// [`PullThrough::new`].
+    pub const UPSTREAM_FALLBACK: bool = true;
 }
 
 impl Default for Config {

@@ -4,17 +4,22 @@
 //!
 //! Flags several subcommands share (`--config-path`, `--registries-yaml`,
 //! `--resolve-tags`, the containerd and listen flags, which registries to
-//! mirror) are small `Args` structs flattened into each.
+//! mirror) are small `Args` structs flattened into each. A flag that sets a
+//! field of a library's configuration takes its default from that type
+//! (`defaults`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use peerpull_hosts::{DialTimeout, Mirror, RegistriesYaml, Target, CONTAINERD_CONFIG_PATH};
+use peerpull_mirror::TagResolution;
 use peerpull_oci::{Mirrored, Registry};
 use peerpull_routing::Bootstrap;
 
 use crate::exit::Failure;
+
+mod defaults;
 
 /// Peer-to-peer container image distribution for Kubernetes nodes.
 #[derive(Debug, Parser)]
@@ -134,7 +139,7 @@ pub(crate) struct ResolveTagsArg {
         long = "resolve-tags",
         env = "PEERPULL_RESOLVE_TAGS",
         value_name = "BOOL",
-        default_value_t = true,
+        default_value_t = defaults::mirror().resolve_tags,
         action = ArgAction::Set
     )]
     pub(crate) resolve_tags: bool,
@@ -165,7 +170,7 @@ pub(crate) struct ConfigureArgs {
     #[arg(long = "prepend-existing", env = "PEERPULL_PREPEND_EXISTING")]
     pub(crate) prepend_existing: bool,
     /// How long containerd waits to connect to a mirror (Go syntax; 0 writes none).
-    #[arg(long = "dial-timeout", env = "PEERPULL_DIAL_TIMEOUT", value_name = "DURATION", default_value = "200ms")]
+    #[arg(long = "dial-timeout", env = "PEERPULL_DIAL_TIMEOUT", value_name = "DURATION", default_value_t)]
     pub(crate) dial_timeout: DialTimeout,
 }
 
@@ -185,7 +190,7 @@ pub(crate) struct ContainerdArgs {
         long = "containerd-namespace",
         env = "PEERPULL_CONTAINERD_NAMESPACE",
         value_name = "NS",
-        default_value = "k8s.io"
+        default_value = peerpull_store::containerd::DEFAULT_NAMESPACE
     )]
     pub(crate) containerd_namespace: String,
     /// containerd's content directory (…/io.containerd.content.v1.content), read directly when given.
@@ -197,10 +202,20 @@ pub(crate) struct ContainerdArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
     /// Where the /v2 mirror listens (also /readyz and /livez).
-    #[arg(long = "registry-addr", env = "PEERPULL_REGISTRY_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5000")]
+    #[arg(
+        long = "registry-addr",
+        env = "PEERPULL_REGISTRY_ADDR",
+        value_name = "ADDR",
+        default_value_t = defaults::routing().mirror_addr
+    )]
     pub(crate) registry_addr: SocketAddr,
     /// Where libp2p listens (TCP).
-    #[arg(long = "router-addr", env = "PEERPULL_ROUTER_ADDR", value_name = "ADDR", default_value = "0.0.0.0:5001")]
+    #[arg(
+        long = "router-addr",
+        env = "PEERPULL_ROUTER_ADDR",
+        value_name = "ADDR",
+        default_value_t = defaults::routing().listen
+    )]
     pub(crate) router_addr: SocketAddr,
     /// Where /metrics, /readyz and /livez are served.
     #[arg(long = "metrics-addr", env = "PEERPULL_METRICS_ADDR", value_name = "ADDR", default_value = "0.0.0.0:9090")]
@@ -240,7 +255,12 @@ pub(crate) struct RunArgs {
     )]
     pub(crate) client_cidrs: Vec<ipnet::IpNet>,
     /// Where the node identity and state are kept.
-    #[arg(long = "data-dir", env = "PEERPULL_DATA_DIR", value_name = "DIR", default_value = "/var/lib/peerpull")]
+    #[arg(
+        long = "data-dir",
+        env = "PEERPULL_DATA_DIR",
+        value_name = "DIR",
+        default_value_os_t = defaults::routing().data_dir
+    )]
     pub(crate) data_dir: PathBuf,
     #[command(flatten)]
     pub(crate) tags: ResolveTagsArg,
@@ -250,7 +270,8 @@ pub(crate) struct RunArgs {
         long = "tag-resolution",
         env = "PEERPULL_TAG_RESOLUTION",
         value_name = "MODE",
-        default_value = "upstream-first"
+        value_enum,
+        default_value_t = defaults::tag_resolution()
     )]
     pub(crate) tag_resolution: TagResolutionArg,
     /// How long the upstream may take to resolve a tag before this node and its peers answer (Go syntax).
@@ -258,7 +279,7 @@ pub(crate) struct RunArgs {
         long = "tag-timeout",
         env = "PEERPULL_TAG_TIMEOUT",
         value_name = "DURATION",
-        default_value = "2s",
+        default_value = defaults::tag_timeout(),
         value_parser = parse_duration
     )]
     pub(crate) tag_timeout: std::time::Duration,
@@ -267,7 +288,7 @@ pub(crate) struct RunArgs {
         long = "upstream-fallback",
         env = "PEERPULL_UPSTREAM_FALLBACK",
         value_name = "BOOL",
-        default_value_t = true,
+        default_value_t = peerpull_mirror::Config::UPSTREAM_FALLBACK,
         action = ArgAction::Set
     )]
     pub(crate) upstream_fallback: bool,
@@ -276,7 +297,7 @@ pub(crate) struct RunArgs {
         long = "spool-max-bytes",
         env = "PEERPULL_SPOOL_MAX_BYTES",
         value_name = "BYTES",
-        default_value = "4Gi",
+        default_value = defaults::spool_max_bytes(),
         value_parser = parse_bytes
     )]
     pub(crate) spool_max_bytes: u64,
@@ -286,7 +307,7 @@ pub(crate) struct RunArgs {
         long = "max-upload-rate",
         env = "PEERPULL_MAX_UPLOAD_RATE",
         value_name = "BYTES",
-        default_value = "0",
+        default_value = defaults::max_upload_rate(),
         value_parser = parse_bytes
     )]
     pub(crate) max_upload_rate: u64,
@@ -296,16 +317,26 @@ pub(crate) struct RunArgs {
         long = "multi-source-min-bytes",
         env = "PEERPULL_MULTI_SOURCE_MIN_BYTES",
         value_name = "BYTES",
-        default_value = "32Mi",
+        default_value = defaults::multi_source_min_bytes(),
         value_parser = parse_bytes
     )]
     pub(crate) multi_source_min_bytes: u64,
     /// Nodes the node fetching a blob from the upstream streams it to itself; the others stream it from
     /// those while it arrives, each to as many more (0: the fetching node streams it to every node).
-    #[arg(long = "relay-fanout", env = "PEERPULL_RELAY_FANOUT", value_name = "N", default_value_t = 2)]
+    #[arg(
+        long = "relay-fanout",
+        env = "PEERPULL_RELAY_FANOUT",
+        value_name = "N",
+        default_value_t = defaults::count(defaults::mirror().relay_fanout)
+    )]
     pub(crate) relay_fanout: u32,
     /// Uploads to other nodes at once (0: no cap); past it a peer is answered 429 and asks another holder.
-    #[arg(long = "max-peer-uploads", env = "PEERPULL_MAX_PEER_UPLOADS", value_name = "N", default_value_t = 0)]
+    #[arg(
+        long = "max-peer-uploads",
+        env = "PEERPULL_MAX_PEER_UPLOADS",
+        value_name = "N",
+        default_value_t = defaults::count(defaults::mirror().max_peer_uploads)
+    )]
     pub(crate) max_peer_uploads: u32,
     #[command(flatten)]
     pub(crate) admin: AdminSocketArg,
@@ -314,12 +345,22 @@ pub(crate) struct RunArgs {
     pub(crate) admin_addr: Option<SocketAddr>,
     /// Connections the mirror serves at once; past this (or --max-connections-per-ip from one address) a new
     /// connection is answered 503 with Retry-After at once, so containerd tries its next host.
-    #[arg(long = "max-connections", env = "PEERPULL_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long = "max-connections",
+        env = "PEERPULL_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = defaults::count(defaults::limits().max_connections),
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub(crate) max_connections: u32,
     /// Connections the mirror serves at once from one address.
-    #[arg(long = "max-connections-per-ip", env = "PEERPULL_MAX_CONNECTIONS_PER_IP", value_name = "N",
-          default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long = "max-connections-per-ip",
+        env = "PEERPULL_MAX_CONNECTIONS_PER_IP",
+        value_name = "N",
+        default_value_t = defaults::count(defaults::limits().max_connections_per_ip),
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub(crate) max_connections_per_ip: u32,
     /// Serve the debug page, /debug on --metrics-addr: readiness, peers, recent pulls with the source of each
     /// blob, and a test pull (it reads through the mirror, which may fetch from the upstream).
@@ -346,6 +387,24 @@ pub(crate) enum TagResolutionArg {
     UpstreamFirst,
     /// This node and its peers first; the upstream last.
     PeersFirst,
+}
+
+impl From<TagResolution> for TagResolutionArg {
+    fn from(resolution: TagResolution) -> Self {
+        match resolution {
+            TagResolution::UpstreamFirst => Self::UpstreamFirst,
+            TagResolution::PeersFirst => Self::PeersFirst,
+        }
+    }
+}
+
+impl From<TagResolutionArg> for TagResolution {
+    fn from(arg: TagResolutionArg) -> Self {
+        match arg {
+            TagResolutionArg::UpstreamFirst => Self::UpstreamFirst,
+            TagResolutionArg::PeersFirst => Self::PeersFirst,
+        }
+    }
 }
 
 /// How logs are written.

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use anyhow::anyhow;
 use ipnet::IpNet;
 use peerpull_hosts::{RegistriesYaml, RegistryConfig};
-use peerpull_mirror::{PullThrough, TagResolution};
+use peerpull_mirror::PullThrough;
 use peerpull_node::{Error, Listener, Node};
 use peerpull_oci::Mirrored;
 use peerpull_routing::Psk;
@@ -20,7 +20,7 @@ use peerpull_upstream::{Credentials, RegistrySettings, Tls};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{RunArgs, TagResolutionArg};
+use crate::cli::RunArgs;
 use crate::exit::Failure;
 use crate::logging;
 
@@ -48,10 +48,6 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         spool_max_bytes: args.spool_max_bytes,
         ..PullThrough::new(args.data_dir.join("spool"))
     });
-    let tag_resolution = match args.tag_resolution {
-        TagResolutionArg::UpstreamFirst => TagResolution::UpstreamFirst,
-        TagResolutionArg::PeersFirst => TagResolution::PeersFirst,
-    };
     let config = peerpull_node::Config {
         containerd: StoreConfig {
             socket: args.containerd.containerd_socket,
@@ -70,7 +66,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             mirrored: mirrored.clone(),
             resolve_tags: args.tags.resolve_tags,
             upstream,
-            tag_resolution,
+            tag_resolution: args.tag_resolution.into(),
             tag_timeout: args.tag_timeout,
             pull_through,
             clients: Some(clients),

@@ -1,6 +1,8 @@
 //! Router configuration and bootstrap peer syntax.
 //!
-//! `Config::default()` holds production timings; tests shorten them. The
+//! `Config::default()` holds production timings; tests shorten them. Its
+//! `listen`, `mirror_addr` and `data_dir` are also the defaults of `peerpull
+//! run`'s `--router-addr`, `--registry-addr` and `--data-dir`. The
 //! bounds a caller can rely on follow from these numbers (see the crate docs):
 //! a withdrawn key disappears from other nodes' answers within
 //! `provider_ttl`, a dead peer within the dead-peer bound.
@@ -20,14 +22,14 @@ pub const DEFAULT_PORT: u16 = 5001;
 /// How the router is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where libp2p listens (TCP). Port 0 picks a free port; see `Router::listen_addrs`.
+    /// Where libp2p listens (TCP, `--router-addr`). Port 0 picks a free port; see `Router::listen_addrs`.
     pub listen: SocketAddr,
-    /// This node's own `/v2` mirror endpoint, announced to peers. An unspecified IP is
+    /// This node's own `/v2` mirror endpoint (`--registry-addr`), announced to peers. An unspecified IP is
     /// replaced, on the receiving side, by the IP the receiver reaches us at.
     pub mirror_addr: SocketAddr,
     /// Peers to join through. Empty means this node stands alone (and is ready at once).
     pub bootstrap: Vec<Bootstrap>,
-    /// Where the node identity is kept (created if missing).
+    /// Where the node identity is kept (created if missing; `--data-dir`).
     pub data_dir: PathBuf,
     /// The cluster's pre-shared key: with it only nodes holding the same key
     /// can connect (`--psk-file`); without it, any host that reaches the port can join.
