@@ -46,11 +46,11 @@ pub(crate) enum Command {
     Locate(LocateArgs),
 }
 
-/// The admin API's Unix socket: `run` serves it, `status` and `locate` ask it.
+/// The admin API's Unix socket: `run` serves it, `status`, `locate` and `doctor` ask it.
 #[derive(Debug, Args)]
 pub(crate) struct AdminSocketArg {
-    /// The admin API's Unix socket (mode 0600), which `peerpull status` and `peerpull locate` ask
-    /// (for `run`, "" serves none).
+    /// The admin API's Unix socket (mode 0600), which `peerpull status`, `locate` and `doctor` ask
+    /// (for `run`, "" serves none; for `doctor`, "" reads /readyz?verbose on --metrics-addr instead).
     #[arg(
         long = "admin-socket",
         env = "PEERPULL_ADMIN_SOCKET",
@@ -506,6 +506,8 @@ pub(crate) struct DoctorArgs {
     pub(crate) config_path: PathBuf,
     #[command(flatten)]
     pub(crate) listen: ListenArgs,
+    #[command(flatten)]
+    pub(crate) admin: AdminSocketArg,
     #[command(flatten)]
     pub(crate) mirrored: MirroredArgs,
 }

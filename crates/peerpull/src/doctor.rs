@@ -6,11 +6,12 @@
 //! namespace exists; CRI's registry `config_path` is set;
 //! `discard_unpacked_layers` is off; a `hosts.toml` for each mirrored
 //! registry points at this node's mirror; the mirror and router ports
-//! answer; the node is ready and its DHT has peers (from `/readyz?verbose`);
-//! the upstreams are reachable.
+//! answer; the node is ready and its DHT has peers (from the daemon's admin
+//! API, else `/readyz?verbose`); the upstreams are reachable.
 //!
 //! The parts: this file (containerd and its configuration), `hosts`
-//! (`hosts.toml` files) and `network` (probes of the ports and upstreams).
+//! (`hosts.toml` files), `network` (probes of the ports and upstreams) and
+//! `readiness` (what the running node says about itself).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use crate::exit::Failure;
 
 mod hosts;
 mod network;
+mod readiness;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,7 @@ pub(crate) fn run(args: DoctorArgs) -> Result<(), Failure> {
         let hosts_dir = config_path.unwrap_or_else(|| args.config_path.clone());
         checks.extend(hosts::check(&hosts_dir, &targets, args.listen.registry_addr));
         checks.extend(network::ports(&args.listen).await);
+        checks.extend(readiness::check(&args.listen, &args.admin.admin_socket).await);
         checks.extend(network::upstreams(&targets).await);
         Ok::<_, Failure>(checks)
     })?;
