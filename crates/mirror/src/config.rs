@@ -43,9 +43,6 @@ pub struct Config {
     /// Fetching from the upstream on a miss (`--upstream-fallback`); `None`
     /// answers a miss with a 404 so containerd goes to the upstream itself.
     pub pull_through: Option<PullThrough>,
-    /// Proof of cluster membership on requests between mirrors; `None`
-    /// trusts any request that claims to come from a peer.
-    pub membership: Option<Membership>,
     /// Networks allowed to use the mirror as a client, besides loopback
     /// (`--client-cidr` and this node's own addresses); `None`: anyone.
     pub clients: Option<Vec<ipnet::IpNet>>,
@@ -61,10 +58,20 @@ pub struct Config {
     /// later ones stream from a follower, which serves as many onward
     /// (`--relay-fanout`, see `relay`); 0: it serves every follower itself.
     pub relay_fanout: usize,
-    /// This node as its peers reach it (peer id, mirror port), named when it
-    /// follows another node's upstream fetch so that others may stream from
-    /// it; `None`: it is never sent to, nor itself sent to another follower.
+}
+
+/// Who this node is to its peers: what the node's wiring finds out (its
+/// peer id, the address its mirror is bound to, the key it derives), not
+/// what an operator sets.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// This node as its peers reach it (peer id, mirror address), named when
+    /// it follows a fetch so that others may stream from it; `None`: it is
+    /// never sent to, nor itself sent to another follower.
     pub node: Option<Provider>,
+    /// Proof of cluster membership on requests between mirrors; `None`
+    /// trusts any request that claims to come from a peer.
+    pub membership: Option<Membership>,
 }
 
 /// What this node proves its membership with.
@@ -130,13 +137,11 @@ impl Default for Config {
             tag_resolution: TagResolution::UpstreamFirst,
             tag_timeout: Duration::from_secs(2),
             pull_through: None,
-            membership: None,
             clients: None,
             max_peer_uploads: 0,
             max_upload_rate: 0,
             multi_source_min_bytes: 32 << 20,
             relay_fanout: 2,
-            node: None,
         }
     }
 }

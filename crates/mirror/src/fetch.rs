@@ -123,6 +123,8 @@ pub(crate) struct PeerClient {
     pub(crate) peers: Arc<dyn Peers>,
     /// Signs this node's requests to peers, in a keyed cluster.
     pub(crate) proofs: Option<Proofs>,
+    /// This node as its peers reach it, named when it follows a fetch.
+    pub(crate) this: Option<Provider>,
 }
 
 impl PeerClient {
@@ -176,7 +178,7 @@ impl PeerClient {
         let proof = self.proofs.as_ref().and_then(|p| p.sign(&request.method, &request.path_and_query));
         let mut built = Request::builder().method(request.method.clone()).uri(uri);
         if let Some(headers) = built.headers_mut() {
-            *headers = request.headers(self.config.node.as_ref(), proof);
+            *headers = request.headers(self.this.as_ref(), proof);
         }
         let built = built.body(Empty::new()).map_err(|_| (provider, Failure::Request))?;
         // A fetcher may take as long as the upstream does to answer.

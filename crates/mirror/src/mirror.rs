@@ -27,7 +27,7 @@ use crate::source::{self, Kind, Source};
 use crate::spool::{self, Spool};
 use crate::tags::{Tags, Verdict};
 use crate::upload::Uploads;
-use crate::{Config, TagResolution};
+use crate::{Config, Identity, TagResolution};
 
 mod own;
 
@@ -77,16 +77,28 @@ impl std::fmt::Debug for Mirror {
 }
 
 impl Mirror {
-    /// A mirror answering from `store`, then from the peers `peers` finds,
-    /// then (with [`Config::pull_through`]) from the upstream.
-    pub fn new(config: Config, store: Arc<dyn Store>, peers: Arc<dyn Peers>, metrics: Metrics) -> Result<Self, Error> {
+    /// A mirror of this node (`identity`) answering from `store`, then from
+    /// the peers `peers` finds, then (with [`Config::pull_through`]) from the upstream.
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        store: Arc<dyn Store>,
+        peers: Arc<dyn Peers>,
+        metrics: Metrics,
+    ) -> Result<Self, Error> {
         let config = Arc::new(config);
         let uploads = Uploads::new(config.max_peer_uploads, config.max_upload_rate);
         metrics.name_registries(config.mirrored.registries().iter().map(|r| r.host()));
-        let proofs = config.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
+        let proofs = identity.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
         let client = fetch::client(&config);
-        let peer_client =
-            PeerClient { client, config: config.clone(), metrics: metrics.clone(), peers, proofs: proofs.clone() };
+        let peer_client = PeerClient {
+            client,
+            config: config.clone(),
+            metrics: metrics.clone(),
+            peers,
+            proofs: proofs.clone(),
+            this: identity.node,
+        };
         let mut sources: Vec<Box<dyn Source>> =
             vec![Box::new(source::local::Local::new(store.clone(), metrics.clone()))];
         let mut spool = None;

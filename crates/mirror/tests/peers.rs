@@ -216,9 +216,8 @@ async fn hedges_and_resumes_share_one_attempts_budget() {
     assert!(body.as_ref() == blob.as_slice(), "resumed bytes differ");
 }
 
-fn member(key: u8) -> peerpull_mirror::Config {
-    let membership = peerpull_mirror::Membership { key: [key; 32], peer_id: format!("node-{key}") };
-    peerpull_mirror::Config { membership: Some(membership), ..support::config() }
+fn member(key: u8) -> Option<peerpull_mirror::Membership> {
+    Some(peerpull_mirror::Membership { key: [key; 32], peer_id: format!("node-{key}") })
 }
 
 #[tokio::test]
@@ -226,11 +225,11 @@ async fn requests_between_mirrors_prove_membership() {
     let blob = bytes(100_000, 8);
     let store = Memory::new();
     let digest = store.insert(media::OCI_LAYER_GZIP, blob.clone()).digest.to_string();
-    let a = Node::start(store, Static::default(), member(1)).await;
+    let a = Node::start_as(store, Static::default(), support::config(), member(1)).await;
     let path = format!("/v2/team/app/blobs/{digest}{NS}");
 
     // A member's request carries a proof and is served.
-    let b = Node::start(Memory::new(), Static::new(vec![a.provider()]), member(1)).await;
+    let b = Node::start_as(Memory::new(), Static::new(vec![a.provider()]), support::config(), member(1)).await;
     let (response, body) = get(&b.url(&path), &[]).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(body.as_ref() == blob.as_slice());
@@ -239,7 +238,7 @@ async fn requests_between_mirrors_prove_membership() {
     let (response, body) = get(&a.url(&path), &[(peerpull_mirror::wire::PEER, "1")]).await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::Unauthorized));
-    let outsider = Node::start(Memory::new(), Static::new(vec![a.provider()]), member(2)).await;
+    let outsider = Node::start_as(Memory::new(), Static::new(vec![a.provider()]), support::config(), member(2)).await;
     assert_eq!(get(&outsider.url(&path), &[]).await.unwrap().0.status(), 404);
     assert!(outsider.metrics().await.contains(r#"peerpull_peer_fetch_failures_total{reason="status"} 1"#));
 }
@@ -254,6 +253,7 @@ async fn only_allowed_clients_use_the_mirror() {
     let metrics = peerpull_mirror::Metrics::new(&mut registry);
     let mirror = peerpull_mirror::Mirror::new(
         config,
+        peerpull_mirror::Identity::default(),
         std::sync::Arc::new(store),
         std::sync::Arc::new(Static::default()),
         metrics,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use peerpull_mirror::Kind;
-use peerpull_mirror::{Client, Config, Metrics, Mirror, Static};
+use peerpull_mirror::{Client, Config, Identity, Metrics, Mirror, Static};
 use peerpull_oci::{media, ErrorBody, ErrorCode, Mirrored, Reference, Registry};
 use peerpull_store::Memory;
 use support::{bytes, get, header, request, Node};
@@ -158,7 +158,9 @@ async fn a_response_counts_as_in_flight_until_its_body_is_gone() {
     let digest = store.insert(media::OCI_LAYER_GZIP, bytes(100_000, 3)).digest;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let mirror = Mirror::new(support::config(), Arc::new(store), Arc::new(Static::default()), metrics).unwrap();
+    let mirror =
+        Mirror::new(support::config(), Identity::default(), Arc::new(store), Arc::new(Static::default()), metrics)
+            .unwrap();
     let in_flight = |mirror: &Mirror, kind| mirror.stats().in_flight.iter().find(|(k, _)| *k == kind).unwrap().1;
 
     let uri = format!("/v2/team/app/blobs/{digest}{NS}");

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peerpull_mirror::{Limits, Membership, Metrics, Mirror, Server};
+use peerpull_mirror::{Identity, Limits, Membership, Metrics, Mirror, Server};
 use peerpull_routing::{EventLoop, PeerId, Provider, Router};
 use peerpull_store::containerd::{Config as StoreConfig, Containerd};
 use peerpull_store::{Store, StoreError};
@@ -160,14 +160,15 @@ impl Node {
         let addr = routing.listen;
         let psk = routing.psk.clone();
         let (router, event_loop) = Router::start(routing).map_err(|source| Error::Router { addr, source })?;
-        let mut mirror_config = config.mirror;
+        let mirror_config = config.mirror;
         let mirror_addr = local_addr(&registry_listener, config.registry_addr);
         // Named when following another node's upstream fetch, so others may stream from this one.
-        mirror_config.node = Some(Provider { peer: router.local_peer_id(), mirror: mirror_addr });
+        let mut identity =
+            Identity { node: Some(Provider { peer: router.local_peer_id(), mirror: mirror_addr }), membership: None };
         match &psk {
             Some(psk) => {
                 let key = psk.derive(peerpull_mirror::wire::PROOF_LABEL);
-                mirror_config.membership = Some(Membership { key, peer_id: router.local_peer_id().to_string() });
+                identity.membership = Some(Membership { key, peer_id: router.local_peer_id().to_string() });
                 tracing::info!(key = %psk.fingerprint(), "private cluster: only nodes with the same pre-shared key join");
             }
             None => tracing::warn!(
@@ -182,7 +183,7 @@ impl Node {
         let private = psk.is_some();
         let health = Health::new(store.clone(), router.clone(), psk.map(|p| p.fingerprint()));
         let mirrored = mirror_config.mirrored.clone();
-        let mirror = Mirror::new(mirror_config, store.clone(), Arc::new(router.clone()), metrics)?;
+        let mirror = Mirror::new(mirror_config, identity, store.clone(), Arc::new(router.clone()), metrics)?;
         let admin =
             admin::Service::new(router.clone(), mirror.clone(), store.clone(), health.clone(), mirror_addr, private);
         let debug = config.debug_web.then(|| debug::Debug::new(admin.clone(), mirror.clone(), router.clone()));

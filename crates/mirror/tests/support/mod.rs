@@ -13,7 +13,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use peerpull_mirror::{Config, Metrics, Mirror, Peers, Server};
+use peerpull_mirror::{Config, Identity, Membership, Metrics, Mirror, Peers, Server};
 use peerpull_routing::{PeerId, Provider};
 use peerpull_store::Memory;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,14 +32,19 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn start(store: Memory, peers: impl Peers, mut config: Config) -> Self {
+    pub async fn start(store: Memory, peers: impl Peers, config: Config) -> Self {
+        Self::start_as(store, peers, config, None).await
+    }
+
+    /// A mirror proving `membership` on its requests to peers, and asking it of theirs.
+    pub async fn start_as(store: Memory, peers: impl Peers, config: Config, membership: Option<Membership>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = PeerId::random();
-        config.node.get_or_insert(Provider { peer, mirror: addr });
+        let identity = Identity { node: Some(Provider { peer, mirror: addr }), membership };
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
-        let mirror = Mirror::new(config, Arc::new(store.clone()), Arc::new(peers), metrics).unwrap();
+        let mirror = Mirror::new(config, identity, Arc::new(store.clone()), Arc::new(peers), metrics).unwrap();
         let sweeper = mirror.clone();
         let stop = CancellationToken::new();
         let handler = move |request| {
