@@ -43,7 +43,7 @@ pub struct Setup {
     /// first. Off (`--upstream-fallback false --tag-resolution peers-first`)
     /// for scenarios about what peers alone serve: a miss is a 404 so
     /// containerd goes upstream itself, and tags come from peers first.
-    pub pull_through: bool,
+    pub upstream_fallback: bool,
     /// A k3s `registries.yaml` to run with instead of `--mirrored-registry`
     /// (it names the upstream and may hold its credentials).
     pub registries_yaml: Option<PathBuf>,
@@ -60,7 +60,7 @@ pub struct Setup {
 impl Default for Setup {
     fn default() -> Self {
         Self {
-            pull_through: true,
+            upstream_fallback: true,
             registries_yaml: None,
             psk: Some(peerpull_testbed::new_psk()),
             extra: Vec::new(),
@@ -108,7 +108,7 @@ async fn start_nodes_as(options: Vec<PeerpullOptions>, upstream: &str, setup: Se
         }
         node_options.extra.extend(setup.extra.iter().cloned());
         node_options.direct_read = setup.direct_read;
-        if !setup.pull_through {
+        if !setup.upstream_fallback {
             let flags = ["--upstream-fallback", "false", "--tag-resolution", "peers-first"];
             node_options.extra.extend(flags.map(str::to_owned));
         }
@@ -134,7 +134,7 @@ impl Cluster {
     /// The same, with nodes that answer a miss with 404 (no pull-through):
     /// scenarios about what peers alone serve.
     pub async fn peers_only(size: usize) -> Result<Self, Error> {
-        Self::start_with(size, Setup { pull_through: false, ..Setup::default() }).await
+        Self::start_with(size, Setup { upstream_fallback: false, ..Setup::default() }).await
     }
 
     /// An upstream and `size` nodes on IPv6 loopback (`[::1]`, ports of their own).

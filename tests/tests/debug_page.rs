@@ -35,7 +35,8 @@ fn rows(value: &Value) -> Vec<[String; 4]> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_debug_page_shows_which_peer_served_each_blob() {
     // Peers only: node 1 pulls from the upstream itself, so node 2 holds nothing of the image before its pull.
-    let setup = Setup { pull_through: false, extra: vec!["--debug-web".into(), "true".into()], ..Setup::default() };
+    let setup =
+        Setup { upstream_fallback: false, extra: vec!["--debug-web".into(), "true".into()], ..Setup::default() };
     let cluster = Cluster::start_with(2, setup).await.unwrap();
     let image = ImageBuilder::new("e2e-debug").layers(&[400_000, 30_000]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/debug:v1").await.unwrap();

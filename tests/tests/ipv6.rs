@@ -14,7 +14,7 @@ const SEEN: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipv6_cluster_pulls_from_peers_during_an_outage() {
     // Peers only: node 1 pulls from the upstream itself, so what the others get comes from peers.
-    let mut cluster = Cluster::start_ipv6(3, Setup { pull_through: false, ..Setup::default() }).await.unwrap();
+    let mut cluster = Cluster::start_ipv6(3, Setup { upstream_fallback: false, ..Setup::default() }).await.unwrap();
     let image = ImageBuilder::new("e2e-ipv6").layers(&[1 << 20, 20_000]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/ipv6:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();

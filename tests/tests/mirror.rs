@@ -128,7 +128,8 @@ async fn a_holder_killed_during_a_multi_source_download_and_the_others_finish() 
 /// node 0 (several sources at once). The download completes, verified.
 async fn killed_mid_blob(multi_source: bool) {
     let extra = if multi_source { vec![] } else { vec!["--multi-source-min-bytes".to_owned(), "0".to_owned()] };
-    let mut cluster = Cluster::start_with(3, Setup { pull_through: false, extra, ..Setup::default() }).await.unwrap();
+    let mut cluster =
+        Cluster::start_with(3, Setup { upstream_fallback: false, extra, ..Setup::default() }).await.unwrap();
     let image = ImageBuilder::new("e2e-resume").layers(&[48 << 20]).build().unwrap();
     let reference = image.push(&cluster.upstream, "e2e/resume:v1").await.unwrap();
     cluster.nodes[0].containerd.cri_pull(&reference).await.unwrap();

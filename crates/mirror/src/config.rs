@@ -1,7 +1,7 @@
 //! How the mirror behaves: what it mirrors, how long it waits, and whether
 //! (and how) it fetches from the upstream itself.
 //!
-//! [`Config::default`] and [`PullThrough::new`] hold the defaults of the
+//! [`Config::default`] and [`UpstreamFallback::new`] hold the defaults of the
 //! matching `peerpull run` flags; the flags take them from here, and a test
 //! in the `peerpull` crate checks that the Helm chart and the README say
 //! the same.
@@ -21,8 +21,9 @@ pub struct Config {
     pub resolve_tags: bool,
     /// How many providers a lookup asks for.
     pub lookup_limit: usize,
-    /// How long to wait for the first provider before answering 404.
-    pub lookup_timeout: Duration,
+    /// How long to wait for the first provider before answering 404 (the
+    /// routing's `lookup_timeout`, much longer, bounds the whole DHT lookup).
+    pub provider_wait: Duration,
     /// After this long without response headers from a peer, also ask the next one.
     pub hedge_delay: Duration,
     /// Upper bound on connecting to a peer and receiving its response headers.
@@ -42,7 +43,7 @@ pub struct Config {
     pub tag_timeout: Duration,
     /// Fetching from the upstream on a miss (`--upstream-fallback`); `None`
     /// answers a miss with a 404 so containerd goes to the upstream itself.
-    pub pull_through: Option<PullThrough>,
+    pub upstream_fallback: Option<UpstreamFallback>,
     /// Networks allowed to use the mirror as a client, besides loopback
     /// (`--client-cidr` and this node's own addresses); `None`: anyone.
     pub clients: Option<Vec<ipnet::IpNet>>,
@@ -103,7 +104,7 @@ pub enum TagResolution {
 
 /// How the mirror fetches from upstream registries on a miss.
 #[derive(Debug, Clone)]
-pub struct PullThrough {
+pub struct UpstreamFallback {
     /// Where fetches are spooled (emptied at start).
     pub spool_dir: PathBuf,
     /// The most bytes the spool holds (`--spool-max-bytes`).
@@ -116,9 +117,9 @@ impl Config {
     /// Whether the daemon fetches from the upstream on a miss unless told
     /// otherwise (`--upstream-fallback`, the chart's
     /// `peerpull.upstreamFallback`). [`Config::default`] leaves
-    /// `pull_through` unset all the same: fetching takes a spool directory,
+    /// `upstream_fallback` unset all the same: fetching takes a spool directory,
     /// which only the daemon knows (under its `--data-dir`); it then uses
-    /// [`PullThrough::new`].
+    /// [`UpstreamFallback::new`].
     pub const UPSTREAM_FALLBACK: bool = true;
 }
 
@@ -128,7 +129,7 @@ impl Default for Config {
             mirrored: Mirrored::All,
             resolve_tags: true,
             lookup_limit: 8,
-            lookup_timeout: Duration::from_millis(500),
+            provider_wait: Duration::from_millis(500),
             hedge_delay: Duration::from_millis(300),
             peer_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(5),
@@ -136,7 +137,7 @@ impl Default for Config {
             upstream: peerpull_upstream::Config::default(),
             tag_resolution: TagResolution::UpstreamFirst,
             tag_timeout: Duration::from_secs(2),
-            pull_through: None,
+            upstream_fallback: None,
             clients: None,
             max_peer_uploads: 0,
             max_upload_rate: 0,
@@ -146,7 +147,7 @@ impl Default for Config {
     }
 }
 
-impl PullThrough {
+impl UpstreamFallback {
     /// Pull-through with the default spool settings, spooling in `spool_dir`.
     pub fn new(spool_dir: PathBuf) -> Self {
         Self { spool_dir, spool_max_bytes: 4 << 30, spool_ttl: Duration::from_secs(600) }
@@ -158,8 +159,8 @@ impl Config {
     /// redirects and the content's own answer, each bounded by the client's
     /// response time-out. A node streaming from the node that fetches for
     /// it waits this long too, so it never gives up before that one does.
-    pub(crate) fn pull_through_timeout(&self) -> Duration {
-        match self.pull_through {
+    pub(crate) fn upstream_fallback_timeout(&self) -> Duration {
+        match self.upstream_fallback {
             Some(_) => self.upstream.response_timeout * 2,
             None => self.peer_timeout,
         }

@@ -182,7 +182,8 @@ impl PeerClient {
         }
         let built = built.body(Empty::new()).map_err(|_| (provider, Failure::Request))?;
         // A fetcher may take as long as the upstream does to answer.
-        let wait = if request.to_fetcher() { self.config.pull_through_timeout() } else { self.config.peer_timeout };
+        let wait =
+            if request.to_fetcher() { self.config.upstream_fallback_timeout() } else { self.config.peer_timeout };
         let response = match tokio::time::timeout(wait, self.client.request(built)).await {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => return Err((provider, Failure::Connect)),

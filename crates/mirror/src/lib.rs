@@ -67,7 +67,7 @@ pub mod wire;
 
 pub use auth::RemoteAddr;
 pub use body::{full, stream, text, Body, BodyError};
-pub use config::{Config, Identity, Membership, PullThrough, TagResolution};
+pub use config::{Config, Identity, Membership, TagResolution, UpstreamFallback};
 pub use metrics::{Kind, Metrics, Stats};
 pub use mirror::{Error, Mirror, Probed, Unanswered};
 pub use peers::Peers;

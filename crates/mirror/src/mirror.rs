@@ -78,7 +78,7 @@ impl std::fmt::Debug for Mirror {
 
 impl Mirror {
     /// A mirror of this node (`identity`) answering from `store`, then from
-    /// the peers `peers` finds, then (with [`Config::pull_through`]) from the upstream.
+    /// the peers `peers` finds, then (with [`Config::upstream_fallback`]) from the upstream.
     pub fn new(
         config: Config,
         identity: Identity,
@@ -105,14 +105,14 @@ impl Mirror {
         let client = Arc::new(peerpull_upstream::Client::new(config.upstream.clone())?);
         let upstream = client.clone();
         let tags = Tags::new(client.clone(), config.tag_timeout, metrics.clone());
-        if let Some(pull) = &config.pull_through {
+        if let Some(pull) = &config.upstream_fallback {
             let wait = config.upstream.response_timeout;
             let dir = pull.spool_dir.clone();
             let limits = spool::Limits {
                 max_bytes: pull.spool_max_bytes,
                 ttl: pull.spool_ttl,
                 stall: config.stall_timeout,
-                open_timeout: config.pull_through_timeout(),
+                open_timeout: config.upstream_fallback_timeout(),
             };
             let made = Spool::new(dir.clone(), limits, store, peer_client.peers.clone(), metrics.clone())
                 .map_err(|source| Error::Spool { dir, source })?;

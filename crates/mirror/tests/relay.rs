@@ -208,7 +208,7 @@ async fn a_follower_whose_spool_has_no_room_streams_through_from_the_chosen_node
     let fetcher = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir)).await;
     let dir_b = tempfile::tempdir().unwrap();
     let mut config = pulling(&upstream, &dir_b);
-    config.pull_through.as_mut().unwrap().spool_max_bytes = len as u64 / 2;
+    config.upstream_fallback.as_mut().unwrap().spool_max_bytes = len as u64 / 2;
     let b = Node::start(Memory::new(), Static::default().closest_is(fetcher.provider()), config).await;
 
     let (response, body) = get(&b.url(&path), &[]).await.unwrap();

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use peerpull_mirror::{Config, PullThrough, Static, TagResolution};
+use peerpull_mirror::{Config, Static, TagResolution, UpstreamFallback};
 use peerpull_oci::{media, Digest, Mirrored, Reference};
 use peerpull_store::Memory;
 use support::upstream::{Behaviour, FakeUpstream};
@@ -39,7 +39,7 @@ fn config(upstream: &FakeUpstream, dir: &tempfile::TempDir) -> Config {
         mirrored: Mirrored::Only(vec![upstream.registry()]),
         tag_resolution: TagResolution::UpstreamFirst,
         tag_timeout: Duration::from_millis(500),
-        pull_through: Some(PullThrough::new(dir.path().join("spool"))),
+        upstream_fallback: Some(UpstreamFallback::new(dir.path().join("spool"))),
         ..support::config()
     }
 }

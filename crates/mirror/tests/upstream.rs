@@ -161,7 +161,7 @@ async fn a_blob_larger_than_the_spool_is_a_miss() {
     let (upstream, _, digest) = upstream_with_blob(1 << 20, Behaviour::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = pulling(&upstream, &dir);
-    if let Some(pull) = config.pull_through.as_mut() {
+    if let Some(pull) = config.upstream_fallback.as_mut() {
         pull.spool_max_bytes = 512 * 1024;
     }
     let node = Node::start(Memory::new(), Static::default(), config).await;
@@ -179,7 +179,7 @@ async fn the_spool_evicts_the_oldest_and_drops_what_containerd_took() {
     let upstream = FakeUpstream::start(files, Behaviour::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = pulling(&upstream, &dir);
-    if let Some(pull) = config.pull_through.as_mut() {
+    if let Some(pull) = config.upstream_fallback.as_mut() {
         pull.spool_max_bytes = (3 << 20) / 2;
     }
     let store = Memory::new();

@@ -154,8 +154,10 @@ pub(crate) struct ConfigureArgs {
     #[arg(long = "mirror", env = "PEERPULL_MIRROR", value_name = "URL", value_delimiter = ',', required = true)]
     pub(crate) mirrors: Vec<Mirror>,
     /// A registry to mirror: docker.io, ghcr.io, http://127.0.0.1:5000 (repeatable; none = all).
+    /// The same as `run --mirrored-registry`; `--registry` still works.
     #[arg(
-        long = "registry",
+        long = "mirrored-registry",
+        alias = "registry",
         env = "PEERPULL_REGISTRY",
         value_name = "URL",
         value_delimiter = ',',

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use anyhow::anyhow;
 use ipnet::IpNet;
 use peerpull_hosts::{RegistriesYaml, RegistryConfig};
-use peerpull_mirror::PullThrough;
+use peerpull_mirror::UpstreamFallback;
 use peerpull_node::{Error, Listener, Node};
 use peerpull_oci::Mirrored;
 use peerpull_routing::Psk;
@@ -44,9 +44,9 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         registries: registries.yaml.as_ref().map(|y| upstream_settings(y, &mirrored)).unwrap_or_default(),
         ..Default::default()
     };
-    let pull_through = args.upstream_fallback.then(|| PullThrough {
+    let upstream_fallback = args.upstream_fallback.then(|| UpstreamFallback {
         spool_max_bytes: args.spool_max_bytes,
-        ..PullThrough::new(args.data_dir.join("spool"))
+        ..UpstreamFallback::new(args.data_dir.join("spool"))
     });
     let config = peerpull_node::Config {
         containerd: StoreConfig {
@@ -68,7 +68,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             upstream,
             tag_resolution: args.tag_resolution.into(),
             tag_timeout: args.tag_timeout,
-            pull_through,
+            upstream_fallback,
             clients: Some(clients),
             max_peer_uploads: args.max_peer_uploads as usize,
             max_upload_rate: args.max_upload_rate,

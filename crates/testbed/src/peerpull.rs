@@ -147,7 +147,7 @@ pub async fn configure(node: &Containerd, mirror: &str, registries: &[String]) -
     let mut command = tokio::process::Command::new(binary()?);
     command.arg("configure").arg("--config-path").arg(node.config_path()).args(["--mirror", mirror]);
     for registry in registries {
-        command.args(["--registry", registry]);
+        command.args(["--mirrored-registry", registry]);
     }
     crate::cri::run(command).await
 }

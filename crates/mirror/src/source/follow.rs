@@ -137,7 +137,7 @@ fn spooled(peer_client: &PeerClient, opened: crate::fetch::Opened, offset: u64, 
     let size = learnt.size.unwrap_or_default();
     let config = &peer_client.config;
     // A node that fetches for us may pause while its own fetch resumes.
-    let stall: Duration = config.stall_timeout + config.pull_through_timeout();
+    let stall: Duration = config.stall_timeout + config.upstream_fallback_timeout();
     Opened {
         meta: spool::Meta { size, media_type },
         body: opened.response.into_body(),

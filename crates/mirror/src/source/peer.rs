@@ -51,7 +51,7 @@ impl Source for Peer {
         let config = &self.peer_client.config;
         let started = tokio::time::Instant::now();
         let lookup = self.peer_client.peers.lookup(&key, config.lookup_limit).await;
-        let mut providers = Providers::new(lookup, config.lookup_timeout, config.max_peer_attempts);
+        let mut providers = Providers::new(lookup, config.provider_wait, config.max_peer_attempts);
         let method = if wanted.head { Method::HEAD } else { Method::GET };
         let mut request = PeerRequest::holder(method, &wanted.path_and_query);
         request.needs_digest = matches!(wanted.target, Target::Tag(_));

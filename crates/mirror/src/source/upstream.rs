@@ -125,7 +125,7 @@ impl Upstream {
     /// This node fetches `digest` (or joins its fetch under way) and answers from the spool.
     async fn spooled(&self, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Option<Response<Body>> {
         let entry = self.spool.start(digest, self.opener(registry.clone(), Self::fetch(wanted, Method::GET)));
-        let meta = match entry.opened(self.peer_client.config.pull_through_timeout()).await {
+        let meta = match entry.opened(self.peer_client.config.upstream_fallback_timeout()).await {
             Ok(meta) => meta,
             Err(error) => {
                 tracing::debug!(%digest, %error, "no upstream fetch; answering a miss");
@@ -151,7 +151,7 @@ impl Upstream {
         let key = Key::Digest(digest.clone());
         let opener = follow::opener(self.peer_client.clone(), wanted.path_and_query.clone(), key, upstream);
         // Each fetcher asked may take as long as the upstream, and so may this node's own fetch.
-        let budget = self.peer_client.config.pull_through_timeout() * (follow::MAX_FETCHERS as u32 + 1);
+        let budget = self.peer_client.config.upstream_fallback_timeout() * (follow::MAX_FETCHERS as u32 + 1);
         let entry = self.spool.start_within(digest, opener, budget);
         match entry.opened(budget).await {
             Ok(meta) => {
@@ -201,7 +201,7 @@ impl Upstream {
         let served = self.metrics.served(Kind::Upstream);
         let feed = Feed { body: opened.response.into_body(), provider: Some(fetcher), size };
         let transfer = Transfer::new(self.peer_client.clone(), request, feed, Some(digest.clone()), served)
-            .patient(config.stall_timeout + config.pull_through_timeout())
+            .patient(config.stall_timeout + config.upstream_fallback_timeout())
             .only(range);
         *response.body_mut() = body::stream(transfer.stream());
         Some(response)

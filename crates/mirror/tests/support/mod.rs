@@ -86,7 +86,7 @@ pub fn config() -> Config {
         tag_resolution: peerpull_mirror::TagResolution::PeersFirst,
         hedge_delay: Duration::from_millis(100),
         stall_timeout: Duration::from_millis(500),
-        lookup_timeout: Duration::from_millis(300),
+        provider_wait: Duration::from_millis(300),
         ..Config::default()
     }
 }

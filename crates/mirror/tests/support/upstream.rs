@@ -165,7 +165,7 @@ pub const REPO: &str = "team/app";
 pub fn pulling(upstream: &FakeUpstream, dir: &tempfile::TempDir) -> peerpull_mirror::Config {
     peerpull_mirror::Config {
         mirrored: peerpull_oci::Mirrored::Only(vec![upstream.registry()]),
-        pull_through: Some(peerpull_mirror::PullThrough::new(dir.path().join("spool"))),
+        upstream_fallback: Some(peerpull_mirror::UpstreamFallback::new(dir.path().join("spool"))),
         tag_resolution: peerpull_mirror::TagResolution::UpstreamFirst,
         ..super::config()
     }

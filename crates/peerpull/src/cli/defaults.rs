@@ -2,7 +2,7 @@
 //!
 //! A flag that sets a field of a library's configuration takes its default
 //! from that type: `peerpull_mirror::Config::default()` (with
-//! `PullThrough::new` for the spool and `Limits::default()` for
+//! `UpstreamFallback::new` for the spool and `Limits::default()` for
 //! connections), `peerpull_routing::Config::default()`, and the constants
 //! the store, hosts and admin crates export. Flags whose setting no config
 //! type holds (the containerd socket, the metrics address, the debug page,
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use peerpull_mirror::PullThrough;
+use peerpull_mirror::UpstreamFallback;
 
 use super::TagResolutionArg;
 
@@ -59,7 +59,7 @@ pub(super) fn tag_timeout() -> &'static str {
 /// `--spool-max-bytes`.
 pub(super) fn spool_max_bytes() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
-    TEXT.get_or_init(|| bytes(PullThrough::new(PathBuf::new()).spool_max_bytes))
+    TEXT.get_or_init(|| bytes(UpstreamFallback::new(PathBuf::new()).spool_max_bytes))
 }
 
 /// `--max-upload-rate`.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, ValueEnum};
 use peerpull_hosts::DialTimeout;
-use peerpull_mirror::PullThrough;
+use peerpull_mirror::UpstreamFallback;
 use peerpull_oci::Mirrored;
 use serde_norway::Value;
 
@@ -168,7 +168,7 @@ fn flags() -> Vec<Flag> {
         flag(
             "spool-max-bytes",
             Kind::Bytes,
-            is(PullThrough::new(PathBuf::new()).spool_max_bytes.to_string()),
+            is(UpstreamFallback::new(PathBuf::new()).spool_max_bytes.to_string()),
             Value("peerpull.spoolMaxBytes"),
             States,
         ),
