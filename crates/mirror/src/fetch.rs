@@ -1,6 +1,6 @@
 //! Asking peers for content: hedged requests within one attempts budget.
 //!
-//! A fetch starts from the providers a lookup streams. [`Fetcher::open`]
+//! A fetch starts from the providers a lookup streams. [`PeerClient::open`]
 //! asks the first provider and, when it has not answered within the hedge
 //! delay, the next one too; the first good answer wins and the others are
 //! cancelled (and kept as candidates for a resume). Every request to a peer

@@ -1,7 +1,7 @@
 //! Streaming a whole-content response: resumed when its source fails,
 //! verified against the digest.
 //!
-//! [`Transfer`] streams the body of the peer [`Fetcher::open`] chose (or of
+//! [`Transfer`] streams the body of the peer [`PeerClient::open`] chose (or of
 //! the upstream). If that source dies or stalls mid-stream, the transfer
 //! continues from another provider with a `Range` from the byte reached,
 //! so the client sees one uninterrupted response.

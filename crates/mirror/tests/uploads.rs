@@ -12,7 +12,7 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use peerpull_mirror::wire::{PEER as LOOP_GUARD, PULL_THROUGH};
+use peerpull_mirror::wire::{PEER, PULL_THROUGH};
 use peerpull_mirror::Static;
 use peerpull_oci::{media, ErrorBody, ErrorCode};
 use peerpull_store::Memory;
@@ -30,7 +30,7 @@ async fn holder(blob: &[u8], config: peerpull_mirror::Config) -> (Node, String) 
 /// Starts a GET as a peer would and returns once the headers are in, the body unread.
 async fn open_as_peer(url: &str) -> hyper::body::Incoming {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::get(url).header(LOOP_GUARD, "1").body(Empty::new()).unwrap();
+    let request = Request::get(url).header(PEER, "1").body(Empty::new()).unwrap();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     response.into_body()
@@ -46,12 +46,12 @@ async fn a_busy_holder_answers_429_and_the_requester_asks_another_at_once() {
 
     // The one upload the busy holder may make is under way.
     let held = open_as_peer(&busy.url(&path)).await;
-    let (response, body) = get(&busy.url(&path), &[(LOOP_GUARD, "1")]).await.unwrap();
+    let (response, body) = get(&busy.url(&path), &[(PEER, "1")]).await.unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(header(&response, "retry-after"), "1");
     assert_eq!(ErrorBody::from_json(&body).unwrap().code(), Some(ErrorCode::TooManyRequests));
     // A node pulling through is never turned away, and this node's containerd is not a peer.
-    assert_eq!(get(&busy.url(&path), &[(LOOP_GUARD, "1"), (PULL_THROUGH, "1")]).await.unwrap().0.status(), 200);
+    assert_eq!(get(&busy.url(&path), &[(PEER, "1"), (PULL_THROUGH, "1")]).await.unwrap().0.status(), 200);
     assert_eq!(get(&busy.url(&path), &[]).await.unwrap().0.status(), 200);
 
     // A node asking the busy holder first goes to the other at once, not after its hedge delay.
@@ -74,7 +74,7 @@ async fn a_busy_holder_answers_429_and_the_requester_asks_another_at_once() {
     // The upload ends; the holder takes peers again.
     let received = held.collect().await.unwrap().to_bytes();
     assert_eq!(received.len(), blob.len());
-    assert_eq!(get(&busy.url(&path), &[(LOOP_GUARD, "1")]).await.unwrap().0.status(), 200);
+    assert_eq!(get(&busy.url(&path), &[(PEER, "1")]).await.unwrap().0.status(), 200);
 }
 
 #[tokio::test]
@@ -84,7 +84,7 @@ async fn uploads_to_peers_are_paced_to_the_rate() {
     let config = peerpull_mirror::Config { max_upload_rate: RATE, ..support::config() };
     let (paced, path) = holder(&blob, config).await;
     let started = Instant::now();
-    let (response, body) = get(&paced.url(&path), &[(LOOP_GUARD, "1")]).await.unwrap();
+    let (response, body) = get(&paced.url(&path), &[(PEER, "1")]).await.unwrap();
     let took = started.elapsed();
     assert_eq!(response.status(), 200);
     assert!(body.as_ref() == blob.as_slice(), "the bytes differ");

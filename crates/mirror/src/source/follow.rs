@@ -131,7 +131,7 @@ fn spooled(peer_client: &PeerClient, opened: crate::fetch::Opened, offset: u64, 
     let media_type = text(CONTENT_TYPE).unwrap_or("application/octet-stream").to_owned();
     let mut learnt = learnt.lock();
     if offset == 0 {
-        // `Fetcher::send` lets through no whole answer without a length.
+        // `PeerClient::send` lets through no whole answer without a length.
         learnt.size = text(CONTENT_LENGTH).and_then(|v| v.parse().ok());
     }
     let size = learnt.size.unwrap_or_default();

@@ -78,7 +78,7 @@ impl Source for Peer {
             Target::Digest(digest) => Some(digest.clone()),
             Target::Tag(_) => value(body::DOCKER_CONTENT_DIGEST).and_then(|v| v.parse().ok()),
         };
-        // `Fetcher::send` lets through no whole answer without both.
+        // `PeerClient::send` lets through no whole answer without both.
         let (Some(size), Some(expected)) = (size, expected) else { return None };
         let media_type = value(header::CONTENT_TYPE).unwrap_or("application/octet-stream");
         let (mut response, range) = match super::content_response(wanted, &expected, size, media_type) {

@@ -189,7 +189,7 @@ impl Upstream {
         };
         let headers = opened.response.headers();
         let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-        // `Fetcher::send` lets through no whole answer without a length.
+        // `PeerClient::send` lets through no whole answer without a length.
         let size = text(CONTENT_LENGTH)?.parse().ok()?;
         let media_type = text(CONTENT_TYPE).unwrap_or("application/octet-stream").to_owned();
         let (mut response, range) = match super::content_response(wanted, digest, size, &media_type) {
