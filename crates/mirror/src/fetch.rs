@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use peerpull_oci::ByteRange;
+use peerpull_oci::{ByteRange, Key};
 use peerpull_routing::{PeerId, Provider};
 use tokio::time::Instant;
 
@@ -36,7 +36,7 @@ use crate::Config;
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Builds the client: bounded connect time, keep-alive pooling.
-pub(crate) fn client(config: &Config) -> HttpClient {
+fn client(config: &Config) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(config.peer_timeout));
     connector.set_nodelay(true);
@@ -114,20 +114,70 @@ pub(crate) struct Opened {
     pub(crate) response: Response<Incoming>,
 }
 
-/// Opens and continues peer transfers.
+/// Opens and continues peer transfers: what the rest of the mirror knows of
+/// peers (who holds a key, who fetches it, how a peer failed).
 #[derive(Clone)]
 pub(crate) struct PeerClient {
-    pub(crate) client: HttpClient,
-    pub(crate) config: Arc<Config>,
-    pub(crate) metrics: Metrics,
-    pub(crate) peers: Arc<dyn Peers>,
+    client: HttpClient,
+    config: Arc<Config>,
+    metrics: Metrics,
+    peers: Arc<dyn Peers>,
     /// Signs this node's requests to peers, in a keyed cluster.
-    pub(crate) proofs: Option<Proofs>,
+    proofs: Option<Proofs>,
     /// This node as its peers reach it, named when it follows a fetch.
-    pub(crate) this: Option<Provider>,
+    this: Option<Provider>,
 }
 
 impl PeerClient {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        metrics: Metrics,
+        peers: Arc<dyn Peers>,
+        proofs: Option<Proofs>,
+        this: Option<Provider>,
+    ) -> Self {
+        Self { client: client(&config), config, metrics, peers, proofs, this }
+    }
+
+    /// The holders of `key`, as the lookup finds them, for one client
+    /// request: within its attempts budget, the first awaited for the
+    /// provider wait.
+    pub(crate) async fn holders(&self, key: &Key) -> Providers {
+        let lookup = self.peers.lookup(key, self.config.lookup_limit).await;
+        Providers::new(lookup, self.config.provider_wait, self.config.max_peer_attempts)
+    }
+
+    /// The fetcher of `key` (the node closest to it), passing over `except`.
+    pub(crate) async fn fetcher_of(&self, key: &Key, except: &[PeerId]) -> Option<Provider> {
+        self.peers.closest(key, except).await
+    }
+
+    /// A peer sent bytes that did not match their digest.
+    pub(crate) async fn penalize(&self, peer: PeerId) {
+        self.peers.penalize(peer).await;
+    }
+
+    /// Counts a request to a peer, or a transfer from one, that failed.
+    pub(crate) fn failed(&self, reason: Failure) {
+        self.metrics.peer_failure(reason);
+    }
+
+    /// How long a peer's body may send nothing before the transfer moves on.
+    pub(crate) fn stall(&self) -> Duration {
+        self.config.stall_timeout
+    }
+
+    /// How long a fetcher's body may send nothing: it may pause while its own
+    /// fetch from the upstream resumes.
+    pub(crate) fn fetcher_stall(&self) -> Duration {
+        self.config.stall_timeout + self.config.upstream_fallback_timeout()
+    }
+
+    /// How long to wait for another holder to resume from.
+    pub(crate) fn resume_wait(&self) -> Duration {
+        self.config.peer_timeout
+    }
+
     /// Asks providers, hedging after the hedge delay, until one answers well.
     pub(crate) async fn open(&self, providers: &mut Providers, request: &PeerRequest) -> Option<Opened> {
         let mut inflight = FuturesUnordered::new();
@@ -154,7 +204,7 @@ impl PeerClient {
                     Err((failed, reason)) => {
                         let failed: Provider = failed;
                         launched.retain(|p| p.peer != failed.peer);
-                        self.metrics.peer_failure(reason);
+                        self.failed(reason);
                         tracing::debug!(peer = %failed.peer, mirror = %failed.mirror, %reason, "peer did not answer well");
                     }
                 },

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Admission, Proofs};
 use crate::body::{self, Body};
-use crate::fetch::{self, PeerClient};
+use crate::fetch::PeerClient;
 use crate::metrics::{Metrics, Stats};
 use crate::peers::Peers;
 use crate::recent::{self, Client, Pull, Recent};
@@ -90,15 +90,8 @@ impl Mirror {
         let uploads = Uploads::new(config.max_peer_uploads, config.max_upload_rate);
         metrics.name_registries(config.mirrored.registries().iter().map(|r| r.host()));
         let proofs = identity.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
-        let client = fetch::client(&config);
-        let peer_client = PeerClient {
-            client,
-            config: config.clone(),
-            metrics: metrics.clone(),
-            peers,
-            proofs: proofs.clone(),
-            this: identity.node,
-        };
+        let peer_client =
+            PeerClient::new(config.clone(), metrics.clone(), peers.clone(), proofs.clone(), identity.node);
         let mut sources: Vec<Box<dyn Source>> =
             vec![Box::new(source::local::Local::new(store.clone(), metrics.clone()))];
         let mut spool = None;
@@ -114,15 +107,25 @@ impl Mirror {
                 stall: config.stall_timeout,
                 open_timeout: config.upstream_fallback_timeout(),
             };
-            let made = Spool::new(dir.clone(), limits, store, peer_client.peers.clone(), metrics.clone())
+            let made = Spool::new(dir.clone(), limits, store, peers, metrics.clone())
                 .map_err(|source| Error::Spool { dir, source })?;
             let spooled = source::spooled::Spooled::new(made.clone(), metrics.clone(), wait, config.relay_fanout);
             sources.push(Box::new(spooled));
-            sources.push(Box::new(source::peer::Peer::new(peer_client.clone())));
-            sources.push(Box::new(source::upstream::Upstream::new(client, made.clone(), peer_client, wait)));
+            sources.push(Box::new(source::peer::Peer::new(
+                peer_client.clone(),
+                metrics.clone(),
+                config.multi_source_min_bytes,
+            )));
+            let upstream_source =
+                source::upstream::Upstream::new(client, made.clone(), peer_client, config.clone(), metrics.clone());
+            sources.push(Box::new(upstream_source));
             spool = Some(made);
         } else {
-            sources.push(Box::new(source::peer::Peer::new(peer_client)));
+            sources.push(Box::new(source::peer::Peer::new(
+                peer_client,
+                metrics.clone(),
+                config.multi_source_min_bytes,
+            )));
         }
         let admission = Admission::new(proofs, config.clients.clone());
         let default_ns = match config.mirrored.registries() {

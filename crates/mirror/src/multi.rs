@@ -100,7 +100,7 @@ impl Multi {
         let from = vec![None; count];
         chunks[0] = Chunk::Asked(1);
         let running = FuturesUnordered::new();
-        let (stall, len) = (peer_client.config.stall_timeout, CHUNK.min(size) as usize);
+        let (stall, len) = (peer_client.stall(), CHUNK.min(size) as usize);
         running.push(read_first(first.1, len, stall).map(|result| (0, 0, result)).boxed());
         Self {
             peer_client,
@@ -141,7 +141,7 @@ impl Multi {
                     let verifier = self.verifier.take()?;
                     let expected = verifier.expected().clone();
                     if !verifier.finish() {
-                        self.peer_client.metrics.peer_failure(Failure::DigestMismatch);
+                        self.peer_client.failed(Failure::DigestMismatch);
                         self.blame(expected.clone());
                         return Some(Err(TransferError::Mismatch { expected }));
                     }
@@ -163,7 +163,7 @@ impl Multi {
                     }
                 }
                 Err(reason) => {
-                    self.peer_client.metrics.peer_failure(reason);
+                    self.peer_client.failed(reason);
                     let provider = self.holders[holder].provider;
                     tracing::debug!(peer = %provider.peer, mirror = %provider.mirror, chunk, %reason, "a holder failed a chunk");
                     self.holders[holder].failed = true;
@@ -193,7 +193,7 @@ impl Multi {
                 match matches {
                     Some(false) => {
                         tracing::warn!(peer = %suspect.peer, digest = %expected, "a holder's copy does not match its digest");
-                        peer_client.peers.penalize(suspect.peer).await;
+                        peer_client.penalize(suspect.peer).await;
                     }
                     Some(true) => tracing::debug!(peer = %suspect.peer, "a holder's copy matches: not to blame"),
                     None => {
@@ -233,7 +233,7 @@ impl Multi {
                     let result = match peer_client.send(provider, &chunk_request).await {
                         Ok(opened) => {
                             let len = (last - start + 1) as usize;
-                            read_first(opened.response.into_body(), len, peer_client.config.stall_timeout).await
+                            read_first(opened.response.into_body(), len, peer_client.stall()).await
                         }
                         Err((_, reason)) => Err(reason),
                     };
@@ -255,7 +255,7 @@ async fn whole_matches(
     let opened = peer_client.send(holder, request).await.ok()?;
     let mut body = opened.response.into_body();
     let mut verifier = expected.verifier();
-    while let Some(data) = read_data(&mut body, peer_client.config.stall_timeout).await.ok()? {
+    while let Some(data) = read_data(&mut body, peer_client.stall()).await.ok()? {
         verifier.update(&data);
     }
     Some(verifier.finish())

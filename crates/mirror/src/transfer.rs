@@ -99,7 +99,7 @@ impl Transfer {
         expected: Option<Digest>,
         served: Counter,
     ) -> Self {
-        let stall = peer_client.config.stall_timeout;
+        let stall = peer_client.stall();
         let Feed { body, provider, size } = feed;
         Self {
             peer_client,
@@ -179,7 +179,7 @@ impl Transfer {
                 }
                 Err(reason) => {
                     if self.provider.is_some() {
-                        self.peer_client.metrics.peer_failure(reason);
+                        self.peer_client.failed(reason);
                     }
                     let peer = self.provider.map(|p| p.peer.to_string()).unwrap_or_else(|| "-".into());
                     tracing::warn!(%peer, offset = self.offset, size = self.size, %reason, "transfer broke; resuming");
@@ -203,7 +203,7 @@ impl Transfer {
     /// Continues from another provider at the current offset.
     async fn resume(&mut self) -> Result<(), TransferError> {
         self.feed = None;
-        let wait = self.peer_client.config.peer_timeout;
+        let wait = self.peer_client.resume_wait();
         while let Some(provider) = self.providers.next_within(wait).await {
             let rest = self.request.range(ByteRange { start: self.offset, end_inclusive: self.size - 1 });
             match self.peer_client.send(provider, &rest).await {
@@ -214,7 +214,7 @@ impl Transfer {
                     self.feed = Some(opened.response.into_body());
                     return Ok(());
                 }
-                Err((_, reason)) => self.peer_client.metrics.peer_failure(reason),
+                Err((_, reason)) => self.peer_client.failed(reason),
             }
         }
         Err(TransferError::Exhausted { offset: self.offset, size: self.size })
@@ -226,10 +226,10 @@ impl Transfer {
         if let Some(verifier) = self.verifier.take() {
             let expected = verifier.expected().clone();
             if !verifier.finish() {
-                self.peer_client.metrics.peer_failure(Failure::DigestMismatch);
+                self.peer_client.failed(Failure::DigestMismatch);
                 for peer in &self.used {
                     tracing::warn!(%peer, digest = %expected, "content does not match its digest");
-                    self.peer_client.peers.penalize(*peer).await;
+                    self.peer_client.penalize(*peer).await;
                 }
                 return Some(Err(TransferError::Mismatch { expected }));
             }

@@ -14,7 +14,6 @@
 
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
@@ -63,7 +62,7 @@ pub(crate) fn opener(peer_client: PeerClient, path_and_query: String, key: Key, 
                 if failed.len() >= MAX_FETCHERS {
                     break;
                 }
-                let Some(fetcher) = peer_client.peers.closest(&key, &failed).await else { break };
+                let Some(fetcher) = peer_client.fetcher_of(&key, &failed).await else { break };
                 match ask(&peer_client, fetcher, &path, &learnt, offset).await {
                     Asked::Opened(opened) => return Ok(opened),
                     Asked::UpstreamFailed => {
@@ -71,7 +70,7 @@ pub(crate) fn opener(peer_client: PeerClient, path_and_query: String, key: Key, 
                         return Err(OpenError::FetcherFailed);
                     }
                     Asked::Failed(reason) => {
-                        peer_client.metrics.peer_failure(reason);
+                        peer_client.failed(reason);
                         tracing::debug!(peer = %fetcher.peer, mirror = %fetcher.mirror, %reason, "the fetcher cannot pull through");
                         learnt.lock().failed.push(fetcher.peer);
                     }
@@ -114,7 +113,7 @@ async fn ask(peer_client: &PeerClient, fetcher: Provider, path: &str, learnt: &M
                     return Asked::Opened(spooled(peer_client, opened, offset, learnt));
                 }
                 Err((_, reason)) => {
-                    peer_client.metrics.peer_failure(reason);
+                    peer_client.failed(reason);
                     tracing::debug!(peer = %member.peer, mirror = %member.mirror, %reason, "the follower named cannot serve; asking the fetcher");
                     gone = Some(member.peer);
                 }
@@ -135,9 +134,8 @@ fn spooled(peer_client: &PeerClient, opened: crate::fetch::Opened, offset: u64, 
         learnt.size = text(CONTENT_LENGTH).and_then(|v| v.parse().ok());
     }
     let size = learnt.size.unwrap_or_default();
-    let config = &peer_client.config;
     // A node that fetches for us may pause while its own fetch resumes.
-    let stall: Duration = config.stall_timeout + config.upstream_fallback_timeout();
+    let stall = peer_client.fetcher_stall();
     Opened {
         meta: spool::Meta { size, media_type },
         body: opened.response.into_body(),

@@ -14,7 +14,8 @@ use peerpull_oci::Digest;
 
 use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
-use crate::fetch::{self, PeerClient, Providers};
+use crate::fetch::{self, PeerClient};
+use crate::metrics::Metrics;
 use crate::multi::Multi;
 use crate::recent::Via;
 use crate::request::{Target, Wanted};
@@ -29,11 +30,14 @@ const MORE_HOLDERS_WAIT: std::time::Duration = std::time::Duration::from_millis(
 /// Content from the peers that hold it.
 pub(crate) struct Peer {
     peer_client: PeerClient,
+    metrics: Metrics,
+    /// Blobs of at least this many bytes come from several holders at once.
+    multi_source_min_bytes: u64,
 }
 
 impl Peer {
-    pub(crate) fn new(peer_client: PeerClient) -> Self {
-        Self { peer_client }
+    pub(crate) fn new(peer_client: PeerClient, metrics: Metrics, multi_source_min_bytes: u64) -> Self {
+        Self { peer_client, metrics, multi_source_min_bytes }
     }
 }
 
@@ -48,10 +52,8 @@ impl Source for Peer {
             return None;
         }
         let key = wanted.key()?;
-        let config = &self.peer_client.config;
         let started = tokio::time::Instant::now();
-        let lookup = self.peer_client.peers.lookup(&key, config.lookup_limit).await;
-        let mut providers = Providers::new(lookup, config.provider_wait, config.max_peer_attempts);
+        let mut providers = self.peer_client.holders(&key).await;
         let method = if wanted.head { Method::HEAD } else { Method::GET };
         let mut request = PeerRequest::holder(method, &wanted.path_and_query);
         request.needs_digest = matches!(wanted.target, Target::Tag(_));
@@ -61,7 +63,7 @@ impl Source for Peer {
             request.part = Part::AsAsked(range);
         }
         let opened = self.peer_client.open(&mut providers, &request).await?;
-        self.peer_client.metrics.resolved_in(started.elapsed().as_secs_f64());
+        self.metrics.resolved_in(started.elapsed().as_secs_f64());
         tracing::debug!(%key, peer = %opened.provider.peer, mirror = %opened.provider.mirror, "serving from a peer");
 
         if wanted.head {
@@ -86,8 +88,8 @@ impl Source for Peer {
             Prepared::Refused(response) => return Some(response),
         };
         response.extensions_mut().insert(Via(opened.provider));
-        let served = self.peer_client.metrics.served(Kind::Peer);
-        let min = config.multi_source_min_bytes;
+        let served = self.metrics.served(Kind::Peer);
+        let min = self.multi_source_min_bytes;
         if range.is_none() && min > 0 && size >= min {
             let mut others = Vec::new();
             while others.len() + 1 < MAX_HOLDERS {

@@ -49,6 +49,7 @@ use crate::request::{Target, Wanted};
 use crate::spool::{self, OpenError, Opened, Opener, Spool, SpoolError};
 use crate::transfer::{Feed, Transfer};
 use crate::wire::{self, PeerRequest};
+use crate::Config;
 
 /// The `Accept` list for manifests fetched by this node: every kind, so the
 /// registry answers with the manifest as stored.
@@ -60,6 +61,7 @@ pub(crate) struct Upstream {
     client: Arc<peerpull_upstream::Client>,
     spool: Spool,
     peer_client: PeerClient,
+    config: Arc<Config>,
     metrics: Metrics,
     /// How long to wait for the upstream's answer and for each step of a fetch.
     wait: Duration,
@@ -70,10 +72,11 @@ impl Upstream {
         client: Arc<peerpull_upstream::Client>,
         spool: Spool,
         peer_client: PeerClient,
-        wait: Duration,
+        config: Arc<Config>,
+        metrics: Metrics,
     ) -> Self {
-        let metrics = peer_client.metrics.clone();
-        Self { client, spool, peer_client, metrics, wait }
+        let wait = config.upstream.response_timeout;
+        Self { client, spool, peer_client, config, metrics, wait }
     }
 
     /// What to ask the upstream for `wanted`.
@@ -125,7 +128,7 @@ impl Upstream {
     /// This node fetches `digest` (or joins its fetch under way) and answers from the spool.
     async fn spooled(&self, wanted: &Wanted, digest: &Digest, registry: &Registry) -> Option<Response<Body>> {
         let entry = self.spool.start(digest, self.opener(registry.clone(), Self::fetch(wanted, Method::GET)));
-        let meta = match entry.opened(self.peer_client.config.upstream_fallback_timeout()).await {
+        let meta = match entry.opened(self.config.upstream_fallback_timeout()).await {
             Ok(meta) => meta,
             Err(error) => {
                 tracing::debug!(%digest, %error, "no upstream fetch; answering a miss");
@@ -138,7 +141,7 @@ impl Upstream {
                 });
             }
         };
-        if let Some(sent) = super::placed(&entry, wanted, self.peer_client.config.relay_fanout, &self.metrics) {
+        if let Some(sent) = super::placed(&entry, wanted, self.config.relay_fanout, &self.metrics) {
             return Some(sent);
         }
         Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream)))
@@ -151,7 +154,7 @@ impl Upstream {
         let key = Key::Digest(digest.clone());
         let opener = follow::opener(self.peer_client.clone(), wanted.path_and_query.clone(), key, upstream);
         // Each fetcher asked may take as long as the upstream, and so may this node's own fetch.
-        let budget = self.peer_client.config.upstream_fallback_timeout() * (follow::MAX_FETCHERS as u32 + 1);
+        let budget = self.config.upstream_fallback_timeout() * (follow::MAX_FETCHERS as u32 + 1);
         let entry = self.spool.start_within(digest, opener, budget);
         match entry.opened(budget).await {
             Ok(meta) => {
@@ -176,7 +179,7 @@ impl Upstream {
     /// Streams `digest` from the fetcher to fetch it without
     /// spooling it here, verified; `None` (a miss) when that node cannot.
     async fn passed_through(&self, wanted: &Wanted, digest: &Digest) -> Option<Response<Body>> {
-        let fetcher = self.peer_client.peers.closest(&Key::Digest(digest.clone()), &[]).await?;
+        let fetcher = self.peer_client.fetcher_of(&Key::Digest(digest.clone()), &[]).await?;
         // Asked for whole, to be verified; a client's range is cut from it.
         let request = PeerRequest::fetcher(&wanted.path_and_query, false, None);
         let opened = match self.peer_client.send(fetcher, &request).await {
@@ -197,11 +200,10 @@ impl Upstream {
             Prepared::Refused(response) => return Some(response),
         };
         response.extensions_mut().insert(Via(fetcher));
-        let config = &self.peer_client.config;
         let served = self.metrics.served(Kind::Upstream);
         let feed = Feed { body: opened.response.into_body(), provider: Some(fetcher), size };
         let transfer = Transfer::new(self.peer_client.clone(), request, feed, Some(digest.clone()), served)
-            .patient(config.stall_timeout + config.upstream_fallback_timeout())
+            .patient(self.peer_client.fetcher_stall())
             .only(range);
         *response.body_mut() = body::stream(transfer.stream());
         Some(response)
@@ -241,9 +243,7 @@ impl Upstream {
                 let feed = Feed { body: upstream.into_body(), provider: None, size };
                 body::stream(Transfer::new(self.peer_client.clone(), request, feed, expected, served).stream())
             }
-            _ => {
-                body::stream(crate::transfer::passthrough(upstream.into_body(), self.peer_client.config.stall_timeout))
-            }
+            _ => body::stream(crate::transfer::passthrough(upstream.into_body(), self.config.stall_timeout)),
         };
         *response.body_mut() = stream;
         Some(response)
@@ -260,7 +260,7 @@ impl Source for Upstream {
         if wanted.by_peer() && !wanted.by_follower() {
             return None;
         }
-        let registry = self.peer_client.config.upstream(wanted.ns.as_deref()?)?;
+        let registry = self.config.upstream(wanted.ns.as_deref()?)?;
         match (&wanted.target, wanted.head) {
             // This node is the fetcher: it fetches for its follower.
             (Target::Digest(digest), false) if wanted.by_follower() => self.spooled(wanted, digest, &registry).await,
