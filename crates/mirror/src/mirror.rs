@@ -268,6 +268,10 @@ impl Mirror {
                 return (response, hit.then(|| source.kind()));
             }
         }
-        (body::error(wanted.unknown(), "no node holds this content"), None)
+        let message = match wanted.target {
+            Target::Referrers(_) => "referrers are answered by the upstream only, and it could not answer",
+            _ => "no node holds this content",
+        };
+        (body::error(wanted.unknown(), message), None)
     }
 }

@@ -32,17 +32,20 @@ pub(crate) struct Wanted {
     pub(crate) sender: Sender,
     /// The repository, e.g. `library/nginx`.
     pub(crate) name: String,
-    /// `/v2/…` without the query, as the upstream serves it.
+    /// `/v2/…` as the upstream serves it: without the query (but a referrers filter).
     pub(crate) path: String,
     /// `/v2/…?ns=…` as the client sent it, to ask peers the same.
     pub(crate) path_and_query: String,
 }
 
-/// A tag or a digest.
+/// A tag or a digest, or the referrers of a digest.
 #[derive(Debug)]
 pub(crate) enum Target {
     Tag(Reference),
     Digest(Digest),
+    /// The manifests naming this digest as their subject: an index the
+    /// upstream makes up on request, so only the upstream answers it.
+    Referrers(Digest),
 }
 
 /// What parsing a request gave.
@@ -60,6 +63,7 @@ impl Wanted {
         match &self.target {
             Target::Tag(reference) => Key::tag(reference),
             Target::Digest(digest) => Some(Key::Digest(digest.clone())),
+            Target::Referrers(_) => None,
         }
     }
 
@@ -67,7 +71,7 @@ impl Wanted {
     pub(crate) fn reference(&self) -> String {
         match &self.target {
             Target::Tag(reference) => reference.tag().unwrap_or_default().to_owned(),
-            Target::Digest(digest) => digest.to_string(),
+            Target::Digest(digest) | Target::Referrers(digest) => digest.to_string(),
         }
     }
 
@@ -79,7 +83,7 @@ impl Wanted {
         let kind = if manifest { "manifests" } else { "blobs" };
         let at = match &target {
             Target::Tag(tagged) => tagged.tag().unwrap_or_default().to_owned(),
-            Target::Digest(digest) => digest.to_string(),
+            Target::Digest(digest) | Target::Referrers(digest) => digest.to_string(),
         };
         let path = format!("/v2/{name}/{kind}/{at}");
         let ns = reference.registry().to_owned();
@@ -164,6 +168,7 @@ pub(crate) fn parse<B>(request: &Request<B>, default_ns: Option<&str>) -> Parsed
     let (target, manifest, name) = match parsed.route {
         Route::Base => return Parsed::Answer(base()),
         Route::Blob { name, digest } => (Target::Digest(digest), false, name),
+        Route::Referrers { name, digest } => (Target::Referrers(digest), true, name),
         Route::Manifest { name, reference: TagOrDigest::Digest(digest) } => (Target::Digest(digest), true, name),
         Route::Manifest { name, reference: TagOrDigest::Tag(tag) } => {
             let Some(ns) = parsed.ns.as_deref() else {
@@ -178,6 +183,7 @@ pub(crate) fn parse<B>(request: &Request<B>, default_ns: Option<&str>) -> Parsed
     };
     let headers = request.headers();
     let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
+    let path = upstream_path(request.uri(), &target);
     Parsed::Wanted(Box::new(Wanted {
         target,
         manifest,
@@ -187,9 +193,20 @@ pub(crate) fn parse<B>(request: &Request<B>, default_ns: Option<&str>) -> Parsed
         accept: headers.get(header::ACCEPT).cloned(),
         sender: Sender::of(headers, remote),
         name,
-        path: request.uri().path().to_owned(),
+        path,
         path_and_query,
     }))
+}
+
+/// The path to ask the upstream: the request's, with a referrers request's
+/// `artifactType` filter.
+fn upstream_path(uri: &http::Uri, target: &Target) -> String {
+    let path = uri.path();
+    let filter = uri.query().and_then(|q| q.split('&').find(|pair| pair.starts_with("artifactType=")));
+    match (target, filter) {
+        (Target::Referrers(_), Some(filter)) => format!("{path}?{filter}"),
+        _ => path.to_owned(),
+    }
 }
 
 /// `/v2/`: the API version check.

@@ -205,3 +205,29 @@ async fn the_spool_evicts_the_oldest_and_drops_what_containerd_took() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn referrers_come_from_the_upstream_and_miss_clearly_in_an_outage() {
+    let subject = Digest::sha256_of(b"a manifest");
+    let path = format!("/v2/{REPO}/referrers/{subject}");
+    let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    let upstream =
+        FakeUpstream::start(vec![(path.clone(), index.to_vec(), media::OCI_INDEX)], Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(Memory::new(), Static::default(), pulling(&upstream, &dir)).await;
+    let asked = format!("{path}{}&artifactType=application%2Fvnd.example.sbom", upstream.ns());
+
+    let (response, body) = get(&node.url(&asked), &[]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(body.as_ref(), index.as_slice(), "the upstream's index, as it sent it");
+    assert_eq!(response.headers().get("content-type").unwrap(), media::OCI_INDEX);
+    assert_eq!(upstream.gets(&path), 1);
+    let filtered = format!("{path}?artifactType=application%2Fvnd.example.sbom");
+    assert_eq!(upstream.gets(&filtered), 1, "the filter is passed on, and ?ns= is not");
+
+    upstream.behave(Behaviour { status: Some(503), ..Behaviour::default() });
+    let (response, body) = get(&node.url(&asked), &[]).await.unwrap();
+    assert_eq!(response.status(), 404, "containerd moves on to its next host");
+    let said = ErrorBody::from_json(&body).unwrap();
+    assert!(said.message().unwrap_or_default().contains("upstream only"), "{said:?}");
+}

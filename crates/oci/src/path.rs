@@ -16,7 +16,7 @@
 //! Errors and statuses: bad names are `NAME_INVALID` (400), bad digests
 //! `DIGEST_INVALID` (400), and a bad tag is `MANIFEST_UNKNOWN` (404): the
 //! spec gives a manifest request no other failure. Routes of the spec that a mirror does not
-//! serve (tags list, referrers, uploads, catalog) are `UNSUPPORTED`, and
+//! serve (tags list, uploads, catalog) are `UNSUPPORTED`, and
 //! paths that are no route at all are `NAME_UNKNOWN`; both answer 404, not
 //! the 405 the registry pairs with `UNSUPPORTED`, because a 404 is what makes
 //! containerd move on to its next host.
@@ -49,6 +49,8 @@ pub enum Route {
     Manifest { name: String, reference: TagOrDigest },
     /// `/v2/<name>/blobs/<digest>`.
     Blob { name: String, digest: Digest },
+    /// `/v2/<name>/referrers/<digest>`: the manifests that name `digest` as their subject.
+    Referrers { name: String, digest: Digest },
 }
 
 /// Why a request path is not a route a mirror serves.
@@ -139,7 +141,11 @@ impl Route {
                 validate_name(name)?;
                 Ok(Route::Manifest { name: name.to_owned(), reference: parse_reference(reference)? })
             }
-            ("blobs", "uploads") | ("tags", "list") | ("referrers", _) => Err(unsupported()),
+            ("blobs", "uploads") | ("tags", "list") => Err(unsupported()),
+            ("referrers", digest) => {
+                validate_name(name)?;
+                Ok(Route::Referrers { name: name.to_owned(), digest: digest.parse()? })
+            }
             ("uploads", _) if name.ends_with("/blobs") => Err(unsupported()),
             ("blobs", digest) => {
                 validate_name(name)?;
@@ -153,7 +159,7 @@ impl Route {
     pub fn name(&self) -> Option<&str> {
         match self {
             Route::Base => None,
-            Route::Manifest { name, .. } | Route::Blob { name, .. } => Some(name),
+            Route::Manifest { name, .. } | Route::Blob { name, .. } | Route::Referrers { name, .. } => Some(name),
         }
     }
 }
@@ -164,6 +170,7 @@ impl fmt::Display for Route {
             Route::Base => f.write_str("/v2/"),
             Route::Manifest { name, reference } => write!(f, "/v2/{name}/manifests/{reference}"),
             Route::Blob { name, digest } => write!(f, "/v2/{name}/blobs/{digest}"),
+            Route::Referrers { name, digest } => write!(f, "/v2/{name}/referrers/{digest}"),
         }
     }
 }
@@ -326,7 +333,11 @@ mod tests {
             assert!(matches!(e, PathError::Unsupported { .. }), "{p} gave {e:?}");
             assert_eq!((e.code(), e.status()), (ErrorCode::Unsupported, 404));
         }
-        assert!(matches!(err(&format!("/v2/a/referrers/{D}")), PathError::Unsupported { .. }));
+        assert_eq!(
+            route(&format!("/v2/a/b/referrers/{D}")),
+            Route::Referrers { name: "a/b".into(), digest: D.parse().unwrap() }
+        );
+        assert!(matches!(err("/v2/a/referrers/latest"), PathError::Digest(_)), "referrers name a digest");
         for p in ["", "/", "/v1/", "/v2x", "/V2/", "/v2/a", "/v2/a/b", "/v2/a/layers/x", "//v2/", "/v2//", "/%76%32/"] {
             let e = err(p);
             assert!(matches!(e, PathError::NotFound { .. }), "{p:?} gave {e:?}");

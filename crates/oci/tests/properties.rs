@@ -125,7 +125,8 @@ proptest! {
         let routes = [
             Route::Base,
             Route::Manifest { name: name.clone(), reference: target },
-            Route::Blob { name, digest: blob },
+            Route::Blob { name: name.clone(), digest: blob.clone() },
+            Route::Referrers { name, digest: blob },
         ];
         for route in routes {
             let request = Request { route, ns: ns.clone() };

@@ -30,7 +30,7 @@ impl Local {
     async fn describe(&self, wanted: &Wanted) -> Result<Descriptor, StoreError> {
         match &wanted.target {
             Target::Tag(reference) => self.store.resolve(reference).await,
-            Target::Digest(digest) => self.store.describe(digest).await,
+            Target::Digest(digest) | Target::Referrers(digest) => self.store.describe(digest).await,
         }
     }
 
@@ -63,6 +63,10 @@ impl Source for Local {
     }
 
     async fn answer(&self, wanted: &Wanted) -> Option<Response<Body>> {
+        // containerd keeps no index of referrers: only the upstream answers them.
+        if matches!(wanted.target, Target::Referrers(_)) {
+            return None;
+        }
         match self.describe(wanted).await {
             Ok(descriptor) => Some(self.serve(wanted, descriptor).await),
             Err(StoreError::NotFound(_)) => None,

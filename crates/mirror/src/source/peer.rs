@@ -79,6 +79,8 @@ impl Source for Peer {
         let expected: Option<Digest> = match &wanted.target {
             Target::Digest(digest) => Some(digest.clone()),
             Target::Tag(_) => value(body::DOCKER_CONTENT_DIGEST).and_then(|v| v.parse().ok()),
+            // Never asked of peers (no key to look up); a made-up index has no digest to check.
+            Target::Referrers(_) => None,
         };
         // `PeerClient::send` lets through no whole answer without both.
         let (Some(size), Some(expected)) = (size, expected) else { return None };

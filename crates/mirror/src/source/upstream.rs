@@ -234,6 +234,8 @@ impl Upstream {
         let expected = match &wanted.target {
             Target::Digest(digest) => Some(digest.clone()),
             Target::Tag(_) => value(body::DOCKER_CONTENT_DIGEST).and_then(|v| v.parse().ok()),
+            // An index the upstream makes up: nothing to check it against.
+            Target::Referrers(_) => None,
         };
         let served = self.metrics.served(Kind::Upstream);
         let stream = match size {

@@ -109,7 +109,7 @@ impl FakeUpstream {
         self.gets("*")
     }
 
-    /// How many `GET`s `path` received.
+    /// How many `GET`s `path` received (`path?query`: with exactly that query).
     pub fn gets(&self, path: &str) -> usize {
         self.gets.lock().unwrap().get(path).copied().unwrap_or(0)
     }
@@ -129,7 +129,11 @@ fn answer(
     let path = request.uri().path().to_owned();
     let Some(content) = files.get(&path).cloned() else { return empty(404) };
     if request.method() == http::Method::GET {
-        *gets.lock().unwrap().entry(path.clone()).or_default() += 1;
+        let mut gets = gets.lock().unwrap();
+        *gets.entry(path.clone()).or_default() += 1;
+        if let Some(query) = request.uri().query() {
+            *gets.entry(format!("{path}?{query}")).or_default() += 1;
+        }
     }
     let size = content.bytes.len() as u64;
     let range = request.headers().get("range").and_then(|v| ByteRange::parse(v.to_str().ok()?, size).ok());
