@@ -5,6 +5,9 @@
 
 CARGO ?= cargo
 KEEP ?=
+# Where cargo builds (CARGO_TARGET_DIR and cargo's config count); the tests
+# find the peerpull binary in its debug/.
+TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 .PHONY: all setup setup-build build demo check test fmt-check clippy fuzz-smoke sim-smoke image
 
@@ -51,9 +54,13 @@ check: setup-build fmt-check clippy
 	$(CARGO) test --workspace --exclude peerpull-e2e --lib --bins $(addprefix --test ,$(FAST_TESTS))
 	$(CARGO) test --workspace --doc
 
-test: setup fmt-check clippy
-	$(CARGO) build -p peerpull
-	$(CARGO) test --workspace
+# `build` compiles what `cargo test` runs (the same units) and leaves every
+# binary in the target directory. PEERPULL_BIN names peerpull's to the
+# tests, so the benchmark's smoke test does not run `cargo build -p
+# peerpull`: features resolved for that package alone differ, and 55 crates
+# (libp2p, tokio, hyper, tonic and ours) would be compiled a second time.
+test: setup fmt-check clippy build
+	PEERPULL_BIN=$(TARGET_DIR)/debug/peerpull $(CARGO) test --workspace
 	$(MAKE) sim-smoke
 	$(MAKE) fuzz-smoke
 
@@ -66,10 +73,17 @@ image: setup
 
 # The routing simulation (sim/, a workspace of its own) at a tiny size, so
 # it cannot rot: it fails if a lookup finds nothing. `sim/README.md` runs it
-# at scale.
+# at scale. It builds into the main target directory with the main
+# workspace's [profile] sections, so the crates it shares with the product
+# at the same versions and features (224 of its 301 units) come from
+# clippy's and the tests' build; libp2p above the timer the sim replaces,
+# tokio and ours are compiled again.
+SIM_CARGO = CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO)
+SIM_PROFILE = --config $(TARGET_DIR)/workspace-profile.toml
 sim-smoke:
-	cd sim && $(CARGO) fmt --check && $(CARGO) clippy --locked --all-targets -- -D warnings
-	cd sim && $(CARGO) run --locked -q -- --routers 8,16 --keys 20 --lookups 20 --rest-minutes 1
+	mkdir -p $(TARGET_DIR) && awk '/^\[/ { p = /^\[profile/ } p' Cargo.toml > $(TARGET_DIR)/workspace-profile.toml
+	cd sim && $(CARGO) fmt --check && $(SIM_CARGO) clippy $(SIM_PROFILE) --locked --all-targets -- -D warnings
+	cd sim && $(SIM_CARGO) run $(SIM_PROFILE) --locked -q -- --routers 8,16 --keys 20 --lookups 20 --rest-minutes 1
 
 # Each fuzz target for a few seconds from its seeds (nightly, cargo-fuzz);
 # `scripts/fuzz 3600 <target>` runs one for an hour.
