@@ -102,7 +102,7 @@ pub(crate) struct LocateArgs {
 /// containerd's registry `config_path`.
 #[derive(Debug, Args)]
 pub(crate) struct ConfigPathArg {
-    /// containerd's registry config_path (on k3s: /var/lib/rancher/k3s/agent/etc/containerd/certs.d).
+    /// containerd's registry config_path (on k3s: /var/lib/rancher/k3s/agent/etc/containerd/certs.d; of a list, the first directory).
     #[arg(long = "config-path", env = "PEERPULL_CONFIG_PATH", value_name = "DIR", default_value = CONTAINERD_CONFIG_PATH)]
     pub(crate) config_path: PathBuf,
 }

@@ -2,7 +2,8 @@
 //!
 //! Gathers the registries (from `--registry` or `--registries-yaml`),
 //! hands everything to [`peerpull_hosts::configure`], and prints one line
-//! per file it wrote, backed up or left alone.
+//! per file it wrote, backed up or left alone. A `--config-path` list is
+//! written into its first directory, with a warning (`config_path`).
 
 use peerpull_hosts::{Config, HostsOptions, RegistriesYaml, Target};
 use peerpull_oci::Mirrored;
@@ -20,7 +21,7 @@ pub(crate) fn run(args: ConfigureArgs) -> Result<(), Failure> {
         None => Target::of(&Mirrored::from_list(args.registries)),
     };
     let config = Config {
-        config_path: args.config.config_path,
+        config_path: crate::config_path::resolve(&args.config.config_path),
         targets,
         hosts: HostsOptions {
             mirrors: args.mirrors,

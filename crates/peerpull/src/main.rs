@@ -13,6 +13,7 @@ mod admin;
 mod check_args;
 mod cleanup;
 mod cli;
+mod config_path;
 mod configure;
 mod doctor;
 mod exit;

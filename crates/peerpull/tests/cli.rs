@@ -117,6 +117,27 @@ fn configure_twice_then_cleanup_restores_byte_for_byte() {
 }
 
 #[test]
+fn a_config_path_list_is_written_into_its_first_directory_with_a_warning() {
+    let first = operator_dir();
+    let second = tempfile::tempdir().unwrap();
+    let list = format!("{}:{}", first.path().display(), second.path().display());
+    let before = snapshot(first.path());
+    let args = ["configure", "--config-path", &list, "--mirror", "http://10.0.0.7:5000", "--registry", "docker.io"];
+
+    let out = peerpull(&args, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(fs::read_to_string(first.path().join("docker.io/hosts.toml")).unwrap(), DOCKER_HUB);
+    assert!(snapshot(second.path()).is_empty(), "the second directory was written");
+    assert!(err.starts_with("peerpull: warning: ") && err.contains("lists 2 directories"), "{err}");
+    assert!(err.contains("transfer service"), "{err}");
+
+    let out = peerpull(&["cleanup", "--config-path", &list], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(snapshot(first.path()), before);
+}
+
+#[test]
 fn every_flag_reads_its_environment_variable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap();
