@@ -58,6 +58,8 @@ pub(crate) struct Listing {
     pub(crate) entries: Vec<Entry>,
     /// The target of each tag key.
     pub(crate) targets: BTreeMap<Key, Digest>,
+    /// Present blobs no image reaches (yet), with their `distribution.source` hosts.
+    pub(crate) unreferenced: BTreeMap<Digest, BTreeSet<String>>,
 }
 
 /// What a content `List` said about one blob.
@@ -131,14 +133,19 @@ impl Catalog {
             }
         }
         let mut entries: Vec<Entry> = names.into_iter().map(|(key, registries)| Entry { key, registries }).collect();
-        for (digest, mut registries) in digests {
-            if let Some(found) = present.get(&digest) {
-                add_sources(&mut registries, &found.sources);
+        for (digest, registries) in &mut digests {
+            if let Some(found) = present.get(digest) {
+                add_sources(registries, &found.sources);
             }
-            entries.push(Entry { key: Key::Digest(digest), registries });
         }
+        let unreferenced = present
+            .into_iter()
+            .filter(|(digest, _)| !digests.contains_key(digest))
+            .map(|(d, p)| (d, p.sources))
+            .collect();
+        entries.extend(digests.into_iter().map(|(digest, registries)| Entry { key: Key::Digest(digest), registries }));
         entries.sort();
-        Ok(Listing { entries, targets })
+        Ok(Listing { entries, targets, unreferenced })
     }
 
     /// What a manifest or index references; empty when it cannot be read.

@@ -7,6 +7,13 @@
 //! restarting, the watch reconnecting) loses nothing. The first message
 //! holds everything present when the watch starts.
 //!
+//! containerd 2.1 and later publish `/content/create` as each blob of a pull
+//! is committed, long before the image record that reaches it exists. Such a
+//! blob is announced at once, while the rest of its image is still coming,
+//! for as long as no image reaches it ([`LANDED_FOR`] at most); once an image
+//! does, it is listed like any other. Older containerd publishes nothing
+//! until the image is created, so there a blob is announced with its image.
+//!
 //! Implementation notes: re-listing rather than applying each event keeps
 //! one source of truth (the listing) and makes reconnects trivially
 //! correct. containerd's garbage collector deletes content without
@@ -22,7 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use containerd_client::events::ContentDelete;
+use containerd_client::events::{ContentCreate, ContentDelete};
 use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::{ImageCreate, ImageDelete, ImageUpdate, SubscribeRequest};
 use containerd_client::types::Envelope;
@@ -40,7 +47,15 @@ use crate::{Change, Entry, Key, StoreError};
 const QUEUE: usize = 64;
 
 /// The event topics that can change what the store lists.
-const TOPICS: [&str; 4] = ["/images/create", "/images/update", "/images/delete", "/content/delete"];
+const TOPICS: [&str; 5] = ["/images/create", "/images/update", "/images/delete", "/content/create", "/content/delete"];
+
+/// How long a blob that landed is announced while no image reaches it: a
+/// pull's image record comes when its last blob has; leftovers of a pull
+/// that failed are not announced for ever.
+pub(crate) const LANDED_FOR: Duration = Duration::from_secs(30 * 60);
+
+/// The most landed blobs followed at once; more are announced with their image.
+const LANDED_LIMIT: usize = 16_384;
 
 /// How a watch paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +109,8 @@ struct Watcher {
     tx: mpsc::Sender<Change>,
     shutdown: CancellationToken,
     sent: Sent,
+    /// Blobs containerd said it committed, and when, that no image reached when last listed.
+    landed: BTreeMap<Digest, Instant>,
 }
 
 /// What a watch has reported: each key's registries, and each tag's target.
@@ -107,7 +124,7 @@ pub(crate) struct Sent {
 pub(crate) fn spawn(store: Containerd, shutdown: CancellationToken) -> mpsc::Receiver<Change> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let timing = store.timing;
-    tokio::spawn(Watcher { store, timing, tx, shutdown, sent: Sent::default() }.run());
+    tokio::spawn(Watcher { store, timing, tx, shutdown, sent: Sent::default(), landed: BTreeMap::new() }.run());
     rx
 }
 
@@ -162,7 +179,7 @@ impl Watcher {
                 () = tokio::time::sleep_until(wake) => settle_at = None,
                 next = events.next() => match next {
                     Ok(envelope) => {
-                        log(&envelope);
+                        self.note(&envelope);
                         if let Err(stop) = self.drain(&mut events).await {
                             return stop;
                         }
@@ -179,7 +196,7 @@ impl Watcher {
     }
 
     /// Lets a burst of events pass: returns once `debounce` passes without one, or after `max_delay`.
-    async fn drain(&self, events: &mut Events) -> Result<(), Stop> {
+    async fn drain(&mut self, events: &mut Events) -> Result<(), Stop> {
         let deadline = Instant::now() + self.timing.max_delay;
         loop {
             let quiet = (Instant::now() + self.timing.debounce).min(deadline);
@@ -187,17 +204,27 @@ impl Watcher {
                 () = self.shutdown.cancelled() => return Err(Stop::Done),
                 () = tokio::time::sleep_until(quiet) => return Ok(()),
                 next = events.next() => match next {
-                    Ok(envelope) => log(&envelope),
+                    Ok(envelope) => self.note(&envelope),
                     Err(reason) => return Err(Stop::Lost(reason)),
                 },
             }
         }
     }
 
+    /// Logs an event and remembers a blob it says landed.
+    fn note(&mut self, envelope: &Envelope) {
+        log(envelope);
+        let Some(digest) = landed(envelope) else { return };
+        if self.landed.len() < LANDED_LIMIT {
+            self.landed.entry(digest).or_insert_with(Instant::now);
+        }
+    }
+
     /// Lists the store and sends what changed since the last message.
     async fn sync(&mut self) -> Result<(), Stop> {
         let listed = self.store.listing().await.map_err(|e| Stop::Lost(e.to_string()))?;
-        let keys = listed.entries.into_iter().map(|e| (e.key, e.registries)).collect();
+        let mut keys = listed.entries.into_iter().map(|e| (e.key, e.registries)).collect();
+        with_landed(&mut keys, &mut self.landed, &listed.unreferenced, Instant::now());
         let now = Sent { keys, targets: listed.targets };
         let change = diff(&self.sent, &now);
         self.sent = now;
@@ -248,14 +275,43 @@ pub(crate) fn diff(before: &Sent, after: &Sent) -> Change {
     Change { added, removed }
 }
 
+/// Adds the blobs that `landed` and no image reaches yet to `keys`, each
+/// with its source hosts; forgets those an image reaches, that are gone, or
+/// that landed [`LANDED_FOR`] ago.
+fn with_landed(
+    keys: &mut BTreeMap<Key, BTreeSet<String>>,
+    landed: &mut BTreeMap<Digest, Instant>,
+    unreferenced: &BTreeMap<Digest, BTreeSet<String>>,
+    now: Instant,
+) {
+    landed.retain(|digest, at| unreferenced.contains_key(digest) && now.duration_since(*at) < LANDED_FOR);
+    for digest in landed.keys() {
+        let sources = unreferenced.get(digest).cloned().unwrap_or_default();
+        keys.insert(Key::Digest(digest.clone()), sources);
+    }
+}
+
+/// The blob a `/content/create` event names.
+fn landed(envelope: &Envelope) -> Option<Digest> {
+    let event = envelope.event.as_ref().filter(|_| envelope.topic == "/content/create")?;
+    decode::<ContentCreate>(event)?.digest.parse().ok()
+}
+
+/// The message an event carries, whichever way its type URL is spelled:
+/// containerd writes it without the leading `/` that `Any::to_msg` expects.
+fn decode<M: prost::Message + Default>(event: &prost_types::Any) -> Option<M> {
+    M::decode(event.value.as_slice()).ok()
+}
+
 /// Logs what an event is about.
 fn log(envelope: &Envelope) {
     let Some(event) = &envelope.event else { return };
     let subject = match envelope.topic.as_str() {
-        "/images/create" => event.to_msg::<ImageCreate>().map(|e| e.name).ok(),
-        "/images/update" => event.to_msg::<ImageUpdate>().map(|e| e.name).ok(),
-        "/images/delete" => event.to_msg::<ImageDelete>().map(|e| e.name).ok(),
-        "/content/delete" => event.to_msg::<ContentDelete>().map(|e| e.digest).ok(),
+        "/images/create" => decode::<ImageCreate>(event).map(|e| e.name),
+        "/images/update" => decode::<ImageUpdate>(event).map(|e| e.name),
+        "/images/delete" => decode::<ImageDelete>(event).map(|e| e.name),
+        "/content/create" => decode::<ContentCreate>(event).map(|e| e.digest),
+        "/content/delete" => decode::<ContentDelete>(event).map(|e| e.digest),
         _ => None,
     };
     tracing::debug!(topic = %envelope.topic, subject = subject.as_deref().unwrap_or("?"), "containerd event");
@@ -285,5 +341,26 @@ mod tests {
         assert_eq!(added, vec!["r/c:1", "r/d:1", "r/e:1"]);
         assert_eq!(change.removed, vec![Key::Tag("r/b:1".into())]);
         assert!(diff(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn a_landed_blob_is_listed_until_an_image_reaches_it_it_goes_or_it_is_old() {
+        let blob = |s: &str| Digest::sha256_of(s.as_bytes());
+        let start = Instant::now();
+        let mut landed: BTreeMap<Digest, Instant> =
+            ["waiting", "reached", "gone", "old"].iter().map(|s| (blob(s), start)).collect();
+        landed.insert(blob("old"), start - LANDED_FOR);
+        let sources = BTreeSet::from(["r.example".to_owned()]);
+        let unreferenced: BTreeMap<Digest, BTreeSet<String>> =
+            [(blob("waiting"), sources.clone()), (blob("old"), BTreeSet::new()), (blob("stray"), BTreeSet::new())]
+                .into_iter()
+                .collect();
+        let mut keys = BTreeMap::from([(Key::Digest(blob("reached")), BTreeSet::new())]);
+
+        with_landed(&mut keys, &mut landed, &unreferenced, start);
+        assert_eq!(landed.keys().collect::<Vec<_>>(), vec![&blob("waiting")]);
+        let listed =
+            BTreeMap::from([(Key::Digest(blob("reached")), BTreeSet::new()), (Key::Digest(blob("waiting")), sources)]);
+        assert_eq!(keys, listed, "a stray blob nobody said landed is not listed");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use containerd_client::services::v1::version_client::VersionClient;
 use futures::StreamExt;
 use peerpull_oci::Digest;
 use peerpull_store::containerd::Config;
@@ -41,6 +42,15 @@ impl Bed {
             namespace: "k8s.io".into(),
             content_path: direct.then(|| self.node.content_path()),
         }
+    }
+
+    /// The version of this node's containerd, e.g. `2.1.9`, and its major and minor numbers.
+    pub(crate) async fn version(&self) -> (String, (u32, u32)) {
+        let channel = containerd_client::connect(self.node.socket()).await.unwrap();
+        let version = VersionClient::new(channel).version(()).await.unwrap().into_inner().version;
+        let mut numbers = version.trim_start_matches('v').split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+        let major_minor = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        (version, major_minor)
     }
 
     /// Pushes `image` as `name` (`repo:tag`) and pulls it through CRI; returns the reference.

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::{WriteAction, WriteContentRequest};
+use peerpull_oci::Digest;
 use peerpull_store::containerd::{Config, Timing};
 use peerpull_store::{Change, Containerd, Entry, Key, Store, StoreError};
 use peerpull_testbed::{ContainerdOptions, ImageBuilder};
@@ -151,4 +154,70 @@ async fn discarded_layers_are_never_listed() {
         assert!(matches!(store.open(&digest(layer), None).await, Err(StoreError::NotFound(_))));
     }
     stop.cancel();
+}
+
+/// containerd 2.1 and later publish `/content/create` as each blob of a pull is
+/// committed: such a blob is announced before any image reaches it, and stays
+/// announced beside the images. Older containerd publishes nothing until an
+/// image exists, so there a blob no image reaches is not announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_is_announced_as_it_lands_where_containerd_says_so() {
+    let bed = Bed::start().await;
+    let store = bed.store().await;
+    let stop = CancellationToken::new();
+    let mut rx = store.watch(stop.clone());
+    let mut seen = Seen::default();
+    let host = bed.upstream.host();
+    let channel = containerd_client::connect(bed.node.socket()).await.unwrap();
+    let (version, major_minor) = bed.version().await;
+    let says_so = major_minor >= (2, 1);
+
+    // A first image, reported: the watch's subscription is in place.
+    let first = ImageBuilder::new("store-landed-1").layers(&[20_000]).build().unwrap();
+    let first_tag = bed.push_and_pull(&first, "store/landed:1").await;
+    let mut expected = keys(&host, &[&first_tag], &host_blobs(&first));
+    seen.until(&mut rx, &expected).await;
+
+    let bytes = b"a layer that landed before its image".to_vec();
+    let landed = Entry { key: Key::Digest(Digest::sha256_of(&bytes)), registries: BTreeSet::new() };
+    let committed = tokio::time::Instant::now();
+    write_blob(channel, bytes).await;
+    if says_so {
+        expected.push(landed);
+        expected.sort();
+        seen.until(&mut rx, &expected).await;
+        println!(
+            "containerd {version}: a blob no image reaches was announced {:?} after its commit",
+            committed.elapsed()
+        );
+    }
+
+    // Once the watch reports an image pulled after the blob landed, it has listed
+    // since: the blob is there beside it where containerd said it landed, else not.
+    let second = ImageBuilder::new("store-landed-2").layers(&[20_000]).build().unwrap();
+    let second_tag = bed.push_and_pull(&second, "store/landed:2").await;
+    expected.extend(keys(&host, &[&second_tag], &host_blobs(&second)));
+    expected.sort();
+    expected.dedup();
+    seen.until(&mut rx, &expected).await;
+    println!("containerd {version}: content events {}", if says_so { "followed" } else { "not published" });
+    stop.cancel();
+}
+
+/// Commits `bytes` to the content store as a garbage-collection root, with no image.
+async fn write_blob(channel: tonic::transport::Channel, bytes: Vec<u8>) {
+    let digest = Digest::sha256_of(&bytes);
+    let write = WriteContentRequest {
+        action: WriteAction::Commit.into(),
+        r#ref: format!("landed-{}", digest.hex()),
+        total: i64::try_from(bytes.len()).unwrap(),
+        expected: digest.to_string(),
+        offset: 0,
+        data: bytes,
+        labels: [("containerd.io/gc.root".to_owned(), "test".to_owned())].into(),
+    };
+    let mut request = tonic::Request::new(futures::stream::iter([write]));
+    request.metadata_mut().insert("containerd-namespace", "k8s.io".parse().unwrap());
+    let mut answers = ContentClient::new(channel).write(request).await.unwrap().into_inner();
+    while answers.message().await.unwrap().is_some() {}
 }
