@@ -1,28 +1,26 @@
 //! Test support for the Helm chart in `charts/peerpull`.
 //!
-//! Helm is not packaged where the tests run, so [`Renderer`] builds a small
-//! renderer (`render/main.go`: Go's text/template with Sprig and Helm's own
-//! functions and value merging) with Debian's `golang-go` and
-//! `golang-github-masterminds-sprig-dev`, offline in GOPATH mode, and renders
-//! the chart into a [`Manifest`] of parsed documents. [`typed_round_trip`]
-//! holds a document against the Kubernetes API types, and [`check_args`]
-//! hands a container's arguments to the real `peerpull` binary in its
-//! validate-only mode (`PEERPULL_CHECK_ARGS=1`).
+//! [`Helm`] runs the real `helm` (the pinned versions `scripts/setup-helm`
+//! installs) and parses what `helm template` prints into a [`Manifest`] of
+//! documents. [`typed_round_trip`] holds a document against the Kubernetes
+//! API types, and [`check_args`] hands a container's arguments to the real
+//! `peerpull` binary in its validate-only mode (`PEERPULL_CHECK_ARGS=1`).
 //!
 //! This crate owns no behaviour of peerpull; it only reads the chart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value as Json;
 use serde_norway::Value;
 
+pub mod helm;
 mod kube;
 
+pub use helm::{Helm, Renderer};
 pub use kube::typed_round_trip;
 
 /// Why rendering or checking failed.
@@ -56,90 +54,24 @@ pub fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/peerpull")
 }
 
-/// The renderer, built once per test process.
-#[derive(Debug)]
-pub struct Renderer {
-    bin: PathBuf,
-}
+/// The newest Kubernetes the chart is rendered for. `Chart.yaml` sets no
+/// upper bound; this is the newest version the API types of `k8s-openapi`
+/// 0.26 describe (its `latest` feature).
+pub const NEWEST_KUBE_VERSION: &str = "1.34.0";
 
-static RENDERER: OnceLock<Result<Renderer, String>> = OnceLock::new();
-
-impl Renderer {
-    /// Builds the renderer (once) into `target/<profile>/chart-render/`, with
-    /// Go's build cache beside it so reruns are fast and nothing is fetched.
-    pub fn get() -> Result<&'static Renderer, Error> {
-        RENDERER
-            .get_or_init(|| Renderer::build().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| Error::Invalid(e.clone()))
-    }
-
-    fn build() -> Result<Renderer, Error> {
-        let out_dir = target_profile_dir()?.join("chart-render");
-        std::fs::create_dir_all(&out_dir).map_err(io(format!("creating {}", out_dir.display())))?;
-        let bin = out_dir.join("render");
-        // Build under a private name and rename: other test processes may be
-        // using the binary at the same time.
-        let tmp = out_dir.join(format!("render.{}", std::process::id()));
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("render");
-        let output = Command::new("go")
-            .current_dir(&source)
-            .args(["build", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            .env("GO111MODULE", "off")
-            .env("GOPATH", "/usr/share/gocode")
-            .env("GOCACHE", out_dir.join("go-cache"))
-            .env("GOFLAGS", "")
-            .env("GOENV", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("CGO_ENABLED", "0")
-            .output()
-            .map_err(io("running `go build` for the chart renderer (run scripts/setup: golang-go)".into()))?;
-        if !output.status.success() {
-            return Err(Error::Failed {
-                what: "go build (render/; needs golang-go and golang-github-masterminds-sprig-dev, see scripts/setup)"
-                    .into(),
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
-        }
-        std::fs::rename(&tmp, &bin).map_err(io(format!("moving the renderer to {}", bin.display())))?;
-        Ok(Renderer { bin })
-    }
-
-    /// Renders the chart as release `peerpull` in namespace `peerpull-system`
-    /// with `values` (YAML, may be empty) over the defaults, plus renderer
-    /// flags such as `--set k=v` or `--api-versions`.
-    pub fn render(&self, values: &str, flags: &[&str]) -> Result<Manifest, Error> {
-        let text = self.render_text(values, flags)?;
-        Manifest::parse(&text)
-    }
-
-    /// Like [`Renderer::render`], returning the raw output.
-    pub fn render_text(&self, values: &str, flags: &[&str]) -> Result<String, Error> {
-        let values_file = tempfile::Builder::new()
-            .prefix("values-")
-            .suffix(".yaml")
-            .tempfile()
-            .map_err(io("creating a values file".into()))?;
-        std::fs::write(values_file.path(), values).map_err(io("writing a values file".into()))?;
-        let output = Command::new(&self.bin)
-            .args(["--release-name", "peerpull", "--namespace", "peerpull-system", "-f"])
-            .arg(values_file.path())
-            .args(flags)
-            .arg(chart_dir())
-            .output()
-            .map_err(io(format!("running {}", self.bin.display())))?;
-        if !output.status.success() {
-            return Err(Error::Failed {
-                what: "rendering the chart".into(),
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
-        }
-        String::from_utf8(output.stdout).map_err(|e| Error::Invalid(format!("renderer output is not UTF-8: {e}")))
-    }
+/// The oldest Kubernetes the chart claims: the lower bound of
+/// `kubeVersion` in `Chart.yaml` (`>=1.25.0-0` gives `1.25.0`).
+pub fn oldest_kube_version() -> Result<String, Error> {
+    let path = chart_dir().join("Chart.yaml");
+    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
+    let chart: Value =
+        serde_norway::from_str(&text).map_err(|e| Error::Invalid(format!("{}: not YAML: {e}", path.display())))?;
+    let constraint = chart.get("kubeVersion").and_then(Value::as_str).unwrap_or_default();
+    constraint
+        .strip_prefix(">=")
+        .map(|v| v.trim().trim_end_matches("-0").to_owned())
+        .filter(|v| v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u32>().is_ok()))
+        .ok_or_else(|| Error::Invalid(format!("Chart.yaml's kubeVersion {constraint:?} is not \">=X.Y.Z-0\"")))
 }
 
 /// The rendered documents, in output order (hooks last).
@@ -159,7 +91,7 @@ pub struct Doc {
 }
 
 impl Manifest {
-    /// Splits the renderer's output (`---` and a `# Source:` line before each
+    /// Splits `helm template`'s output (`---` and a `# Source:` line before each
     /// document) and parses every document as YAML.
     pub fn parse(text: &str) -> Result<Manifest, Error> {
         let mut docs = Vec::new();

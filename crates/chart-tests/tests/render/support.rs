@@ -5,15 +5,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
-use peerpull_chart_tests::{check_args, expand, Manifest, Renderer};
+use peerpull_chart_tests::{check_args, expand, Helm, Manifest, NEWEST_KUBE_VERSION};
 use serde_norway::Value;
 
 use crate::values::NODE_IP;
 
 pub(crate) type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// `helm template` with `values`, by the Helm the tests use, for the newest
+/// Kubernetes.
 pub(crate) fn render(values: &str) -> Result<Manifest> {
-    Ok(Renderer::get()?.render(values, &[])?)
+    Ok(Helm::get()?.render(values, &["--kube-version", NEWEST_KUBE_VERSION])?)
 }
 
 pub(crate) fn daemonset(manifest: &Manifest, name: &str) -> Result<(DaemonSet, PodSpec)> {

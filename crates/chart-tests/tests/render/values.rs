@@ -1,4 +1,9 @@
-//! The value sets the chart is rendered with, and the names they produce.
+//! The value sets the chart is rendered with, the names they produce, and
+//! the Helm and Kubernetes versions it is rendered for.
+
+use peerpull_chart_tests::{oldest_kube_version, Helm, NEWEST_KUBE_VERSION};
+
+use crate::support::Result;
 
 pub(crate) const NS: &str = "peerpull-system";
 pub(crate) const DS: &str = "peerpull";
@@ -118,6 +123,43 @@ peerpull:
   containerdMirrorAdd: false
 "#;
 
-/// Every value set the tests render: name and values.
-pub(crate) const VALUE_SETS: &[(&str, &str)] =
-    &[("defaults", ""), ("k3s", K3S), ("everything", EVERYTHING), ("minimal", MINIMAL)];
+/// The pre-shared key from a Secret the operator made.
+pub(crate) const EXISTING_PSK: &str = r#"
+peerpull:
+  psk:
+    existingSecret: cluster-key
+"#;
+
+/// An IPv6 node: the mirror on the node's IPv6 address, listeners on `[::]`.
+pub(crate) const IPV6: &str = r#"
+service:
+  listenAddress: "[::]"
+  registry:
+    nodeIp: "fd00::7"
+"#;
+
+/// Every value set the tests render: name and values. `everything` turns
+/// the ServiceMonitor and the Grafana dashboard on.
+pub(crate) const VALUE_SETS: &[(&str, &str)] = &[
+    ("defaults", ""),
+    ("k3s", K3S),
+    ("existing-psk", EXISTING_PSK),
+    ("ipv6", IPV6),
+    ("everything", EVERYTHING),
+    ("minimal", MINIMAL),
+];
+
+/// Every Helm and Kubernetes version the chart is rendered for: the Helm the
+/// tests use and the oldest it supports, each at the oldest Kubernetes
+/// `Chart.yaml` claims and at [`NEWEST_KUBE_VERSION`]. The first is what
+/// [`crate::support::render`] uses.
+pub(crate) fn targets() -> Result<Vec<(&'static Helm, String)>> {
+    let oldest = oldest_kube_version()?;
+    let newest = NEWEST_KUBE_VERSION.to_owned();
+    Ok(vec![
+        (Helm::get()?, newest.clone()),
+        (Helm::get()?, oldest.clone()),
+        (Helm::oldest()?, newest),
+        (Helm::oldest()?, oldest),
+    ])
+}
