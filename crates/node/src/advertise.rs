@@ -96,9 +96,14 @@ impl Advertiser {
     }
 
     /// Digests of unknown origin are content-addressed and always advertised;
-    /// everything else only for mirrored registries.
+    /// everything else only for mirrored registries (a digest's registries may
+    /// be containerd's source labels, which drop the port).
     fn wanted(&self, entry: &Entry) -> bool {
-        entry.registries.is_empty() && !entry.key.is_tag()
-            || self.mirrored.includes_any(entry.registries.iter().map(String::as_str))
+        let registries = entry.registries.iter().map(String::as_str);
+        if entry.key.is_tag() {
+            self.mirrored.includes_any(registries)
+        } else {
+            entry.registries.is_empty() || self.mirrored.includes_any_source(registries)
+        }
     }
 }

@@ -43,6 +43,19 @@ impl Mirrored {
         }
     }
 
+    /// Whether content that came from any of `hosts` is mirrored, where a host
+    /// may be a `containerd.io/distribution.source` label's: containerd drops
+    /// the port there, so a host without one also stands for that host at any
+    /// port (`127.0.0.1` for a mirrored `127.0.0.1:5000`).
+    pub fn includes_any_source<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) -> bool {
+        match self {
+            Mirrored::All => true,
+            Mirrored::Only(registries) => hosts
+                .into_iter()
+                .any(|host| registries.iter().any(|r| r.host() == host || without_port(r.host()) == Some(host))),
+        }
+    }
+
     /// The listed registries; empty for [`Mirrored::All`].
     pub fn registries(&self) -> &[Registry] {
         match self {
@@ -50,6 +63,13 @@ impl Mirrored {
             Mirrored::Only(registries) => registries,
         }
     }
+}
+
+/// `host` without its `:port`, when it has one.
+fn without_port(host: &str) -> Option<&str> {
+    let (name, port) = host.rsplit_once(':')?;
+    let bare = !name.contains(':') || name.ends_with(']');
+    (bare && !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())).then_some(name)
 }
 
 #[cfg(test)]
@@ -79,5 +99,21 @@ mod tests {
         assert!(!only.includes_any(["ghcr.io"]));
         assert!(!only.includes_any([]));
         assert_eq!(only.registries().len(), 2);
+    }
+
+    #[test]
+    fn a_source_label_host_stands_for_its_host_at_any_port() {
+        let only = Mirrored::from_list(vec![
+            registry("docker.io"),
+            registry("http://127.0.0.1:5000"),
+            registry("http://[::1]:5001"),
+        ]);
+        assert!(only.includes_any_source(["127.0.0.1"]));
+        assert!(only.includes_any_source(["127.0.0.1:5000", "ghcr.io"]));
+        assert!(only.includes_any_source(["[::1]"]));
+        assert!(only.includes_any_source(["docker.io"]));
+        assert!(!only.includes_any_source(["127.0.0.2", "ghcr.io", "docker"]));
+        assert!(!only.includes_any_source(["127.0.0.1:6000"]), "a host with another port is another registry");
+        assert!(!only.includes("127.0.0.1"), "requests name the port");
     }
 }
