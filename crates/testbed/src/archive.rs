@@ -141,7 +141,7 @@ impl Containerd {
     /// `ctr images import --no-unpack`: every blob in the content store,
     /// every image named, nothing unpacked.
     pub async fn import(&self, archive: &Archive) -> Result<(), Error> {
-        let mut command = tokio::process::Command::new("ctr");
+        let mut command = tokio::process::Command::new(self.release().ctr());
         command
             .arg("--address")
             .arg(self.socket())

@@ -95,7 +95,7 @@ impl Containerd {
 
     /// Pulls `reference` with `ctr images pull --hosts-dir`.
     pub async fn ctr_pull(&self, reference: &str) -> Result<(), Error> {
-        let mut command = tokio::process::Command::new("ctr");
+        let mut command = tokio::process::Command::new(self.release().ctr());
         command
             .arg("--address")
             .arg(self.socket())

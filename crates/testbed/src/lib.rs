@@ -1,7 +1,8 @@
 //! Test support for peerpull: real services in temporary directories.
 //!
-//! Starts real containerd instances (one per test node, see [`containerd`])
-//! and a real upstream registry ([`registry`]), generates deterministic OCI
+//! Starts real containerd instances (one per test node, see [`containerd`];
+//! `$PEERPULL_CONTAINERD` picks the [`Release`], 1.6, 1.7 or 2.1, for a test
+//! run) and a real upstream registry ([`registry`]), generates deterministic OCI
 //! images and pushes them with `skopeo` ([`image`]) or imports many small
 //! ones straight into a node ([`archive`]), pulls into a node like
 //! kubelet does through CRI `PullImage` ([`cri`]), inspects what a node
@@ -42,12 +43,13 @@ mod net;
 pub mod peerpull;
 mod process;
 pub mod registry;
+pub mod release;
 pub mod throttle;
 pub mod token;
 
 pub use archive::{Archive, ArchivedImage};
 pub use browser::Browser;
-pub use containerd::{Containerd, ContainerdOptions, NAMESPACE};
+pub use containerd::{Containerd, ContainerdOptions, PullSettings, NAMESPACE};
 pub use cri::PulledImage;
 pub use error::Error;
 pub use image::{Blob, Image, ImageBuilder, Platform, PlatformImage};
@@ -57,6 +59,7 @@ pub use peerpull::{Peerpull, PeerpullOptions};
 /// The admin API's messages, as [`Peerpull::status`] and [`Peerpull::locate`] return them.
 pub use peerpull_admin::v1 as admin;
 pub use registry::{AccessEntry, Upstream, UpstreamOptions};
+pub use release::Release;
 pub use throttle::Throttle;
 pub use token::TokenServer;
 
