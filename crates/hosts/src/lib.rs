@@ -40,7 +40,7 @@ pub use duration::{DialTimeout, DurationError};
 pub use error::Error;
 pub use mirror::{Mirror, MirrorError};
 pub use registries_yaml::{Auth, MirrorConfig, RegistriesYaml, RegistriesYamlError, RegistryConfig, Tls};
-pub use render::{parse_existing, render, HostsOptions, ParseError};
+pub use render::{parse_existing, render, Dialect, HostsOptions, ParseError};
 pub use report::{Change, Report};
 pub use state::BACKUP_DIR;
 pub use target::{Target, DEFAULT_DIR};

@@ -16,9 +16,11 @@
 //! does not do), and so do its top-level settings for the server (`ca`,
 //! `skip_verify`, …) when its `server` is the same upstream as ours.
 //!
-//! With an IPv6 mirror (a `]` in a host's key) the hosts are written as
-//! dotted keys under one `[host]` table instead (see `dotted_hosts`), the one
-//! form containerd 1.6 accepts for them that keeps their order.
+//! With an IPv6 mirror (a `]` in a host's key) no one file suits every
+//! containerd ([`Dialect`]): for 1.x the hosts are written as dotted keys
+//! under one `[host]` table (see `dotted_hosts`), the one form it accepts for
+//! them that keeps their order; for 2.x, which reads hosts only from table
+//! headers, the header spells the brackets as escapes (see `escaped_key`).
 //!
 //! Implementation notes: the document is built with `toml_edit`; values and
 //! keys are parsed from literal-string text so their quoting survives.
@@ -40,6 +42,23 @@ pub struct HostsOptions {
     pub resolve_tags: bool,
     /// `dial_timeout` for every mirror; zero writes none.
     pub dial_timeout: DialTimeout,
+    /// How the containerd that reads the files parses a host with an IPv6 literal.
+    pub dialect: Dialect,
+}
+
+/// Which containerd reads the files, where it matters: for a host whose URL
+/// holds an IPv6 literal (`http://[fd00::7]:5000`). Other files are the same
+/// for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// containerd 1.x: refuses the whole file when a table header's key holds
+    /// a `]`, even quoted, and then pulls without any mirror; reads hosts
+    /// written as dotted keys under `[host]`, in order.
+    #[default]
+    Containerd1,
+    /// containerd 2.x: reads hosts only from table headers of their own
+    /// (dotted keys under `[host]` are ignored), in order.
+    Containerd2,
 }
 
 /// A `hosts.toml` that could not be read.
@@ -105,7 +124,10 @@ pub fn render(target: &Target, options: &HostsOptions, existing: Option<&Documen
         append_existing_hosts(&mut hosts, existing, &options.mirrors);
     }
     if hosts.iter().any(|(name, _)| name.contains(']')) {
-        hosts = dotted_hosts(hosts);
+        hosts = match options.dialect {
+            Dialect::Containerd1 => dotted_hosts(hosts),
+            Dialect::Containerd2 => escaped_hosts(hosts),
+        };
     }
     doc.insert("host", Item::Table(hosts));
     let mut text = doc.to_string();
@@ -175,6 +197,19 @@ fn dotted_hosts(hosts: Table) -> Table {
     out
 }
 
+/// `hosts` with each key that holds a bracket spelled with escapes
+/// (`[host."http://\u005Bfd00::7\u005D:5000"]`), the rest as they were.
+fn escaped_hosts(hosts: Table) -> Table {
+    let mut out = Table::new();
+    out.set_implicit(true);
+    for (name, _) in hosts.iter() {
+        let Some((key, item)) = hosts.get_key_value(name) else { continue };
+        let key = if name.contains(['[', ']']) { escaped_key(name) } else { key.clone() };
+        out.insert_formatted(&key, item.clone());
+    }
+    out
+}
+
 /// Whether `existing` names the same upstream server as ours (both none for `_default`).
 fn same_server(existing: &DocumentMut, ours: Option<&str>) -> bool {
     let theirs = existing.get("server").and_then(Item::as_str);
@@ -229,4 +264,11 @@ fn parse_value(text: &str) -> Value {
 
 fn literal_key(s: &str) -> Key {
     format!("'{s}'").parse::<Key>().unwrap_or_else(|_| Key::new(s))
+}
+
+/// `s` double-quoted with its brackets as `\u005B` and `\u005D`: the same
+/// key to a TOML reader, and no `]` in the text of a table header.
+fn escaped_key(s: &str) -> Key {
+    let escaped = s.replace('[', "\\u005B").replace(']', "\\u005D");
+    format!("\"{escaped}\"").parse::<Key>().unwrap_or_else(|_| Key::new(s))
 }

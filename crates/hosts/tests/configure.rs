@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use peerpull_hosts::{cleanup, configure, Change, Config, DialTimeout, Error, HostsOptions, Target};
+use peerpull_hosts::{cleanup, configure, Change, Config, DialTimeout, Dialect, Error, HostsOptions, Target};
 
 /// Every file under `root` (relative path → bytes and mode), for exact comparisons.
 fn snapshot(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
@@ -51,6 +51,7 @@ fn config(root: &Path, registries: &[&str], prepend: bool) -> Config {
             mirrors: vec!["http://10.0.0.7:5000".parse().unwrap()],
             resolve_tags: true,
             dial_timeout: DialTimeout::default(),
+            dialect: Dialect::default(),
         },
         prepend_existing: prepend,
     }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use peerpull_hosts::{parse_existing, render, DialTimeout, HostsOptions, Mirror, Target};
+use peerpull_hosts::{parse_existing, render, DialTimeout, Dialect, HostsOptions, Mirror, Target};
 use peerpull_oci::Registry;
 
 fn golden(name: &str) -> String {
@@ -18,6 +18,7 @@ fn options(mirrors: &[&str], resolve_tags: bool, dial_timeout: &str) -> HostsOpt
         mirrors: mirrors.iter().map(|m| m.parse::<Mirror>().unwrap()).collect(),
         resolve_tags,
         dial_timeout: dial_timeout.parse::<DialTimeout>().unwrap(),
+        dialect: Dialect::Containerd1,
     }
 }
 
@@ -137,4 +138,23 @@ fn ipv6_mirrors_are_written_one_line_per_host() {
         Some(&existing),
     );
     assert_golden(&out, "prepend-ipv6.toml");
+}
+
+/// containerd 2 reads hosts only from table headers: an IPv6 mirror's header
+/// spells its brackets as escapes, which read back as the URL; files without
+/// one are the same for both.
+#[test]
+fn ipv6_mirrors_for_containerd_2_are_tables_with_escaped_brackets() {
+    let v2 = |mirrors: &[&str]| HostsOptions { dialect: Dialect::Containerd2, ..options(mirrors, true, "200ms") };
+    let out = render(&registry("docker.io"), &v2(&["http://[fd00::7]:5000", "http://10.0.0.8:5000"]), None);
+    assert_golden(&out, "ipv6-containerd2.toml");
+    assert!(!out.lines().any(|l| l.starts_with("[host.") && l.contains(']') && !l.ends_with(']')), "{out}");
+    let read = parse_existing(&out).unwrap();
+    let hosts: Vec<&str> = read["host"].as_table().unwrap().iter().map(|(k, _)| k).collect();
+    assert_eq!(hosts, ["http://[fd00::7]:5000", "http://10.0.0.8:5000"], "the escapes read back as the URL");
+    let plain = ["http://10.0.0.7:5000"];
+    assert_eq!(
+        render(&registry("docker.io"), &v2(&plain), None),
+        render(&registry("docker.io"), &options(&plain, true, "200ms"), None)
+    );
 }

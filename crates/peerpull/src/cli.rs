@@ -174,6 +174,15 @@ pub(crate) struct ConfigureArgs {
     /// How long containerd waits to connect to a mirror (Go syntax; 0 writes none).
     #[arg(long = "dial-timeout", env = "PEERPULL_DIAL_TIMEOUT", value_name = "DURATION", default_value_t)]
     pub(crate) dial_timeout: DialTimeout,
+    /// containerd's gRPC socket, asked for its version when a mirror is an IPv6 address
+    /// (containerd 1.x and 2.x read such hosts differently).
+    #[arg(
+        long = "containerd-socket",
+        env = "PEERPULL_CONTAINERD_SOCKET",
+        value_name = "PATH",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub(crate) containerd_socket: PathBuf,
 }
 
 /// How to reach containerd; shared by `run` and `doctor`.

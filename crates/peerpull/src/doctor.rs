@@ -97,7 +97,8 @@ pub(crate) fn run(args: DoctorArgs) -> Result<(), Failure> {
             mirror,
         };
         checks.extend(configuration(&report, &setup));
-        checks.extend(hosts::check(&dirs, &targets, mirror));
+        let major = report.version.as_ref().ok().map(|v| v.major);
+        checks.extend(hosts::check(&dirs, &targets, mirror, major));
         checks.extend(network::ports(&args.listen).await);
         checks.extend(readiness::check(&args.listen, &args.admin.admin_socket).await);
         checks.extend(network::upstreams(&targets).await);

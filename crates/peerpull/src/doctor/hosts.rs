@@ -23,8 +23,9 @@ struct Found {
 }
 
 /// One check per target: the `hosts.toml` containerd reads for it, under the directories `dirs`
-/// (`config_path`'s, in order), names the mirror at `mirror`.
-pub(super) fn check(dirs: &[PathBuf], targets: &[Target], mirror: SocketAddr) -> Vec<Check> {
+/// (`config_path`'s, in order), names the mirror at `mirror`. `major` is containerd's major
+/// version when known: 1.x refuses a `]` in a table header, 2.x reads hosts only from headers.
+pub(super) fn check(dirs: &[PathBuf], targets: &[Target], mirror: SocketAddr, major: Option<u64>) -> Vec<Check> {
     let port = mirror.port();
     let first = dirs.first().map_or(Path::new(""), PathBuf::as_path);
     let fix =
@@ -48,14 +49,14 @@ pub(super) fn check(dirs: &[PathBuf], targets: &[Target], mirror: SocketAddr) ->
                 }
                 _ => String::new(),
             };
-            match names_mirror(file, mirror) {
+            match names_mirror(file, mirror, major) {
                 Ok(Ok(host)) => {
                     Check::ok(format!("{} sends pulls to this node's mirror {host}{where_}", file.display()))
                 }
                 Ok(Err(hosts)) => {
                     let mut what =
                         format!("{} does not name this node's mirror (port {port}): {hosts:?}", file.display());
-                    if let Some(later) = later_naming(dirs, &found, target, mirror) {
+                    if let Some(later) = later_naming(dirs, &found, target, mirror, major) {
                         what.push_str(&format!(
                             "; {} does, but containerd reads {} first",
                             later.display(),
@@ -72,6 +73,13 @@ pub(super) fn check(dirs: &[PathBuf], targets: &[Target], mirror: SocketAddr) ->
                     );
                     Check::fail(what, format!("{fix}: it writes IPv6 hosts as dotted keys under [host]"))
                 }
+                Err(Rejected::Dotted(host)) => {
+                    let what = format!(
+                        "{}: containerd 2 reads hosts only from table headers, and ignores {host}, written as dotted keys under [host]",
+                        file.display()
+                    );
+                    Check::fail(what, format!("{fix} --containerd-socket <its socket>: for containerd 2 it writes a table per host"))
+                }
             }
         })
         .collect()
@@ -79,7 +87,7 @@ pub(super) fn check(dirs: &[PathBuf], targets: &[Target], mirror: SocketAddr) ->
 
 /// The first directory of `dirs` whose `hosts.toml` for some target names the mirror at `mirror`.
 pub(super) fn holding<'a>(dirs: &'a [PathBuf], targets: &[Target], mirror: SocketAddr) -> Option<&'a Path> {
-    dirs.iter().find(|dir| targets.iter().any(|t| naming(dir, t, mirror).is_some())).map(PathBuf::as_path)
+    dirs.iter().find(|dir| targets.iter().any(|t| naming(dir, t, mirror, None).is_some())).map(PathBuf::as_path)
 }
 
 /// Why a `hosts.toml` cannot be used.
@@ -88,21 +96,30 @@ enum Rejected {
     Unreadable(String),
     /// containerd 1.6 and 1.7 refuse this table header.
     Header(String),
+    /// containerd 2 ignores this host, written as dotted keys under `[host]`.
+    Dotted(String),
 }
 
 /// The host in `file` that is the mirror at `mirror`, or all the hosts it names instead.
-fn names_mirror(file: &Path, mirror: SocketAddr) -> Result<Result<String, Vec<String>>, Rejected> {
+fn names_mirror(file: &Path, mirror: SocketAddr, major: Option<u64>) -> Result<Result<String, Vec<String>>, Rejected> {
     let text = std::fs::read_to_string(file).map_err(|e| Rejected::Unreadable(e.to_string()))?;
     let doc = parse_existing(&text).map_err(|e| Rejected::Unreadable(e.to_string()))?;
-    if let Some(header) = header_containerd_rejects(doc.as_table(), &mut Vec::new()) {
-        return Err(Rejected::Header(header));
+    let containerd_2 = major.is_some_and(|m| m >= 2);
+    if !containerd_2 {
+        if let Some(header) = header_containerd_rejects(doc.as_table(), &mut Vec::new()) {
+            return Err(Rejected::Header(header));
+        }
     }
-    let hosts: Vec<String> = doc
-        .get("host")
-        .and_then(|h| h.as_table_like())
-        .map(|t| t.iter().map(|(k, _)| k.to_owned()).collect())
-        .unwrap_or_default();
-    Ok(hosts.iter().find(|host| points_at(host, mirror)).cloned().ok_or(hosts))
+    let table = doc.get("host").and_then(|h| h.as_table_like());
+    let hosts: Vec<String> = table.map(|t| t.iter().map(|(k, _)| k.to_owned()).collect()).unwrap_or_default();
+    let found = hosts.iter().find(|host| points_at(host, mirror)).cloned();
+    if let (true, Some(host)) = (containerd_2, &found) {
+        let dotted = table.and_then(|t| t.get(host)).and_then(|item| item.as_table()).is_some_and(|t| t.is_dotted());
+        if dotted {
+            return Err(Rejected::Dotted(host.clone()));
+        }
+    }
+    Ok(found.ok_or(hosts))
 }
 
 /// Where containerd finds `target`'s `hosts.toml` under `dirs`, searching as it does.
@@ -115,15 +132,21 @@ fn find(dirs: &[PathBuf], target: &Target) -> Option<Found> {
 }
 
 /// A `hosts.toml` after `found`'s directory that would send `target`'s pulls to the mirror.
-fn later_naming(dirs: &[PathBuf], found: &Found, target: &Target, mirror: SocketAddr) -> Option<PathBuf> {
+fn later_naming(
+    dirs: &[PathBuf],
+    found: &Found,
+    target: &Target,
+    mirror: SocketAddr,
+    major: Option<u64>,
+) -> Option<PathBuf> {
     let after = dirs.iter().position(|d| *d == found.root)? + 1;
-    dirs[after..].iter().find_map(|dir| naming(dir, target, mirror))
+    dirs[after..].iter().find_map(|dir| naming(dir, target, mirror, major))
 }
 
 /// The `hosts.toml` containerd would read for `target` were `dir` all of `config_path`, if it names the mirror.
-fn naming(dir: &PathBuf, target: &Target, mirror: SocketAddr) -> Option<PathBuf> {
+fn naming(dir: &PathBuf, target: &Target, mirror: SocketAddr, major: Option<u64>) -> Option<PathBuf> {
     let file = find(std::slice::from_ref(dir), target)?.file;
-    names_mirror(&file, mirror).is_ok_and(|n| n.is_ok()).then_some(file)
+    names_mirror(&file, mirror, major).is_ok_and(|n| n.is_ok()).then_some(file)
 }
 
 /// The folders containerd tries for `target`, in order: `host_port_`, `host:port`, `_default`.
@@ -198,7 +221,7 @@ mod tests {
             .iter()
             .map(|r| Target::Registry(r.parse().unwrap()))
             .collect();
-        let checks = check(&[dir.path().to_owned()], &targets, "10.0.0.7:5000".parse().unwrap());
+        let checks = check(&[dir.path().to_owned()], &targets, "10.0.0.7:5000".parse().unwrap(), Some(1));
         let statuses: Vec<Status> = checks.iter().map(|c| c.status).collect();
         assert_eq!(statuses, [Status::Ok, Status::Fail, Status::Fail, Status::Fail]);
         assert!(checks[1].what.contains("does not name this node's mirror"), "{}", checks[1]);
@@ -206,11 +229,20 @@ mod tests {
         assert!(checks[1].fix.as_deref().unwrap().contains("peerpull configure --config-path"));
         let v6: Vec<Target> =
             ["registry.k8s.io", "example.com"].iter().map(|r| Target::Registry(r.parse().unwrap())).collect();
-        let checks = check(&[dir.path().to_owned()], &v6, "[fd00::7]:5000".parse().unwrap());
-        assert_eq!(checks[0].status, Status::Fail, "{}", checks[0]);
-        assert!(checks[0].what.contains("containerd 1.6 and 1.7 reject the whole file"), "{}", checks[0]);
-        assert!(checks[0].what.contains("[host.'http://[fd00::7]:5000']"), "{}", checks[0]);
-        assert_eq!(checks[1].status, Status::Ok, "{}", checks[1]);
+        let v6_mirror: SocketAddr = "[fd00::7]:5000".parse().unwrap();
+        for major in [Some(1), None] {
+            let checks = check(&[dir.path().to_owned()], &v6, v6_mirror, major);
+            assert_eq!(checks[0].status, Status::Fail, "{}", checks[0]);
+            assert!(checks[0].what.contains("containerd 1.6 and 1.7 reject the whole file"), "{}", checks[0]);
+            assert!(checks[0].what.contains("[host.'http://[fd00::7]:5000']"), "{}", checks[0]);
+            assert_eq!(checks[1].status, Status::Ok, "{}", checks[1]);
+        }
+        // containerd 2 is the other way round.
+        let checks = check(&[dir.path().to_owned()], &v6, v6_mirror, Some(2));
+        assert_eq!(checks[0].status, Status::Ok, "{}", checks[0]);
+        assert_eq!(checks[1].status, Status::Fail, "{}", checks[1]);
+        assert!(checks[1].what.contains("ignores http://[fd00::7]:5000, written as dotted keys"), "{}", checks[1]);
+        assert!(checks[1].fix.as_deref().unwrap().contains("--containerd-socket"), "{}", checks[1]);
     }
 
     #[test]
@@ -230,7 +262,7 @@ mod tests {
         let registry = |r: &str| vec![Target::Registry(r.parse().unwrap())];
         let dirs = [a.clone(), b.clone(), c.clone()];
 
-        let checks = check(&dirs, &registry("docker.io"), mirror);
+        let checks = check(&dirs, &registry("docker.io"), mirror, None);
         assert_eq!(checks[0].status, Status::Ok, "{}", checks[0]);
         let expected = format!("(in {}, directory 2 of 3 in config_path)", b.display());
         assert!(checks[0].what.ends_with(&expected), "{}", checks[0]);
@@ -238,7 +270,7 @@ mod tests {
 
         // An earlier directory's folder wins, even one that names another mirror.
         let dirs = [c.clone(), b.clone()];
-        let checks = check(&dirs, &registry("docker.io"), mirror);
+        let checks = check(&dirs, &registry("docker.io"), mirror, None);
         assert_eq!(checks[0].status, Status::Fail, "{}", checks[0]);
         let expected =
             format!("; {}/docker.io/hosts.toml does, but containerd reads {} first", b.display(), c.display());
@@ -248,17 +280,17 @@ mod tests {
 
         // Then `_default` in the same directory, before any later directory.
         write(&a, "_default", ours);
-        let checks = check(&[a.clone(), c.clone()], &registry("quay.io"), mirror);
+        let checks = check(&[a.clone(), c.clone()], &registry("quay.io"), mirror, None);
         assert_eq!(checks[0].status, Status::Ok, "{}", checks[0]);
         assert!(checks[0].what.starts_with(&format!("{}/_default/hosts.toml sends", a.display())), "{}", checks[0]);
         // `host_port_` comes before `host:port`.
         write(&c, "127.0.0.1_5000_", ours);
         write(&c, "127.0.0.1:5000", theirs);
-        let checks = check(std::slice::from_ref(&c), &registry("127.0.0.1:5000"), mirror);
+        let checks = check(std::slice::from_ref(&c), &registry("127.0.0.1:5000"), mirror, None);
         assert_eq!(checks[0].status, Status::Ok, "{}", checks[0]);
         assert!(checks[0].what.contains("127.0.0.1_5000_"), "{}", checks[0]);
 
-        let none = check(&[dir.path().join("x"), dir.path().join("y")], &registry("ghcr.io"), mirror);
+        let none = check(&[dir.path().join("x"), dir.path().join("y")], &registry("ghcr.io"), mirror, None);
         assert_eq!(none[0].status, Status::Fail);
         assert!(none[0].what.contains("x/ghcr.io/hosts.toml: No such file"), "{}", none[0]);
         assert!(none[0].what.ends_with("and no directory of config_path has one for it"), "{}", none[0]);

@@ -53,7 +53,7 @@ impl Node {
             mirror: MIRROR.parse().unwrap(),
         };
         let mut checks = configuration(&report, &setup);
-        checks.extend(hosts::check(&dirs, &targets, setup.mirror));
+        checks.extend(hosts::check(&dirs, &targets, setup.mirror, report.version.as_ref().ok().map(|v| v.major)));
         checks
     }
 }

@@ -181,7 +181,7 @@ impl Containerd {
     }
 
     /// containerd's version, from its Version service.
-    async fn version(&self) -> Result<Version, String> {
+    pub async fn version(&self) -> Result<Version, String> {
         let client = &self.inner.client;
         let mut service = VersionClient::new(client.channel().await.map_err(|e| e.to_string())?);
         let reply = client.call("version", "version", service.version(())).await.map_err(|e| e.to_string())?;
