@@ -218,7 +218,7 @@ impl EventLoop {
                 let _ = reply.send(());
             }
             Command::Lookup { key, tx, limit } => self.start_lookup(&key, limit, tx),
-            Command::Closest { key, except, reply } => self.closest(key, except, reply),
+            Command::Closest { ask, reply } => self.closest(ask, reply),
             Command::Penalize { peer, reply } => {
                 self.peers.penalize(peer, Instant::now() + self.config.penalty);
                 let _ = reply.send(());

@@ -100,6 +100,17 @@ pub struct Lookup {
     rx: mpsc::Receiver<Provider>,
 }
 
+/// What a caller asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    /// The key.
+    pub(crate) key: Key,
+    /// Peers passed over.
+    pub(crate) except: Vec<PeerId>,
+    /// Answer the closest other peer even when this node is closer.
+    pub(crate) beyond: bool,
+}
+
 /// What the handle asks of the event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -107,7 +118,7 @@ pub(crate) enum Command {
     Withdraw { keys: Vec<Key>, reply: oneshot::Sender<()> },
     Lookup { key: Key, tx: mpsc::Sender<Provider>, limit: usize },
     Penalize { peer: PeerId, reply: oneshot::Sender<()> },
-    Closest { key: Key, except: Vec<PeerId>, reply: oneshot::Sender<Option<Provider>> },
+    Closest { ask: Ask, reply: oneshot::Sender<Option<Provider>> },
     PeerCount { reply: oneshot::Sender<usize> },
     Peers { reply: oneshot::Sender<Vec<Peer>> },
     HeldProviders { key: Key, reply: oneshot::Sender<Vec<PeerId>> },
@@ -201,8 +212,17 @@ impl Router {
     /// node passes over it. Peers in `except` are passed over too: nodes that
     /// saw the chosen one fail exclude it alike and agree on the next.
     pub async fn closest(&self, key: &Key, except: &[PeerId]) -> Result<Option<Provider>, Error> {
-        let (key, except) = (key.clone(), except.to_vec());
-        self.call("closest", self.command_timeout, |reply| Command::Closest { key, except, reply }).await
+        let ask = Ask { key: key.clone(), except: except.to_vec(), beyond: false };
+        self.call("closest", self.command_timeout, |reply| Command::Closest { ask, reply }).await
+    }
+
+    /// Like [`Router::closest`], but the closest live peerpull peer other
+    /// than this node even when this node is closer: with `except` growing,
+    /// the nodes after this one in the order every node agrees on. `None`
+    /// when no other peer is left.
+    pub async fn closest_other(&self, key: &Key, except: &[PeerId]) -> Result<Option<Provider>, Error> {
+        let ask = Ask { key: key.clone(), except: except.to_vec(), beyond: true };
+        self.call("closest", self.command_timeout, |reply| Command::Closest { ask, reply }).await
     }
 
     /// Marks `peer` as having misbehaved (e.g. served bytes that failed

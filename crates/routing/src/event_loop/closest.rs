@@ -13,6 +13,9 @@
 //! node that is live and a peerpull node is the answer (dialled first when
 //! not connected); peers the caller excludes, or that cannot be reached,
 //! are passed over alike on every node. `None` means this node is closest.
+//! Asked for the peers beyond this node (`Ask::beyond`, for a node that
+//! needs the next ones in the order, as preheating does), the same list
+//! answers without the comparison with this node.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,13 +24,13 @@ use libp2p::kad::{KBucketKey, QueryId, RecordKey};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::DialError;
 use libp2p::PeerId;
-use peerpull_oci::Key;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::peers::Status;
 use super::EventLoop;
 use crate::keys::record_key;
+use crate::router::Ask;
 use crate::Provider;
 
 /// How long a walk's answer is reused for the same key.
@@ -35,8 +38,8 @@ const CACHE_TTL: Duration = Duration::from_secs(30);
 /// The longest a caller waits for a walk before the local table answers.
 const WALK_WAIT: Duration = Duration::from_millis(1500);
 
-/// A caller waiting: the key, the peers it passes over, the reply.
-pub(super) type Wait = (Key, Vec<PeerId>, oneshot::Sender<Option<Provider>>);
+/// A caller waiting: what it asked, the reply.
+pub(super) type Wait = (Ask, oneshot::Sender<Option<Provider>>);
 
 /// Walks, their answers, and callers waiting for either or for a peer.
 #[derive(Debug, Default)]
@@ -68,23 +71,23 @@ impl Closest {
 
 impl EventLoop {
     /// Answers `reply` with the node closest to `key`, passing over `except`: `None` for this one.
-    pub(super) fn closest(&mut self, key: Key, except: Vec<PeerId>, reply: oneshot::Sender<Option<Provider>>) {
-        let rkey = record_key(&key);
+    pub(super) fn closest(&mut self, ask: Ask, reply: oneshot::Sender<Option<Provider>>) {
+        let rkey = record_key(&ask.key);
         let now = Instant::now();
         if let Some((_, found)) = self.closest.cache.get(&rkey).filter(|(at, _)| now.duration_since(*at) < CACHE_TTL) {
             let found = found.clone();
-            return self.choose(&key, &found, except, reply);
+            return self.choose(ask, &found, reply);
         }
         if self.routing_table_size() == 0 {
-            return self.choose(&key, &[], except, reply);
+            return self.choose(ask, &[], reply);
         }
         if let Some(walk) = self.closest.walks.get_mut(&rkey) {
-            walk.waiters.push((key, except, reply));
+            walk.waiters.push((ask, reply));
             return;
         }
         let query = self.swarm.behaviour_mut().kad.get_closest_peers(rkey.to_vec());
         self.closest.by_query.insert(query, rkey.clone());
-        self.closest.walks.insert(rkey, Walk { deadline: now + WALK_WAIT, waiters: vec![(key, except, reply)] });
+        self.closest.walks.insert(rkey, Walk { deadline: now + WALK_WAIT, waiters: vec![(ask, reply)] });
     }
 
     /// A walk towards a key ended with `peers` (its closest, as far as it got).
@@ -93,8 +96,8 @@ impl EventLoop {
         let Some(rkey) = self.closest.by_query.remove(query) else { return false };
         self.closest.cache.insert(rkey.clone(), (Instant::now(), peers.clone()));
         if let Some(walk) = self.closest.walks.remove(&rkey) {
-            for (key, except, reply) in walk.waiters {
-                self.choose(&key, &peers, except, reply);
+            for (ask, reply) in walk.waiters {
+                self.choose(ask, &peers, reply);
             }
         }
         true
@@ -110,25 +113,25 @@ impl EventLoop {
                 waiters = walk.waiters.len(),
                 "closest walk still running; answering from the routing table"
             );
-            for (key, except, reply) in walk.waiters {
-                self.choose(&key, &[], except, reply);
+            for (ask, reply) in walk.waiters {
+                self.choose(ask, &[], reply);
             }
         }
     }
 
     /// The first usable peer closer to `key` than this node, among `found` and
     /// the local table, nearest first; `None` (this node) when there is none.
-    fn choose(&mut self, key: &Key, found: &[PeerId], except: Vec<PeerId>, reply: oneshot::Sender<Option<Provider>>) {
-        let target = KBucketKey::new(record_key(key));
+    fn choose(&mut self, ask: Ask, found: &[PeerId], reply: oneshot::Sender<Option<Provider>>) {
+        let target = KBucketKey::new(record_key(&ask.key));
         let own = KBucketKey::from(self.local).distance(&target);
         let local: Vec<PeerId> =
             self.swarm.behaviour_mut().kad.get_closest_local_peers(&target).map(|p| *p.preimage()).collect();
         let mut candidates: Vec<(libp2p::kad::KBucketDistance, PeerId)> = found
             .iter()
             .chain(&local)
-            .filter(|peer| **peer != self.local && !except.contains(peer))
+            .filter(|peer| **peer != self.local && !ask.except.contains(peer))
             .map(|peer| (KBucketKey::from(*peer).distance(&target), *peer))
-            .filter(|(distance, _)| *distance < own)
+            .filter(|(distance, _)| ask.beyond || *distance < own)
             .collect();
         candidates.sort();
         candidates.dedup();
@@ -153,7 +156,7 @@ impl EventLoop {
                         }
                     }
                     self.peers.await_peer(peer, now + self.config.dial_timeout);
-                    self.closest.waiting.entry(peer).or_default().push((key.clone(), except, reply));
+                    self.closest.waiting.entry(peer).or_default().push((ask, reply));
                     return;
                 }
             }
@@ -164,12 +167,12 @@ impl EventLoop {
     /// The peer a `closest` caller waited for is usable (`Some`) or not: then
     /// the next closest, as every node chooses.
     pub(super) fn closest_resolved(&mut self, peer: PeerId, mirror: Option<std::net::SocketAddr>) {
-        for (key, except, reply) in self.closest.waiting.remove(&peer).unwrap_or_default() {
+        for (ask, reply) in self.closest.waiting.remove(&peer).unwrap_or_default() {
             match mirror {
                 Some(mirror) => {
                     let _ = reply.send(Some(Provider { peer, mirror }));
                 }
-                None if !reply.is_closed() => self.closest(key, except, reply),
+                None if !reply.is_closed() => self.closest(ask, reply),
                 None => {}
             }
         }
