@@ -38,10 +38,12 @@ use crate::{ByteStream, Change, Entry, Key, Store, StoreError};
 mod catalog;
 mod client;
 pub mod doctor;
+mod keep;
 mod read;
 mod watch;
 
 pub use doctor::{ConfigReport, ConfigSource, Setting};
+pub use keep::{PINNED_LABEL, PREHEATED_LABEL};
 pub use read::{ReadPath, CHUNK};
 pub use watch::Timing;
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest, RemoveImageRequest};
+use k8s_cri::v1::{AuthConfig, ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest, RemoveImageRequest};
 
 use crate::containerd::{Containerd, NAMESPACE};
 use crate::Error;
@@ -91,6 +91,19 @@ impl Containerd {
         let request = RemoveImageRequest { image: Some(ImageSpec { image: image.to_owned(), ..Default::default() }) };
         client.remove_image(request).await.map_err(Error::grpc(format!("CRI RemoveImage {image}")))?;
         Ok(())
+    }
+
+    /// Removes every image CRI does not report pinned, as kubelet's image
+    /// garbage collection does when the disk fills; returns the ids removed.
+    pub async fn cri_collect_unpinned(&self) -> Result<Vec<String>, Error> {
+        let mut client = self.images_client().await?;
+        let reply = client.list_images(ListImagesRequest::default()).await.map_err(Error::grpc("CRI ListImages"))?;
+        let mut removed = Vec::new();
+        for image in reply.into_inner().images.into_iter().filter(|i| !i.pinned) {
+            self.cri_remove(&image.id).await?;
+            removed.push(image.id);
+        }
+        Ok(removed)
     }
 
     /// Pulls `reference` with `ctr images pull --hosts-dir`.
