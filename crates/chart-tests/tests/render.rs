@@ -31,6 +31,7 @@ use crate::values::*;
 fn defaults_render_the_expected_objects() -> Result {
     let manifest = render("")?;
     let expected: Vec<(String, String)> = [
+        ("ConfigMap", "peerpull-preheat"),
         ("DaemonSet", "peerpull"),
         ("DaemonSet (hook)", "peerpull-cleanup"),
         ("Job (hook)", "peerpull-cleanup-wait"),
@@ -444,6 +445,32 @@ fn toggles_add_and_remove_exactly_their_objects() -> Result {
             assert!(volume(&pod, "containerd-config").is_err());
         }
     }
+    Ok(())
+}
+
+#[test]
+fn the_preheat_list_reaches_the_daemon_as_a_file_it_reads_again() -> Result {
+    let values =
+        "peerpull:\n  preheat:\n    images: [docker.io/library/nginx:1.27, ghcr.io/team/app:v2]\n    replicas: 3\n";
+    let manifest = render(values)?;
+    let cm: ConfigMap = manifest.typed("ConfigMap", "peerpull-preheat")?;
+    let list = cm.data.unwrap_or_default().remove("images").unwrap_or_default();
+    let lines: Vec<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines, ["docker.io/library/nginx:1.27", "ghcr.io/team/app:v2"], "{list:?}");
+    let (_, pod) = daemonset(&manifest, DS)?;
+    let main = container(&pod.containers, "peerpull")?;
+    let args = args(main);
+    assert_eq!(flag(&args, "--preheat-file").as_deref(), Some("/etc/peerpull/preheat/images"));
+    assert_eq!(flag(&args, "--preheat-replicas").as_deref(), Some("3"));
+    // A directory mount (no subPath): the kubelet updates it in place, so edits need no restart.
+    assert_eq!(mount(main, "preheat")?, ("/etc/peerpull/preheat".to_owned(), true));
+    let source = volume(&pod, "preheat")?.config_map.clone().ok_or("preheat is not a ConfigMap volume")?;
+    assert_eq!(source.name, "peerpull-preheat");
+    // An empty list is an empty file: the daemon preheats nothing.
+    let manifest = render("")?;
+    let cm: ConfigMap = manifest.typed("ConfigMap", "peerpull-preheat")?;
+    let list = cm.data.unwrap_or_default().remove("images").unwrap_or_default();
+    assert!(list.trim().is_empty(), "{list:?}");
     Ok(())
 }
 

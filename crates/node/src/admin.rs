@@ -18,7 +18,7 @@ use peerpull_routing::Router;
 use peerpull_store::Store;
 use tonic::{Request, Response, Status};
 
-use crate::Health;
+use crate::{preheat, Health};
 
 pub mod locate;
 
@@ -36,6 +36,7 @@ pub struct Service {
     locator: locate::Locator,
     mirror_addr: SocketAddr,
     private: bool,
+    preheat: Option<preheat::Report>,
 }
 
 impl Service {
@@ -48,7 +49,32 @@ impl Service {
         private: bool,
     ) -> Self {
         let locator = locate::Locator { mirror: mirror.clone(), store, router: router.clone() };
-        Self { router, mirror, health, locator, mirror_addr, private }
+        Self { router, mirror, health, locator, mirror_addr, private, preheat: None }
+    }
+
+    /// The same service, reporting the preheated images too.
+    pub(crate) fn with_preheat(mut self, report: preheat::Report) -> Self {
+        self.preheat = Some(report);
+        self
+    }
+
+    /// The preheated images, as the preheater last saw them.
+    pub(crate) fn preheat(&self) -> Vec<preheat::Image> {
+        self.preheat.as_ref().map(preheat::Report::images).unwrap_or_default()
+    }
+}
+
+fn preheat_message(image: preheat::Image) -> v1::Preheat {
+    let strings = |peers: Vec<peerpull_routing::PeerId>| peers.iter().map(ToString::to_string).collect();
+    v1::Preheat {
+        reference: image.reference.to_string(),
+        digest: image.digest.map(|d| d.to_string()).unwrap_or_default(),
+        responsible: strings(image.responsible),
+        holders: strings(image.holders),
+        mine: image.mine,
+        state: image.state.to_owned(),
+        error: image.error.unwrap_or_default(),
+        checked_at: image.checked.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs()),
     }
 }
 
@@ -99,6 +125,7 @@ impl peerpull_admin::Admin for Service {
             spool_bytes: stats.spool_bytes,
             upstreams,
             private_cluster: self.private,
+            preheat: self.preheat().into_iter().map(preheat_message).collect(),
         }))
     }
 

@@ -13,7 +13,8 @@
 //! - `http`: what the registry and metrics ports answer besides `/v2`;
 //! - [`admin`]: the admin gRPC service (`Status`, `Locate`,
 //!   `ListAdvertised`, `RecentPulls`) on a Unix socket and, when asked, on TCP;
-//! - `debug`: the debug page (`/debug` on the metrics port), when asked.
+//! - `debug`: the debug page (`/debug` on the metrics port), when asked;
+//! - [`preheat`]: [`Preheater`], keeping listed images on the nodes responsible for them.
 //!
 //! `Locate` and the debug page's test pull ask the mirror in process
 //! ([`Mirror::resolve`], [`Mirror::probe`]): the node never builds `/v2`
@@ -42,9 +43,11 @@ pub mod advertise;
 mod debug;
 pub mod health;
 mod http;
+pub mod preheat;
 
 pub use advertise::Advertiser;
 pub use health::{Check, Health};
+pub use preheat::Preheater;
 
 /// Extra time, beyond the mirror's grace, for subsystems to wind down.
 const STOP_SLACK: Duration = Duration::from_secs(5);
@@ -70,6 +73,8 @@ pub struct Config {
     pub admin_addr: Option<SocketAddr>,
     /// Serve the debug page, `/debug` on the metrics port.
     pub debug_web: bool,
+    /// The images to preheat (none by default).
+    pub preheat: preheat::Config,
 }
 
 /// Which listener an address was for.
@@ -134,17 +139,23 @@ pub struct Node {
     debug: Option<debug::Debug>,
     admin_socket: Option<(PathBuf, UnixListener)>,
     admin_listener: Option<TcpListener>,
+    preheater: Option<Preheater>,
 }
 
 impl Node {
     /// Starts a node over the containerd `config` names. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Self, Error> {
         let store = Containerd::new(config.containerd.clone()).map_err(Error::Store)?;
-        Self::with_store(config, Arc::new(store)).await
+        Self::assemble(config, Arc::new(store.clone()), Some(store)).await
     }
 
-    /// Starts a node over `store` (tests pass an in-memory one).
+    /// Starts a node over `store` (tests pass an in-memory one); it preheats nothing.
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, Error> {
+        Self::assemble(config, store, None).await
+    }
+
+    /// Starts a node over `store`; `containerd`, when given, also preheats.
+    async fn assemble(config: Config, store: Arc<dyn Store>, containerd: Option<Containerd>) -> Result<Self, Error> {
         let registry_listener = bind(Listener::Registry, config.registry_addr).await?;
         let metrics_listener = bind(Listener::Metrics, config.metrics_addr).await?;
         let admin_listener = match config.admin_addr {
@@ -184,8 +195,23 @@ impl Node {
         let health = Health::new(store.clone(), router.clone(), psk.map(|p| p.fingerprint()));
         let mirrored = mirror_config.mirrored.clone();
         let mirror = Mirror::new(mirror_config, identity, store.clone(), Arc::new(router.clone()), metrics)?;
-        let admin =
+        let mut admin =
             admin::Service::new(router.clone(), mirror.clone(), store.clone(), health.clone(), mirror_addr, private);
+        let preheater = match (config.preheat.enabled(), containerd) {
+            (true, Some(containerd)) => {
+                let preheater =
+                    Preheater::new(config.preheat, containerd, router.clone(), mirror.clone(), &mut registry);
+                admin = admin.with_preheat(preheater.report());
+                Some(preheater)
+            }
+            (true, None) => {
+                tracing::warn!(
+                    "preheating needs containerd; this node's store is not containerd, so it preheats nothing"
+                );
+                None
+            }
+            (false, _) => None,
+        };
         let debug = config.debug_web.then(|| debug::Debug::new(admin.clone(), mirror.clone(), router.clone()));
         let advertiser = Advertiser::new(store, router.clone(), mirrored, health.clone());
         Ok(Self {
@@ -202,6 +228,7 @@ impl Node {
             debug,
             admin_socket,
             admin_listener,
+            preheater,
         })
     }
 
@@ -244,6 +271,7 @@ impl Node {
             debug,
             admin_socket,
             admin_listener,
+            preheater,
             ..
         } = self;
         let sweeper = mirror.clone();
@@ -278,6 +306,13 @@ impl Node {
             sweeper.maintain(token).await;
             "spool sweeper"
         });
+        if let Some(preheater) = preheater {
+            let token = stop.clone();
+            tasks.spawn(async move {
+                preheater.run(token).await;
+                "preheater"
+            });
+        }
         if let Some((path, listener)) = admin_socket {
             let (token, service) = (stop.clone(), admin.clone());
             tasks.spawn(async move {

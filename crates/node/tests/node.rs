@@ -82,6 +82,7 @@ fn config(dir: &std::path::Path) -> Config {
         admin_socket: Some(dir.join("admin.sock")),
         admin_addr: None,
         debug_web: true,
+        preheat: Default::default(),
     }
 }
 

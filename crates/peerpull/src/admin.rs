@@ -93,6 +93,25 @@ fn status_text(s: &v1::StatusResponse) -> String {
         };
         let _ = writeln!(out, "{:<40} {:<15} {paused}", u.registry, u.last_outcome);
     }
+    if !s.preheat.is_empty() {
+        let _ =
+            writeln!(out, "\n{:<48} {:<9} {:<5} {:<8} {:<10} DIGEST", "PREHEAT", "STATE", "HERE", "HOLDERS", "CHECKED");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for p in &s.preheat {
+            let here = if p.mine { "yes" } else { "no" };
+            let held = p.holders.iter().filter(|h| p.responsible.contains(h)).count();
+            let holders = format!("{held}/{}", p.responsible.len());
+            let checked = match p.checked_at {
+                0 => "-".to_owned(),
+                at => format!("{}s ago", now.saturating_sub(at)),
+            };
+            let digest = if p.digest.is_empty() { "-" } else { &p.digest };
+            let _ = writeln!(out, "{:<48} {:<9} {here:<5} {holders:<8} {checked:<10} {digest}", p.reference, p.state);
+            if !p.error.is_empty() {
+                let _ = writeln!(out, "  {}", p.error);
+            }
+        }
+    }
     let _ = writeln!(out, "\n{:<56} MIRROR", format!("PEER ({})", s.peers.len()));
     for p in &s.peers {
         let mirror = if p.mirror_addr.is_empty() { "-" } else { &p.mirror_addr };

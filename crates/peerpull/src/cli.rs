@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use peerpull_hosts::{DialTimeout, Mirror, RegistriesYaml, Target, CONTAINERD_CONFIG_PATH};
 use peerpull_mirror::TagResolution;
-use peerpull_oci::{Mirrored, Registry};
+use peerpull_oci::{Mirrored, Reference, Registry};
 use peerpull_routing::Bootstrap;
 
 use crate::exit::Failure;
@@ -383,6 +383,31 @@ pub(crate) struct RunArgs {
         action = ArgAction::Set
     )]
     pub(crate) debug_web: bool,
+    /// An image to keep on --preheat-replicas nodes before anyone needs it, fetched once for the
+    /// cluster, pinned against image garbage collection (repeatable).
+    #[arg(long = "preheat", env = "PEERPULL_PREHEAT", value_name = "REF", value_delimiter = ',')]
+    pub(crate) preheat: Vec<Reference>,
+    /// A file listing more images to preheat, one reference per line (`#` comments); read again as it changes.
+    #[arg(long = "preheat-file", env = "PEERPULL_PREHEAT_FILE", value_name = "FILE")]
+    pub(crate) preheat_file: Option<PathBuf>,
+    /// How many nodes hold each preheated image (the nodes closest to its key).
+    #[arg(
+        long = "preheat-replicas",
+        env = "PEERPULL_PREHEAT_REPLICAS",
+        value_name = "N",
+        default_value_t = defaults::count(defaults::preheat().replicas),
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub(crate) preheat_replicas: u32,
+    /// How often each preheated tag is resolved again, to follow the upstream (Go syntax).
+    #[arg(
+        long = "preheat-interval",
+        env = "PEERPULL_PREHEAT_INTERVAL",
+        value_name = "DURATION",
+        default_value = defaults::preheat_interval(),
+        value_parser = parse_duration
+    )]
+    pub(crate) preheat_interval: std::time::Duration,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as peerpull_mirror=debug).
     #[arg(long = "log-level", env = "PEERPULL_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
     pub(crate) log_level: String,

@@ -86,6 +86,12 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         admin_socket: Some(args.admin.admin_socket).filter(|p| !p.as_os_str().is_empty()),
         admin_addr: args.admin_addr,
         debug_web: args.debug_web,
+        preheat: peerpull_node::preheat::Config {
+            images: args.preheat,
+            file: args.preheat_file,
+            replicas: args.preheat_replicas as usize,
+            interval: args.preheat_interval,
+        },
     };
     let node = Node::start(config).await.map_err(failure)?;
     tracing::info!(

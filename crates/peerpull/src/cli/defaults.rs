@@ -45,6 +45,17 @@ pub(super) fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// The preheater's defaults.
+pub(super) fn preheat() -> peerpull_node::preheat::Config {
+    peerpull_node::preheat::Config::default()
+}
+
+/// `--preheat-interval`.
+pub(super) fn preheat_interval() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| duration(preheat().interval))
+}
+
 /// `--tag-resolution`.
 pub(super) fn tag_resolution() -> TagResolutionArg {
     mirror().tag_resolution.into()

@@ -24,7 +24,7 @@ use peerpull_oci::Mirrored;
 use serde_norway::Value;
 
 use super::super::{parse_bytes, parse_duration, Cli, TagResolutionArg};
-use super::{limits, mirror, routing};
+use super::{limits, mirror, preheat, routing};
 
 /// How a flag's values compare: parsed as the flag parses them.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +88,7 @@ fn flags() -> Vec<Flag> {
     use Readme::{Silent, States};
     let flag = |long, kind, config, chart, readme| Flag { long, kind, config, chart, readme };
     let is = |value: String| Is(Some(value));
-    let (mirror, routing, limits) = (mirror(), routing(), limits());
+    let (mirror, routing, limits, preheat) = (mirror(), routing(), limits(), preheat());
     let tag_resolution = TagResolutionArg::from(mirror.tag_resolution).to_possible_value().unwrap();
     let no_node_default = "peerpull_node::Config has no Default; the flag's default is the truth";
     vec![
@@ -187,6 +187,14 @@ fn flags() -> Vec<Flag> {
             States,
         ),
         flag("relay-fanout", Kind::Count, is(mirror.relay_fanout.to_string()), Value("peerpull.relayFanout"), States),
+        flag("preheat-replicas", Kind::Count, is(preheat.replicas.to_string()), Value("peerpull.preheat.replicas"), States),
+        flag(
+            "preheat-interval",
+            Kind::Duration,
+            is(format!("{}s", preheat.interval.as_secs())),
+            Value("peerpull.preheat.interval"),
+            States,
+        ),
         flag(
             "max-peer-uploads",
             Kind::Count,
