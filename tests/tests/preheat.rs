@@ -124,3 +124,76 @@ async fn a_listed_image_is_held_by_two_nodes_and_survives_an_outage_and_image_gc
     };
     assert_eq!(pulled.manifest_digest(), Some(image.digest()), "node {other} during the outage");
 }
+
+/// Whether `node`'s containerd has `reference` pinned (the label CRI reads).
+async fn pinned(node: &Node, reference: &str) -> bool {
+    let record = node.containerd.image(reference).await.unwrap();
+    record.is_some_and(|r| r.labels.get("io.cri-containerd.pinned").map(String::as_str) == Some("pinned"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_tag_a_stopped_holder_and_an_unlisted_image_are_followed() {
+    let upstream = Upstream::start().await.unwrap();
+    let v1 = ImageBuilder::new("e2e-preheat-moves-1").layers(&[300_000]).build().unwrap();
+    let reference = v1.push(&upstream, "e2e/moves:stable").await.unwrap();
+    let list = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(list.path(), format!("# preheated\n{reference}\nnot a reference!\n")).unwrap();
+    let setup = Setup {
+        extra: vec![
+            "--preheat-file".into(),
+            list.path().display().to_string(),
+            "--preheat-replicas".into(),
+            "1".into(),
+            "--preheat-interval".into(),
+            "1s".into(),
+        ],
+        ..Setup::default()
+    };
+    let mut nodes = start_nodes(3, &upstream.url(), setup).await.unwrap();
+    let first = eventually("one node to hold the image listed in the file", HELD_WITHIN, || async {
+        let held = holding(&nodes, &reference).await;
+        (held.len() == 1).then(|| *held.iter().next().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(pinned(&nodes[first], &reference).await, "node {first} holds it unpinned");
+
+    // The tag moves upstream: the holder follows it.
+    let v2 = ImageBuilder::new("e2e-preheat-moves-2").layers(&[300_000]).build().unwrap();
+    v2.push(&upstream, "e2e/moves:stable").await.unwrap();
+    let moved = tokio::time::Instant::now();
+    eventually("the holder to hold the tag's new digest", HELD_WITHIN, || async {
+        let status = nodes[first].containerd.cri_image_status(&reference).await.ok()??;
+        (status.manifest_digest() == Some(v2.digest())).then_some(())
+    })
+    .await
+    .unwrap();
+    println!("the moved tag was preheated at its new digest {:.1} s after the push", moved.elapsed().as_secs_f64());
+
+    // The holder stops: another node becomes responsible and holds the image.
+    nodes[first].peerpull.stop();
+    let stopped = tokio::time::Instant::now();
+    let second = eventually("another node to take the image over", HELD_WITHIN, || async {
+        let mut held = None;
+        for (n, node) in nodes.iter().enumerate().filter(|(n, _)| *n != first) {
+            if node.containerd.cri_image_status(&reference).await.ok()?.is_some() {
+                held = Some(n);
+            }
+        }
+        held
+    })
+    .await
+    .unwrap();
+    let status = nodes[second].containerd.cri_image_status(&reference).await.unwrap().unwrap();
+    assert_eq!(status.manifest_digest(), Some(v2.digest()), "node {second} took over the tag's old digest");
+    println!("node {second} took the image over {:.1} s after node {first} stopped", stopped.elapsed().as_secs_f64());
+
+    // Off the list: unpinned, and still held (image GC decides when it goes).
+    std::fs::write(list.path(), "# nothing\n").unwrap();
+    eventually("the unlisted image to be unpinned", HELD_WITHIN, || async {
+        (!pinned(&nodes[second], &reference).await).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(nodes[second].containerd.cri_image_status(&reference).await.unwrap().is_some());
+}

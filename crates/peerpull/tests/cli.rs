@@ -281,7 +281,7 @@ fn run_and_doctor_refuse_bad_flags_with_64_and_write_nothing() {
     fs::create_dir(&data).unwrap();
     let admin = dir.path().join("admin.sock");
     let (data, admin) = (data.to_str().unwrap(), admin.to_str().unwrap());
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--registry-addr", "nope"], "'nope' for '--registry-addr <ADDR>'"),
         (&["--router-addr", "[::1]"], "--router-addr"),
         (&["--bootstrap", "/garbage"], "bad bootstrap peer \"/garbage\""),
@@ -289,6 +289,8 @@ fn run_and_doctor_refuse_bad_flags_with_64_and_write_nothing() {
         (&["--psk-file", "/nonexistent/psk"], "cannot read the pre-shared key /nonexistent/psk"),
         (&["--max-connections", "0"], "'0' for '--max-connections <N>'"),
         (&["--tag-resolution", "sideways"], "possible values: upstream-first, peers-first"),
+        (&["--preheat", "Not/An Image!"], "'Not/An Image!' for '--preheat <REF>'"),
+        (&["--preheat-replicas", "0"], "'0' for '--preheat-replicas <N>'"),
         (&["--bogus"], "'--bogus'"),
     ];
     for (extra, needle) in cases {

@@ -18,6 +18,8 @@ pub struct ImageRecord {
     pub digest: String,
     /// The target's media type.
     pub media_type: String,
+    /// Its labels (`io.cri-containerd.pinned`, …).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Containerd {
@@ -32,7 +34,12 @@ impl Containerd {
             .into_iter()
             .map(|image| {
                 let target = image.target.unwrap_or_default();
-                ImageRecord { name: image.name, digest: target.digest, media_type: target.media_type }
+                ImageRecord {
+                    name: image.name,
+                    digest: target.digest,
+                    media_type: target.media_type,
+                    labels: image.labels.into_iter().collect(),
+                }
             })
             .collect())
     }

@@ -60,6 +60,7 @@ pub(crate) fn home(status: &v1::StatusResponse, pulls: &[v1::Pull], search: Opti
     let mut out = String::new();
     node_section(&mut out, status);
     advertised_section(&mut out, status, search);
+    preheat_section(&mut out, status);
     pulls_section(&mut out, pulls);
     test_pull_form(&mut out, "");
     page(&format!("peerpull {}", short(&status.peer_id)), &out)
@@ -155,6 +156,32 @@ fn advertised_section(out: &mut String, s: &v1::StatusResponse, search: Option<(
         }
         out.push_str("</ul>");
     }
+}
+
+fn preheat_section(out: &mut String, s: &v1::StatusResponse) {
+    if s.preheat.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<h2>Preheated ({})</h2><table id=\"preheat\"><tr><th>image</th><th>state</th><th>this node</th>\
+         <th>held by / responsible</th><th>digest</th></tr>",
+        s.preheat.len()
+    );
+    for p in &s.preheat {
+        let held = p.holders.iter().filter(|h| p.responsible.contains(h)).count();
+        let state = if p.error.is_empty() { p.state.clone() } else { format!("{}: {}", p.state, p.error) };
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{held} / {}</td><td><code>{}</code></td></tr>",
+            escape(&p.reference),
+            escape(&state),
+            if p.mine { "responsible" } else { "-" },
+            p.responsible.len(),
+            escape(&short(&p.digest)),
+        );
+    }
+    out.push_str("</table>");
 }
 
 fn pulls_section(out: &mut String, pulls: &[v1::Pull]) {
@@ -329,6 +356,13 @@ mod tests {
             peer_id: HOSTILE.into(),
             checks: vec![v1::Check { name: HOSTILE.into(), ok: false, detail: HOSTILE.into() }],
             peers: vec![v1::Peer { peer_id: HOSTILE.into(), mirror_addr: HOSTILE.into() }],
+            preheat: vec![v1::Preheat {
+                reference: HOSTILE.into(),
+                digest: HOSTILE.into(),
+                state: HOSTILE.into(),
+                error: HOSTILE.into(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let keys = vec![HOSTILE.to_owned()];
