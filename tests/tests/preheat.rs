@@ -70,6 +70,9 @@ async fn a_listed_image_is_held_by_two_nodes_and_survives_an_outage_and_image_gc
     println!("preheated on nodes {held:?} {:.1} s after the nodes started", took.as_secs_f64());
 
     // The upstream sent each blob once; the other nodes fetched nothing.
+    let sent: u64 = upstream.access_log().unwrap().iter().filter(|e| e.method == "GET").map(|e| e.bytes).sum();
+    let size: u64 = image.blobs().iter().map(|b| b.size).sum();
+    println!("the upstream sent {sent} bytes for an image of {size} bytes on 2 nodes");
     let downloads = upstream.blob_downloads().unwrap();
     for blob in image.blobs() {
         assert!(downloads.get(&blob.digest).copied().unwrap_or(0) <= 1, "{}: {downloads:?}", blob.digest);
