@@ -15,6 +15,11 @@
 //! node leaves or a closer one joins, the image moves within a cycle or two.
 //! An image taken off the list is unpinned; nothing else is ever unpinned.
 //!
+//! What it costs: per listed image, every node walks towards the image's key
+//! about twice a minute (the router keeps a walk's answer 30 s) and looks up
+//! its holders once a minute: meant for the handful of images an outage
+//! must not stop, not for every image a cluster runs.
+//!
 //! The list is the `--preheat` references plus the lines of `--preheat-file`
 //! (read again each cycle, so an edited ConfigMap needs no restart; a line
 //! that is not a reference is reported and skipped).
@@ -48,6 +53,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_secs(15), Duration::from_s
 const MAX_MANIFEST: usize = 4 << 20;
 /// How many holders are looked up per image for the status.
 const HOLDERS_LIMIT: usize = 16;
+/// How often the holders of an image are looked up again (a DHT walk each).
+const HOLDERS_EVERY: Duration = Duration::from_secs(60);
 
 /// What to preheat, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +143,8 @@ pub struct Preheater {
     gauge: Family<StateLabel, Gauge>,
     due: BTreeMap<Reference, Due>,
     pinned: BTreeMap<Reference, Digest>,
+    /// The holders of each image when last looked up.
+    holders: BTreeMap<Reference, (Instant, Vec<PeerId>)>,
 }
 
 impl Preheater {
@@ -147,8 +156,8 @@ impl Preheater {
             "Listed images on this node by state (held, pending, failed)",
             gauge.clone(),
         );
-        let (due, pinned) = (BTreeMap::new(), BTreeMap::new());
-        Self { config, store, router, mirror, report: Report::default(), gauge, due, pinned }
+        let (due, pinned, holders) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        Self { config, store, router, mirror, report: Report::default(), gauge, due, pinned, holders }
     }
 
     /// The images as last checked, for status and the debug page.
@@ -246,6 +255,7 @@ impl Preheater {
             self.pinned.remove(&reference);
         }
         self.due.retain(|r, _| listed.contains(r));
+        self.holders.retain(|r, _| listed.contains(r));
     }
 
     /// Where `reference` stands, preheating it when this node is responsible and it is due.
@@ -256,7 +266,7 @@ impl Preheater {
             (None, None) => Key::Tag(reference.to_string()),
         };
         let (responsible, mine) = self.responsible(&key).await;
-        let holders = self.holders(&key).await;
+        let holders = self.holders(&reference, &key).await;
         let mut image = Image {
             digest: self.due.get(&reference).and_then(|d| d.resolved.as_ref().map(|(_, digest)| digest.clone())),
             reference: reference.clone(),
@@ -361,11 +371,16 @@ impl Preheater {
         (order, mine)
     }
 
-    /// The nodes that announce `key`.
-    async fn holders(&self, key: &Key) -> Vec<PeerId> {
-        match self.router.lookup(key, HOLDERS_LIMIT).await {
+    /// The nodes that announce `key`, looked up at most every [`HOLDERS_EVERY`].
+    async fn holders(&mut self, reference: &Reference, key: &Key) -> Vec<PeerId> {
+        if let Some((_, holders)) = self.holders.get(reference).filter(|(at, _)| at.elapsed() < HOLDERS_EVERY) {
+            return holders.clone();
+        }
+        let holders: Vec<PeerId> = match self.router.lookup(key, HOLDERS_LIMIT).await {
             Ok(lookup) => lookup.map(|p| p.peer).collect().await,
             Err(_) => Vec::new(),
-        }
+        };
+        self.holders.insert(reference.clone(), (Instant::now(), holders.clone()));
+        holders
     }
 }
