@@ -71,22 +71,16 @@ test: setup fmt-check clippy build
 # testbed). `--workspace` keeps the `build` step's features, so nothing is
 # compiled again; it also runs crates/mirror's `tags` test, which is quick.
 # tests/tests/containerd2.rs runs containerd 2.1 itself in the run above.
-# On 2.1, node_setup's IPv6 test is skipped: containerd 2.1 ignores hosts
-# written as dotted keys under one [host] table, the form `configure` writes
-# for an IPv6 mirror (it reads only [host.'URL'] tables, which 1.6 and 1.7
-# reject with a `]` in them), so its pull bypasses both mirrors. On 1.7
-# and 2.1, the relay tree's two-copies bound is skipped: there one node
-# uploads 3 or 4 copies of the layer in about one run of twelve (never seen
-# on 1.6); it still runs on 1.6 above.
+# On 1.7 and 2.1 the relay tree's two-copies bound is skipped: there one
+# node uploads 3 or 4 copies of the layer in about one run of twelve (never
+# seen on 1.6); it still runs on 1.6 above.
 CONTAINERD_VERSIONS := 2.1 1.7
 CONTAINERD_TESTS := outage pull_through tags node_setup lifecycle
-CONTAINERD_SKIP_RELAY := --skip five_nodes_pull_at_once_and_no_node_uploads_more_than_two_copies
-CONTAINERD_SKIP_2.1 := --skip containerd_uses_ipv6_mirrors_in_the_order_written $(CONTAINERD_SKIP_RELAY)
-CONTAINERD_SKIP_1.7 := $(CONTAINERD_SKIP_RELAY)
+CONTAINERD_SKIP := --skip five_nodes_pull_at_once_and_no_node_uploads_more_than_two_copies
 test-containerd: $(addprefix test-containerd-,$(CONTAINERD_VERSIONS))
 test-containerd-%: setup build
 	PEERPULL_CONTAINERD=$* PEERPULL_BIN=$(TARGET_DIR)/debug/peerpull \
-		$(CARGO) test --workspace $(addprefix --test ,$(CONTAINERD_TESTS)) -- $(CONTAINERD_SKIP_$*)
+		$(CARGO) test --workspace $(addprefix --test ,$(CONTAINERD_TESTS)) -- $(CONTAINERD_SKIP)
 
 # The container image the Helm chart runs, as an OCI archive (no base image,
 # no registry): `ctr images import target/image/peerpull.oci.tar`,

@@ -142,10 +142,13 @@ fn newer_source(binary: &std::path::Path) -> Option<PathBuf> {
 }
 
 /// Runs `peerpull configure` on `node`'s `config_path`: containerd then
-/// tries `mirror` before each of `registries` (their base URLs).
+/// tries `mirror` before each of `registries` (their base URLs). It is given
+/// the node's socket, as the chart's init container is, so it writes an
+/// IPv6 mirror in the form that node's containerd release reads.
 pub async fn configure(node: &Containerd, mirror: &str, registries: &[String]) -> Result<(), Error> {
     let mut command = tokio::process::Command::new(binary()?);
     command.arg("configure").arg("--config-path").arg(node.config_path()).args(["--mirror", mirror]);
+    command.arg("--containerd-socket").arg(node.socket());
     for registry in registries {
         command.args(["--mirrored-registry", registry]);
     }
