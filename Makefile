@@ -35,13 +35,14 @@ clippy: setup-build
 
 # Test targets that need more than a Rust toolchain, besides every test of
 # the end-to-end package (tests/, peerpull-e2e): real containerd, the registry,
-# skopeo, runc, Chromium or network namespaces (root), or Go with Sprig.
+# skopeo, runc, Chromium or network namespaces (root). The chart tests
+# (crates/chart-tests) need only helm, which `setup-build` installs, and run
+# in both.
 #   store/tests/containerd      the containerd store against real containerd
 #   testbed/tests/services.rs   the testbed's containerd, registry and browser
 #   bench/tests/smoke.rs        every benchmark scenario, on the testbed
-#   chart-tests/tests/render.rs the Helm chart through a Go template renderer
 ROOT_TESTS := crates/store/tests/containerd crates/testbed/tests/services.rs \
-	crates/bench/tests/smoke.rs crates/chart-tests/tests/render.rs
+	crates/bench/tests/smoke.rs
 # Every other test target of crates/ (cargo finds tests/NAME.rs and
 # tests/NAME/main.rs), so a new test joins `make check` by itself.
 FAST_TESTS := $(sort $(basename $(notdir $(filter-out $(ROOT_TESTS), \
@@ -71,11 +72,14 @@ test: setup fmt-check clippy build
 # testbed). `--workspace` keeps the `build` step's features, so nothing is
 # compiled again; it also runs crates/mirror's `tags` test, which is quick.
 # tests/tests/containerd2.rs runs containerd 2.1 itself in the run above.
+# `preheat` checks pinning against image GC only where CRI reports pins
+# (1.7 and later); `landing` checks a blob is findable before its image is
+# done only where containerd says when it lands (2.1).
 # On 1.7 and 2.1 the relay tree's two-copies bound is skipped: there one
 # node uploads 3 or 4 copies of the layer in about one run of twelve (never
 # seen on 1.6); it still runs on 1.6 above.
 CONTAINERD_VERSIONS := 2.1 1.7
-CONTAINERD_TESTS := outage pull_through tags node_setup lifecycle
+CONTAINERD_TESTS := outage pull_through tags node_setup lifecycle preheat landing ipv6
 CONTAINERD_SKIP := --skip five_nodes_pull_at_once_and_no_node_uploads_more_than_two_copies
 test-containerd: $(addprefix test-containerd-,$(CONTAINERD_VERSIONS))
 test-containerd-%: setup build

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, Secret, Volume};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Volume};
 use peerpull_chart_tests::{expand, Renderer};
 use peerpull_testbed::peerpull::{binary, configure};
 use peerpull_testbed::{
@@ -96,13 +96,14 @@ impl Drop for Running {
 struct Volumes {
     dir: tempfile::TempDir,
     secrets: BTreeMap<String, Secret>,
+    config_maps: BTreeMap<String, ConfigMap>,
     /// The chart's host paths (its defaults, a real node's paths) and where this node has each.
     host_paths: BTreeMap<String, PathBuf>,
 }
 
 impl Volumes {
     /// The host path behind `volume`: its hostPath (created if the chart says so),
-    /// or a fresh directory for an emptyDir or a Secret's files.
+    /// or a fresh directory for an emptyDir or a Secret's or ConfigMap's files.
     fn source(&self, volume: &Volume) -> PathBuf {
         if let Some(host) = &volume.host_path {
             let path = self.host_paths.get(&host.path).unwrap_or_else(|| panic!("unmapped host path {}", host.path));
@@ -118,6 +119,11 @@ impl Volumes {
             let data = self.secrets[name].data.clone().unwrap_or_default();
             for (key, value) in data {
                 std::fs::write(path.join(key), value.0).unwrap();
+            }
+        } else if let Some(map) = &volume.config_map {
+            let data = self.config_maps[&map.name].data.clone().unwrap_or_default();
+            for (key, value) in data {
+                std::fs::write(path.join(key), value).unwrap();
             }
         } else {
             assert!(volume.empty_dir.is_some(), "volume {} is of a kind this test does not map", volume.name);
@@ -230,6 +236,7 @@ peerpull:
     let on = Volumes {
         dir: tempfile::tempdir().unwrap(),
         secrets: [("peerpull-psk".to_owned(), secret)].into(),
+        config_maps: [("peerpull-preheat".to_owned(), manifest.typed("ConfigMap", "peerpull-preheat").unwrap())].into(),
         host_paths: host_paths.into_iter().map(|(chart, here)| (chart.to_owned(), here)).collect(),
     };
     let init = &pod.init_containers.as_ref().unwrap()[0];

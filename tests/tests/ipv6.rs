@@ -22,7 +22,14 @@ async fn an_ipv6_cluster_pulls_from_peers_during_an_outage() {
         let written =
             std::fs::read_to_string(n.containerd.config_path().join(cluster.upstream.host()).join("hosts.toml"));
         let written = written.unwrap();
-        assert!(written.contains(&format!("'{}'.capabilities", n.peerpull.mirror_url())), "{written}");
+        // containerd 1.x refuses a `]` in a table header; 2.x reads hosts only from headers.
+        let url = n.peerpull.mirror_url();
+        let form = if n.containerd.release().major_minor() >= (2, 0) {
+            format!("[host.\"{}\"]", url.replace('[', "\\u005B").replace(']', "\\u005D"))
+        } else {
+            format!("'{url}'.capabilities")
+        };
+        assert!(written.contains(&form), "{written}");
     }
 
     cluster.upstream.stop();
