@@ -75,16 +75,12 @@ test: setup fmt-check clippy build
 # `preheat` checks pinning against image GC only where CRI reports pins
 # (1.7 and later); `landing` checks a blob is findable before its image is
 # done only where containerd says when it lands (2.1).
-# On 1.7 and 2.1 the relay tree's two-copies bound is skipped: there one
-# node uploads 3 or 4 copies of the layer in about one run of twelve (never
-# seen on 1.6); it still runs on 1.6 above.
 CONTAINERD_VERSIONS := 2.1 1.7
 CONTAINERD_TESTS := outage pull_through tags node_setup lifecycle preheat landing ipv6
-CONTAINERD_SKIP := --skip five_nodes_pull_at_once_and_no_node_uploads_more_than_two_copies
 test-containerd: $(addprefix test-containerd-,$(CONTAINERD_VERSIONS))
 test-containerd-%: setup build
 	PEERPULL_CONTAINERD=$* PEERPULL_BIN=$(TARGET_DIR)/debug/peerpull \
-		$(CARGO) test --workspace $(addprefix --test ,$(CONTAINERD_TESTS)) -- $(CONTAINERD_SKIP)
+		$(CARGO) test --workspace $(addprefix --test ,$(CONTAINERD_TESTS))
 
 # The container image the Helm chart runs, as an OCI archive (no base image,
 # no registry): `ctr images import target/image/peerpull.oci.tar`,
