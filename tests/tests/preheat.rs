@@ -89,6 +89,11 @@ async fn a_listed_image_is_held_by_two_nodes_and_survives_an_outage_and_image_gc
     // kubelet's image garbage collection removes what CRI does not report pinned
     // (containerd 1.7 and later report the label peerpull sets).
     let holder = *held.iter().next().unwrap();
+    eventually("the holder to pin the image, just after its pull", Duration::from_secs(30), || async {
+        pinned(&nodes[holder], &reference).await.then_some(())
+    })
+    .await
+    .unwrap();
     let release = nodes[holder].containerd.release().clone();
     let removed = nodes[holder].containerd.cri_collect_unpinned().await.unwrap();
     let kept = nodes[holder].containerd.cri_image_status(&reference).await.unwrap().is_some();
@@ -153,13 +158,14 @@ async fn a_moved_tag_a_stopped_holder_and_an_unlisted_image_are_followed() {
         ..Setup::default()
     };
     let mut nodes = start_nodes(3, &upstream.url(), setup).await.unwrap();
-    let first = eventually("one node to hold the image listed in the file", HELD_WITHIN, || async {
+    // Pinned just after the pull ends.
+    let first = eventually("one node to hold the image listed in the file, pinned", HELD_WITHIN, || async {
         let held = holding(&nodes, &reference).await;
-        (held.len() == 1).then(|| *held.iter().next().unwrap())
+        let first = *held.iter().next()?;
+        (held.len() == 1 && pinned(&nodes[first], &reference).await).then_some(first)
     })
     .await
     .unwrap();
-    assert!(pinned(&nodes[first], &reference).await, "node {first} holds it unpinned");
 
     // The tag moves upstream: the holder follows it.
     let v2 = ImageBuilder::new("e2e-preheat-moves-2").layers(&[300_000]).build().unwrap();
