@@ -47,12 +47,33 @@ impl Containerd {
     /// Pulls `reference` through CRI `PullImage` with `credentials` (user,
     /// password), as kubelet does with an image pull secret.
     pub async fn cri_pull_as(&self, reference: &str, credentials: Option<(&str, &str)>) -> Result<PulledImage, Error> {
-        let mut client = self.images_client().await?;
         let auth = credentials.map(|(username, password)| AuthConfig {
             username: username.to_owned(),
             password: password.to_owned(),
             ..Default::default()
         });
+        self.cri_pull_auth(reference, auth).await
+    }
+
+    /// Pulls `reference` through CRI `PullImage` with `credentials` (user,
+    /// password) for `server_address` only (`AuthConfig.ServerAddress`).
+    pub async fn cri_pull_as_for(
+        &self,
+        reference: &str,
+        credentials: (&str, &str),
+        server_address: &str,
+    ) -> Result<PulledImage, Error> {
+        let auth = AuthConfig {
+            username: credentials.0.to_owned(),
+            password: credentials.1.to_owned(),
+            server_address: server_address.to_owned(),
+            ..Default::default()
+        };
+        self.cri_pull_auth(reference, Some(auth)).await
+    }
+
+    async fn cri_pull_auth(&self, reference: &str, auth: Option<AuthConfig>) -> Result<PulledImage, Error> {
+        let mut client = self.images_client().await?;
         let request = PullImageRequest {
             image: Some(ImageSpec { image: reference.to_owned(), ..Default::default() }),
             auth,
