@@ -8,6 +8,8 @@
 //! an [`Error`] saying whether the registry is out of reach or said no. A
 //! registry that answered `429` is not asked again until its `Retry-After`
 //! (10 s when it gave none, 10 min at most) has passed.
+//! [`Client::fetch_as`] sends the same request with a pull's own
+//! credentials instead of the node's, and keeps no token it got for them.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -101,7 +103,27 @@ impl Client {
 
     /// Sends `fetch` to `registry`; the first `2xx` response, body unread.
     pub async fn fetch(&self, registry: &Registry, fetch: &Fetch) -> Result<Response<Incoming>, Error> {
-        let result = self.fetch_once(registry, fetch).await;
+        self.fetch_with(registry, fetch, None).await
+    }
+
+    /// Sends `fetch` to `registry` with `credentials` (a client's, not the
+    /// node's); the token it gets for them is used once and not cached.
+    pub async fn fetch_as(
+        &self,
+        registry: &Registry,
+        fetch: &Fetch,
+        credentials: &Credentials,
+    ) -> Result<Response<Incoming>, Error> {
+        self.fetch_with(registry, fetch, Some(credentials)).await
+    }
+
+    async fn fetch_with(
+        &self,
+        registry: &Registry,
+        fetch: &Fetch,
+        credentials: Option<&Credentials>,
+    ) -> Result<Response<Incoming>, Error> {
+        let result = self.fetch_once(registry, fetch, credentials).await;
         let outcome = result.as_ref().map_or_else(Outcome::from, |_| Outcome::Ok);
         self.last.lock().insert(registry.host().to_owned(), outcome);
         result
@@ -121,7 +143,13 @@ impl Client {
         health
     }
 
-    async fn fetch_once(&self, registry: &Registry, fetch: &Fetch) -> Result<Response<Incoming>, Error> {
+    /// One request with `client`'s credentials, or (`None`) the node's and the token cache.
+    async fn fetch_once(
+        &self,
+        registry: &Registry,
+        fetch: &Fetch,
+        client: Option<&Credentials>,
+    ) -> Result<Response<Incoming>, Error> {
         let host = registry.host();
         let base = registry.upstream_url();
         let scope = format!("repository:{}:pull", fetch.repository);
@@ -130,7 +158,7 @@ impl Client {
             let retry_after = Some(until.saturating_duration_since(Instant::now()));
             return Err(Error::RateLimited { url, retry_after });
         }
-        let mut authorization = self.tokens.get(host, &scope);
+        let mut authorization = if client.is_some() { None } else { self.tokens.get(host, &scope) };
         let mut challenged = false;
         let mut redirects = 0;
         loop {
@@ -167,10 +195,12 @@ impl Client {
                     let Some(challenge) = header.and_then(auth::parse_challenge) else {
                         return Err(Error::Denied { url, status });
                     };
-                    authorization = Some(self.authenticate(host, &base, &scope, challenge, &url).await?);
+                    authorization = Some(self.authenticate(host, &base, &scope, challenge, &url, client).await?);
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    self.tokens.forget(host, &scope);
+                    if client.is_none() {
+                        self.tokens.forget(host, &scope);
+                    }
                     return Err(Error::Denied { url, status });
                 }
                 StatusCode::NOT_FOUND => return Err(Error::NotFound { url }),
@@ -231,7 +261,8 @@ impl Client {
         self.exchange(self.client_for(host, base, url), request).await
     }
 
-    /// Gets an `Authorization` value answering `challenge`, caching tokens.
+    /// Gets an `Authorization` value answering `challenge` with `client`'s
+    /// credentials, or the node's (caching the token).
     async fn authenticate(
         &self,
         host: &str,
@@ -239,8 +270,10 @@ impl Client {
         scope: &str,
         challenge: Challenge,
         url: &str,
+        client: Option<&Credentials>,
     ) -> Result<HeaderValue, Error> {
-        let credentials = self.config.settings(host).and_then(|s| s.credentials.as_ref());
+        let node = || self.config.settings(host).and_then(|s| s.credentials.as_ref());
+        let credentials = client.or_else(node);
         // Credentials of an HTTPS registry never travel in the clear to a token service.
         let credentials = credentials.filter(|_| !(base.starts_with("https://") && realm_is_plain(&challenge)));
         let (realm, service, asked) = match challenge {
@@ -295,7 +328,9 @@ impl Client {
         };
         let (value, lifetime) = auth::parse_token(&body)
             .ok_or_else(|| Error::Protocol { url: realm.clone(), what: "token response without a token".into() })?;
-        self.tokens.put(host, scope, value.clone(), lifetime);
+        if client.is_none() {
+            self.tokens.put(host, scope, value.clone(), lifetime);
+        }
         Ok(value)
     }
 
