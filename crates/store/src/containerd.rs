@@ -232,4 +232,9 @@ impl Store for Containerd {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.client.ping().await
     }
+
+    async fn repositories(&self, digest: &Digest) -> Result<Vec<(String, String)>, StoreError> {
+        let info = self.inner.client.info(digest).await?;
+        Ok(catalog::source_repositories(&info.labels))
+    }
 }

@@ -67,4 +67,11 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Whether the backing store answers right now.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The repositories `digest` was fetched from, as `(host, repository)`
+    /// (containerd's `distribution.source` labels name the host without its
+    /// port); empty when unknown. [`StoreError::NotFound`] when not held.
+    async fn repositories(&self, digest: &Digest) -> Result<Vec<(String, String)>, StoreError> {
+        self.describe(digest).await.map(|_| Vec::new())
+    }
 }

@@ -241,6 +241,18 @@ async fn present(client: &Client) -> Result<HashMap<Digest, Present>, StoreError
     Ok(out)
 }
 
+/// The `(host, repository)` pairs `distribution.source` labels name (a
+/// label's value lists repositories, comma-separated).
+pub(crate) fn source_repositories(labels: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, value) in labels {
+        let Some(host) = key.strip_prefix(SOURCE_LABEL) else { continue };
+        out.extend(value.split(',').filter(|r| !r.is_empty()).map(|r| (host.to_owned(), r.to_owned())));
+    }
+    out.sort();
+    out
+}
+
 /// Adds label hosts not already named, with or without a port, by `registries`.
 pub(crate) fn add_sources(registries: &mut BTreeSet<String>, sources: &BTreeSet<String>) {
     for source in sources {
