@@ -4,7 +4,8 @@
 //! the way Docker Hub's auth service does: with a JWT (ES256, its signing
 //! certificate in the `x5c` header) granting what the caller may do. Users
 //! given at start may push and pull; anonymous callers may pull repositories
-//! not under `private/`, when anonymous pulls are allowed. `docker-registry`
+//! not under `private/`, when anonymous pulls are allowed; a user may be
+//! limited to the repositories under one prefix ([`TokenServer::start_limited`]). `docker-registry`
 //! started with [`crate::registry::UpstreamOptions::token`] trusts its
 //! certificate and checks every token itself, so tests exercise a real
 //! registry's token auth. It counts the tokens it issued.
@@ -55,6 +56,8 @@ struct Signer {
     /// `x5c`: the signing certificate, base64 DER.
     chain: String,
     users: HashMap<String, String>,
+    /// Users that may use only the repositories under a prefix.
+    limits: HashMap<String, String>,
     anonymous_pull: bool,
 }
 
@@ -62,6 +65,17 @@ impl TokenServer {
     /// Starts a token server for `users` (`(name, password)`); anonymous
     /// callers may pull public repositories when `anonymous_pull`.
     pub async fn start(users: &[(&str, &str)], anonymous_pull: bool) -> Result<Self, Error> {
+        Self::start_limited(users, anonymous_pull, &[]).await
+    }
+
+    /// Starts a token server as [`TokenServer::start`] does, where each user
+    /// in `limits` (`(user, prefix)`) may use only repositories whose name
+    /// starts with its prefix.
+    pub async fn start_limited(
+        users: &[(&str, &str)],
+        anonymous_pull: bool,
+        limits: &[(&str, &str)],
+    ) -> Result<Self, Error> {
         let dir = tempfile::Builder::new().prefix("pp-token-").tempdir().map_err(Error::io("creating a temp dir"))?;
         let failed = |what: &str, e: String| Error::io(what.to_owned())(std::io::Error::other(e));
         let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -79,6 +93,7 @@ impl TokenServer {
             rng,
             chain: STANDARD.encode(cert.der()),
             users: users.iter().map(|(u, p)| ((*u).to_owned(), (*p).to_owned())).collect(),
+            limits: limits.iter().map(|(u, p)| ((*u).to_owned(), (*p).to_owned())).collect(),
             anonymous_pull,
         });
         let listener = TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
@@ -158,7 +173,7 @@ impl Signer {
             Some(_) => return respond(401, r#"{"details":"wrong credentials"}"#.into()),
             None => None,
         };
-        let access = query.get("scope").and_then(|scope| self.grant(scope, user.is_some()));
+        let access = query.get("scope").and_then(|scope| self.grant(scope, user.as_deref()));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let claims = serde_json::json!({
             "iss": ISSUER,
@@ -181,9 +196,11 @@ impl Signer {
     }
 
     /// The access entry for `scope` (`repository:<name>:<actions>`), if any is allowed.
-    fn grant(&self, scope: &str, authenticated: bool) -> Option<serde_json::Value> {
+    fn grant(&self, scope: &str, user: Option<&str>) -> Option<serde_json::Value> {
         let mut parts = scope.splitn(3, ':');
         let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+        let within = |user: &str| self.limits.get(user).is_none_or(|prefix| name.starts_with(prefix.as_str()));
+        let authenticated = user.is_some_and(within);
         let allowed: Vec<&str> = actions
             .split(',')
             .filter(|action| {
