@@ -95,7 +95,7 @@ pub async fn start_ipv6_nodes(size: usize, upstream: &str, setup: Setup) -> Resu
 }
 
 /// Starts a node for each of `options`, set up as [`start_nodes`] says.
-async fn start_nodes_as(options: Vec<PeerpullOptions>, upstream: &str, setup: Setup) -> Result<Vec<Node>, Error> {
+pub async fn start_nodes_as(options: Vec<PeerpullOptions>, upstream: &str, setup: Setup) -> Result<Vec<Node>, Error> {
     let routers: Vec<String> = options.iter().map(|o| o.router_addr().to_string()).collect();
     let mut nodes = Vec::new();
     for mut node_options in options {

@@ -10,6 +10,11 @@
 //! may send one; others get 403. A proof can be replayed within its
 //! [`WINDOW`] for the same path, which gains nothing but what the path
 //! already names.
+//!
+//! A node asking for private content on behalf of a pull it verified
+//! (`private`) adds [`ACCESS`](crate::wire::ACCESS): `<unix seconds> <hex
+//! HMAC-SHA256>` over the same request, keyed alike under another label, so
+//! it cannot be made from a membership proof. [`Proofs::has_access`] checks it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,6 +97,34 @@ impl Proofs {
         expected.verify_slice(&mac).map_err(|_| Refused::Wrong)
     }
 
+    /// The access proof for a request this node sends for a verified pull.
+    pub(crate) fn sign_access(&self, method: &Method, path_and_query: &str) -> Option<HeaderValue> {
+        let now = unix_now();
+        let mac = self.mac(method, &access_input(path_and_query), now, &self.local)?;
+        HeaderValue::from_str(&format!("{now} {}", hex(&mac))).ok()
+    }
+
+    /// Whether a peer's request (its membership `proof` already checked)
+    /// carries a valid access proof.
+    pub(crate) fn has_access(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        proof: Option<&HeaderValue>,
+        access: Option<&HeaderValue>,
+    ) -> bool {
+        let peer = proof.and_then(|p| p.to_str().ok()).and_then(|p| p.split(' ').next());
+        let (Some(peer), Some(access)) = (peer, access.and_then(|a| a.to_str().ok())) else { return false };
+        let Some((time, mac)) = access.split_once(' ') else { return false };
+        let (Ok(time), Some(mac)) = (time.parse::<u64>(), unhex(mac)) else { return false };
+        if unix_now().abs_diff(time) > WINDOW.as_secs() {
+            return false;
+        }
+        let Some(mut expected) = self.hmac() else { return false };
+        feed(&mut expected, method, &access_input(path_and_query), time, peer);
+        expected.verify_slice(&mac).is_ok()
+    }
+
     fn mac(&self, method: &Method, path_and_query: &str, time: u64, peer: &str) -> Option<Vec<u8>> {
         let mut mac = self.hmac()?;
         feed(&mut mac, method, path_and_query, time, peer);
@@ -137,6 +170,22 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Whether a peer's request says, provably, that the pull it is for was
+    /// verified to read its repository (any peer is trusted without a key).
+    pub(crate) fn peer_access<B>(&self, request: &Request<B>) -> bool {
+        let headers = request.headers();
+        let access = headers.get(wire::ACCESS);
+        match &self.proofs {
+            Some(proofs) => {
+                let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                proofs.has_access(request.method(), path, headers.get(wire::PROOF), access)
+            }
+            None => access.is_some(),
+        }
+    }
+}
+
 /// Whether `addr` may use the mirror as a client, given the allowed `clients` (`None`: anyone).
 pub(crate) fn allowed(clients: Option<&[IpNet]>, addr: Option<IpAddr>) -> bool {
     let Some(clients) = clients else { return true };
@@ -146,6 +195,12 @@ pub(crate) fn allowed(clients: Option<&[IpNet]>, addr: Option<IpAddr>) -> bool {
         v4 => v4,
     };
     addr.is_loopback() || clients.iter().any(|net| net.contains(&addr))
+}
+
+/// What an access proof signs in place of the path: the path, marked, so
+/// that no membership proof is also an access proof.
+fn access_input(path_and_query: &str) -> String {
+    format!("access {path_and_query}")
 }
 
 fn feed(mac: &mut Hmac<Sha256>, method: &Method, path_and_query: &str, time: u64, peer: &str) {
@@ -198,6 +253,32 @@ mod tests {
         let text = proof.and_then(|p| p.to_str().ok().map(str::to_owned)).unwrap_or_default();
         let forged = text.replacen("12D3KooWA", "12D3KooWZ", 1);
         assert_eq!(ours.check(&Method::GET, path, HeaderValue::from_str(&forged).ok().as_ref()), Err(Refused::Wrong));
+    }
+
+    #[test]
+    fn an_access_proof_is_its_own_and_bound_to_the_request() {
+        let ours = Proofs::new([7; 32], "12D3KooWA".into());
+        let path = "/v2/private/app/blobs/sha256:x?ns=r.example";
+        let proof = ours.sign(&Method::GET, path);
+        let access = ours.sign_access(&Method::GET, path);
+        assert!(ours.has_access(&Method::GET, path, proof.as_ref(), access.as_ref()));
+        assert!(!ours.has_access(&Method::GET, path, proof.as_ref(), None), "none");
+        assert!(!ours.has_access(
+            &Method::GET,
+            "/v2/private/b/blobs/sha256:x?ns=r.example",
+            proof.as_ref(),
+            access.as_ref()
+        ));
+        assert!(!ours.has_access(&Method::HEAD, path, proof.as_ref(), access.as_ref()));
+        // A membership proof's time and MAC are not an access proof.
+        let text = proof.as_ref().and_then(|p| p.to_str().ok()).unwrap_or_default();
+        let borrowed = text.split_once(' ').map(|(_, rest)| rest).unwrap_or_default();
+        assert!(!ours.has_access(&Method::GET, path, proof.as_ref(), HeaderValue::from_str(borrowed).ok().as_ref()));
+        // Signed by another node for itself: the sender named in the proof must match.
+        let other = Proofs::new([7; 32], "12D3KooWB".into());
+        assert!(!ours.has_access(&Method::GET, path, proof.as_ref(), other.sign_access(&Method::GET, path).as_ref()));
+        let theirs = Proofs::new([8; 32], "12D3KooWA".into());
+        assert!(!ours.has_access(&Method::GET, path, proof.as_ref(), theirs.sign_access(&Method::GET, path).as_ref()));
     }
 
     fn request(from: [u8; 4], peer: bool, proof: Option<HeaderValue>) -> Request<()> {

@@ -59,6 +59,38 @@ pub struct Config {
     /// later ones stream from a follower, which serves as many onward
     /// (`--relay-fanout`, see `relay`); 0: it serves every follower itself.
     pub relay_fanout: usize,
+    /// Who may read a private repository's content (`--private-images`).
+    pub private_images: PrivateImages,
+}
+
+/// Who may read a private repository's content: a repository the upstream
+/// refuses to this node without a pull's own credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateImages {
+    /// `public` or `verify`.
+    pub mode: PrivateMode,
+    /// In `verify`: how long a verification keeps a pull's credentials good
+    /// while the upstream cannot verify them again (`--private-grace`).
+    pub grace: Duration,
+    /// In `verify`: where what the node learnt about repositories (private
+    /// or not) is kept across restarts; `None`: in memory only.
+    pub state_file: Option<PathBuf>,
+}
+
+/// What the mirror does with private repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateMode {
+    /// Any pull gets any content a node holds (containerd, and peers, ask no more).
+    Public,
+    /// A private repository's content goes only to a pull whose credentials
+    /// the upstream accepted for that repository, on this node and between nodes.
+    Verify,
+}
+
+impl Default for PrivateImages {
+    fn default() -> Self {
+        Self { mode: PrivateMode::Public, grace: Duration::from_secs(24 * 3600), state_file: None }
+    }
 }
 
 /// Who this node is to its peers: what the node's wiring finds out (its
@@ -143,6 +175,7 @@ impl Default for Config {
             max_upload_rate: 0,
             multi_source_min_bytes: 32 << 20,
             relay_fanout: 2,
+            private_images: PrivateImages::default(),
         }
     }
 }

@@ -226,9 +226,14 @@ impl PeerClient {
     pub(crate) async fn send(&self, provider: Provider, request: &PeerRequest) -> Result<Opened, (Provider, Failure)> {
         let uri = format!("http://{}{}", provider.mirror, request.path_and_query);
         let proof = self.proofs.as_ref().and_then(|p| p.sign(&request.method, &request.path_and_query));
+        let access = request.access.then(|| match &self.proofs {
+            Some(proofs) => proofs.sign_access(&request.method, &request.path_and_query),
+            // Without a key, any peer is trusted to say so.
+            None => Some(http::HeaderValue::from_static("1")),
+        });
         let mut built = Request::builder().method(request.method.clone()).uri(uri);
         if let Some(headers) = built.headers_mut() {
-            *headers = request.headers(self.this.as_ref(), proof);
+            *headers = request.headers(self.this.as_ref(), proof, access.flatten());
         }
         let built = built.body(Empty::new()).map_err(|_| (provider, Failure::Request))?;
         // A fetcher may take as long as the upstream does to answer.

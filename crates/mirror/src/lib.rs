@@ -40,6 +40,8 @@
 //! - `recent`: the last requests answered and where each came from;
 //! - [`metrics`]: [`Metrics`], the Prometheus metrics of serving, and the
 //!   source [`Kind`]s they are labelled by;
+//! - `private`: who may read a private repository: pulls verified against
+//!   the upstream, peers' access proofs;
 //! - `auth`: proof of membership between mirrors, allowed client addresses;
 //! - [`wire`]: what one node's mirror asks another's, and how the answer
 //!   reads: every `x-peerpull-*` header, the protocol version;
@@ -54,6 +56,7 @@ pub mod metrics;
 pub mod mirror;
 mod multi;
 pub mod peers;
+pub mod private;
 mod recent;
 mod relay;
 mod request;
@@ -67,7 +70,7 @@ pub mod wire;
 
 pub use auth::RemoteAddr;
 pub use body::{full, stream, text, Body, BodyError};
-pub use config::{Config, Identity, Membership, TagResolution, UpstreamFallback};
+pub use config::{Config, Identity, Membership, PrivateImages, PrivateMode, TagResolution, UpstreamFallback};
 pub use metrics::{Kind, Metrics, Stats};
 pub use mirror::{Error, Mirror, Probed, Unanswered};
 pub use peers::Peers;

@@ -50,6 +50,28 @@ impl Kind {
     }
 }
 
+/// How a check of a private repository's pull ended; the `outcome` label
+/// of `peerpull_private_checks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// A pull without credentials was asked for them (401).
+    Challenged,
+    /// The upstream accepted the pull's credentials for the repository.
+    Verified,
+    /// A recent verification of the same credentials and repository held.
+    Cached,
+    /// The upstream could not be asked; a verification within the grace held.
+    Grace,
+    /// The upstream refused the credentials for the repository (403).
+    Denied,
+    /// The repository has no such tag or digest for these credentials (404).
+    Absent,
+    /// The upstream could not be asked and no verification held (403).
+    Unverifiable,
+    /// A peer asked for private content without an access proof (403).
+    PeerRefused,
+}
+
 /// Whether the mirror served a request or sent containerd elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cache {
@@ -130,6 +152,11 @@ struct OutcomeLabels {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 struct OutcomeLabel(Outcome);
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    outcome: Check,
+}
+
 /// Every metric of the mirror, registered once; clone freely.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -147,6 +174,7 @@ pub struct Metrics {
     uploads_refused: Counter,
     peer_upload_bytes: Counter,
     relayed: Counter,
+    private_checks: Family<CheckLabels, Counter>,
     /// The registries named in the `registry` label.
     registries: Arc<Mutex<HashSet<String>>>,
 }
@@ -175,6 +203,7 @@ impl Metrics {
             uploads_refused: Counter::default(),
             peer_upload_bytes: Counter::default(),
             relayed: Counter::default(),
+            private_checks: Family::default(),
             registries: Arc::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
@@ -244,7 +273,17 @@ impl Metrics {
             "Nodes following this node's upstream fetch that were sent to stream from another follower (--relay-fanout)",
             metrics.relayed.clone(),
         );
+        peerpull.register(
+            "private_checks",
+            "Checks of pulls of private repositories (--private-images verify), by outcome",
+            metrics.private_checks.clone(),
+        );
         metrics
+    }
+
+    /// Counts one check of a private repository's pull.
+    pub(crate) fn private_check(&self, outcome: Check) {
+        self.private_checks.get_or_create(&CheckLabels { outcome }).inc();
     }
 
     /// Names `registries` in the `registry` label from the start (the mirrored ones).
@@ -381,6 +420,28 @@ impl std::fmt::Display for Failure {
 }
 
 impl EncodeLabelValue for Kind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl Check {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Challenged => "challenged",
+            Check::Verified => "verified",
+            Check::Cached => "cached",
+            Check::Grace => "grace",
+            Check::Denied => "denied",
+            Check::Absent => "absent",
+            Check::Unverifiable => "unverifiable",
+            Check::PeerRefused => "peer_refused",
+        }
+    }
+}
+
+impl EncodeLabelValue for Check {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.as_str())
     }

@@ -21,6 +21,7 @@ use crate::body::{self, Body};
 use crate::fetch::PeerClient;
 use crate::metrics::{Metrics, Stats};
 use crate::peers::Peers;
+use crate::private::{Admit, Private};
 use crate::recent::{self, Client, Pull, Recent};
 use crate::request::{self, Parsed, Target, Wanted};
 use crate::source::{self, Kind, Source};
@@ -49,6 +50,7 @@ struct Inner {
     client: Arc<peerpull_upstream::Client>,
     recent: Recent,
     uploads: Uploads,
+    private: Private,
     /// The registry a request without `?ns=` is for: the one mirrored here, if only one is.
     default_ns: Option<String>,
 }
@@ -98,6 +100,7 @@ impl Mirror {
         let client = Arc::new(peerpull_upstream::Client::new(config.upstream.clone())?);
         let upstream = client.clone();
         let tags = Tags::new(client.clone(), config.tag_timeout, metrics.clone());
+        let private = Private::new(config.clone(), client.clone(), store.clone(), metrics.clone());
         if let Some(pull) = &config.upstream_fallback {
             let wait = config.upstream.response_timeout;
             let dir = pull.spool_dir.clone();
@@ -143,6 +146,7 @@ impl Mirror {
                 client: upstream,
                 recent: Recent::default(),
                 uploads,
+                private,
                 default_ns,
             }),
         })
@@ -163,18 +167,21 @@ impl Mirror {
         if let Some(refused) = self.inner.admission.refuse(&request) {
             return refused;
         }
-        let wanted = match request::parse(&request, self.inner.default_ns.as_deref()) {
+        let mut wanted = match request::parse(&request, self.inner.default_ns.as_deref()) {
             Parsed::Wanted(wanted) => wanted,
             Parsed::Answer(response) => return response,
         };
         let client = if wanted.by_peer() { Client::Peer } else { Client::Containerd };
-        self.serve(&wanted, client).await
+        if wanted.by_peer() {
+            wanted.verified = self.inner.admission.peer_access(&request);
+        }
+        self.serve(&mut wanted, client).await
     }
 
     /// Answers `wanted` for `client`, in layers around the chain of sources:
     /// a place under the upload cap for a peer (`upload`), then the chain,
     /// its body paced, then counted and remembered (`recent`).
-    async fn serve(&self, wanted: &Wanted, client: Client) -> Response<Body> {
+    async fn serve(&self, wanted: &mut Wanted, client: Client) -> Response<Body> {
         let inner = &self.inner;
         let slot = match inner.uploads.admit_for(client == Client::Peer && !wanted.head, wanted.by_follower()) {
             Ok(slot) => slot,
@@ -207,22 +214,54 @@ impl Mirror {
         self.inner.metrics.stats()
     }
 
+    /// The private repositories known and the verifications within the grace (`--private-images verify`).
+    pub fn private_images(&self) -> crate::private::Report {
+        self.inner.private.report()
+    }
+
     /// How each upstream registry asked so far is doing.
     pub fn upstream_health(&self) -> Vec<peerpull_upstream::Health> {
         self.inner.client.health()
     }
 
-    /// The response and the source that gave it (`None`: a miss).
-    async fn answer(&self, wanted: &Wanted) -> (Response<Body>, Option<Kind>) {
-        let config = &self.inner.config;
-        if !config.mirrored.includes(wanted.ns.as_deref().unwrap_or_default()) {
+    /// The response and the source that gave it (`None`: a miss), once the
+    /// request may read what it asks for (`private`).
+    async fn answer(&self, wanted: &mut Wanted) -> (Response<Body>, Option<Kind>) {
+        let inner = &self.inner;
+        if !inner.config.mirrored.includes(wanted.ns.as_deref().unwrap_or_default()) {
             let message = match &wanted.ns {
                 Some(ns) => format!("registry {ns} is not mirrored here"),
                 None => "a request without ?ns= names no registry, and this node mirrors more than one".to_owned(),
             };
             return (body::error(wanted.unknown(), message), None);
         }
-        let Target::Tag(reference) = &wanted.target else { return self.chain(wanted, false).await };
+        let Some(registry) = wanted.ns.as_deref().and_then(|ns| inner.config.upstream(ns)) else {
+            return self.answer_admitted(wanted, None).await;
+        };
+        if wanted.by_peer() {
+            if let Some(refused) = inner.private.refuses_peer(wanted, &registry, wanted.verified, &inner.tags).await {
+                return (refused, None);
+            }
+            return self.answer_admitted(wanted, None).await;
+        }
+        let resolved = match inner.private.admit(wanted, &registry, &inner.tags).await {
+            Admit::Open => None,
+            Admit::Verified(resolved) => {
+                wanted.verified = true;
+                resolved
+            }
+            Admit::Refused(response) => return (response, None),
+        };
+        let (response, source) = self.answer_admitted(wanted, resolved).await;
+        (inner.private.named(wanted, &registry, response).await, source)
+    }
+
+    /// The response to a request that may read what it asks for; a verified
+    /// pull of a private repository is never fetched from the upstream with
+    /// the node's credentials, and its tag is `resolved` already.
+    async fn answer_admitted(&self, wanted: &Wanted, resolved: Option<Verdict>) -> (Response<Body>, Option<Kind>) {
+        let config = &self.inner.config;
+        let Target::Tag(reference) = &wanted.target else { return self.chain(wanted, wanted.verified).await };
         if !config.resolve_tags {
             return (body::error(wanted.unknown(), "tags are not resolved by this mirror"), None);
         }
@@ -230,12 +269,18 @@ impl Mirror {
         // A peer's request for a tag is answered from what this node holds (loop guard).
         let upstream_first = config.tag_resolution == TagResolution::UpstreamFirst && !wanted.by_peer();
         let registry = wanted.ns.as_deref().and_then(|ns| config.upstream(ns));
-        let (Some(registry), Some(tag), true) = (registry, reference.tag(), upstream_first) else {
-            let (response, source) = self.chain(wanted, false).await;
-            metrics.tag(source, false);
-            return (response, source);
+        let verdict = match (resolved, registry, reference.tag(), upstream_first) {
+            (Some(verdict), ..) => verdict,
+            (None, Some(registry), Some(tag), true) => {
+                self.inner.tags.resolve(&registry, &wanted.name, tag, wanted.accept.as_ref()).await
+            }
+            _ => {
+                let (response, source) = self.chain(wanted, wanted.verified).await;
+                metrics.tag(source, false);
+                return (response, source);
+            }
         };
-        match self.inner.tags.resolve(&registry, &wanted.name, tag, wanted.accept.as_ref()).await {
+        match verdict {
             Verdict::Found(descriptor) => {
                 metrics.tag(Some(Kind::Upstream), false);
                 if wanted.head {
@@ -245,7 +290,7 @@ impl Mirror {
                     return (response, Some(Kind::Upstream));
                 }
                 // The manifest's bytes by digest, from whoever has them first.
-                self.chain(&wanted.for_digest(descriptor.digest), false).await
+                self.chain(&wanted.for_digest(descriptor.digest), wanted.verified).await
             }
             Verdict::Absent => (body::error(ErrorCode::ManifestUnknown, "the upstream has no such tag"), None),
             Verdict::Denied => (body::error(ErrorCode::ManifestUnknown, "the upstream refused this node"), None),

@@ -36,6 +36,11 @@ pub(crate) struct Wanted {
     pub(crate) path: String,
     /// `/v2/…?ns=…` as the client sent it, to ask peers the same.
     pub(crate) path_and_query: String,
+    /// The client's `Authorization` header (a private repository's pull, `private`).
+    pub(crate) authorization: Option<HeaderValue>,
+    /// The pull may read a private repository: verified here, or (a peer's
+    /// request) its sender proved it verified it.
+    pub(crate) verified: bool,
 }
 
 /// A tag or a digest, or the referrers of a digest.
@@ -98,6 +103,8 @@ impl Wanted {
             path_and_query: format!("{path}?ns={ns}"),
             ns: Some(ns),
             path,
+            authorization: None,
+            verified: false,
         }
     }
 
@@ -116,6 +123,8 @@ impl Wanted {
             name: self.name.clone(),
             path_and_query: format!("{path}{query}"),
             path,
+            authorization: self.authorization.clone(),
+            verified: self.verified,
         }
     }
 
@@ -195,6 +204,8 @@ pub(crate) fn parse<B>(request: &Request<B>, default_ns: Option<&str>) -> Parsed
         name,
         path,
         path_and_query,
+        authorization: headers.get(header::AUTHORIZATION).cloned(),
+        verified: false,
     }))
 }
 

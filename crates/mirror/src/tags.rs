@@ -10,7 +10,8 @@
 //! slow, 5xx, 429), and then the mirror's chain answers from this node's
 //! store and its peers. Verdicts are cached for [`CACHE_TTL`] and identical
 //! look-ups in flight share one request, so a burst of nodes sends a
-//! handful of `HEAD`s, not a burst.
+//! handful of `HEAD`s, not a burst. [`Tags::resolve_as`] asks the same
+//! with a pull's own credentials (a private repository's), uncached.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
 use peerpull_oci::{Descriptor, Digest, Registry};
-use peerpull_upstream::{Client, Error, Fetch};
+use peerpull_upstream::{Client, Credentials, Error, Fetch};
 use tokio::time::Instant;
 
 use crate::body::DOCKER_CONTENT_DIGEST;
@@ -102,7 +103,7 @@ impl Tags {
                     let (client, metrics, registry) = (self.client.clone(), self.metrics.clone(), registry.clone());
                     let timeout = self.timeout;
                     async move {
-                        match tokio::time::timeout(timeout, ask(&client, &registry, fetch, &metrics)).await {
+                        match tokio::time::timeout(timeout, ask(&client, &registry, fetch, &metrics, None)).await {
                             Ok(verdict) => verdict,
                             Err(_) => {
                                 tracing::info!(registry = %registry, ?timeout, "the upstream did not resolve a tag in time");
@@ -122,10 +123,44 @@ impl Tags {
     }
 }
 
-/// One look-up: a `HEAD`, and a bounded `GET` when the `HEAD` does not name
-/// the digest and size.
-async fn ask(client: &Client, registry: &Registry, fetch: Fetch, metrics: &Metrics) -> Verdict {
-    let response = match client.fetch(registry, &fetch).await {
+impl Tags {
+    /// Where `tag` of `repository` points, as `registry` says to a pull
+    /// with `credentials`; not cached, nor shared with other look-ups.
+    pub(crate) async fn resolve_as(
+        &self,
+        registry: &Registry,
+        repository: &str,
+        tag: &str,
+        accept: Option<&HeaderValue>,
+        credentials: &Credentials,
+    ) -> Verdict {
+        let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or(ACCEPT_ALL);
+        let fetch = Fetch {
+            method: Method::HEAD,
+            repository: repository.to_owned(),
+            path: format!("/v2/{repository}/manifests/{tag}"),
+            range: None,
+            accept: HeaderValue::from_str(accept).ok(),
+        };
+        let asked = ask(&self.client, registry, fetch, &self.metrics, Some(credentials));
+        tokio::time::timeout(self.timeout, asked).await.unwrap_or(Verdict::Outage)
+    }
+}
+
+/// One look-up (with a pull's `credentials`, or the node's): a `HEAD`, and
+/// a bounded `GET` when the `HEAD` does not name the digest and size.
+async fn ask(
+    client: &Client,
+    registry: &Registry,
+    fetch: Fetch,
+    metrics: &Metrics,
+    credentials: Option<&Credentials>,
+) -> Verdict {
+    let sent = match credentials {
+        Some(credentials) => client.fetch_as(registry, &fetch, credentials).await,
+        None => client.fetch(registry, &fetch).await,
+    };
+    let response = match sent {
         Ok(response) => response,
         Err(error) => {
             metrics.upstream(Outcome::from(&error));
@@ -143,7 +178,11 @@ async fn ask(client: &Client, registry: &Registry, fetch: Fetch, metrics: &Metri
     }
     // Some registries leave the digest out of a HEAD: read the manifest and hash it.
     let get = Fetch { method: Method::GET, ..fetch };
-    let response = match client.fetch(registry, &get).await {
+    let sent = match credentials {
+        Some(credentials) => client.fetch_as(registry, &get, credentials).await,
+        None => client.fetch(registry, &get).await,
+    };
+    let response = match sent {
         Ok(response) => response,
         Err(error) => return judge(&error),
     };

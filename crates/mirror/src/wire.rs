@@ -13,6 +13,10 @@
 //!   fetcher may place it in its *relay tree* (`relay`), and [`GONE`] names a
 //!   follower the asker was sent to that failed it.
 //! - [`VERSION`]: the protocol version, [`PROTOCOL`].
+//! - [`ACCESS`]: the asking node verified that the pull it asks for may
+//!   read the repository (`private`), keyed like [`PROOF`]; a holder in
+//!   `--private-images verify` serves private content only with it, and
+//!   refuses without it with a 403 marked [`PRIVATE`].
 //!
 //! Answers are plain `/v2` answers, classified by `classify`: served
 //! (200, or 206 for a range), busy (429: the node uploads all it may),
@@ -62,6 +66,13 @@ pub const GONE: &str = "x-peerpull-follow-gone";
 /// answers a miss at once rather than asking the upstream again.
 pub const UPSTREAM_FAILED: &str = "x-peerpull-upstream-failed";
 
+/// With [`PROOF`]: the pull asked for was verified to read its repository,
+/// `<unix seconds> <hex HMAC-SHA256>` (see `auth`).
+pub const ACCESS: &str = "x-peerpull-access";
+
+/// On a holder's 403: the content is private, and the request had no valid [`ACCESS`].
+pub const PRIVATE: &str = "x-peerpull-private";
+
 /// The protocol version a request speaks.
 pub const VERSION: &str = "x-peerpull-version";
 
@@ -107,13 +118,15 @@ pub(crate) struct PeerRequest {
     pub(crate) asked: Asked,
     /// Refuse an answer that does not name its digest (a tag's: what the bytes are checked against).
     pub(crate) needs_digest: bool,
+    /// The pull was verified to read the repository: say so with [`ACCESS`].
+    pub(crate) access: bool,
 }
 
 impl PeerRequest {
     /// The whole content of `path_and_query`, from a holder.
     pub(crate) fn holder(method: Method, path_and_query: &str) -> Self {
         let path_and_query = path_and_query.to_owned();
-        Self { method, path_and_query, part: Part::Whole, asked: Asked::Holder, needs_digest: false }
+        Self { method, path_and_query, part: Part::Whole, asked: Asked::Holder, needs_digest: false, access: false }
     }
 
     /// The whole content of `path_and_query`, from the fetcher.
@@ -131,13 +144,22 @@ impl PeerRequest {
         matches!(self.asked, Asked::Fetcher { .. })
     }
 
-    /// The headers of this request from `this` node (named when a follower), with `proof`.
-    pub(crate) fn headers(&self, this: Option<&Provider>, proof: Option<HeaderValue>) -> HeaderMap {
+    /// The headers of this request from `this` node (named when a
+    /// follower), with `proof` and, for a verified pull, `access`.
+    pub(crate) fn headers(
+        &self,
+        this: Option<&Provider>,
+        proof: Option<HeaderValue>,
+        access: Option<HeaderValue>,
+    ) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(PEER, HeaderValue::from_static("1"));
         headers.insert(VERSION, HeaderValue::from_static(PROTOCOL));
         if let Some(proof) = proof {
             headers.insert(PROOF, proof);
+        }
+        if let Some(access) = access.filter(|_| self.access) {
+            headers.insert(ACCESS, access);
         }
         if let Asked::Fetcher { follower, gone } = &self.asked {
             headers.insert(PULL_THROUGH, HeaderValue::from_static("1"));

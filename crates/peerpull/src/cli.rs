@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use peerpull_hosts::{DialTimeout, Mirror, RegistriesYaml, Target, CONTAINERD_CONFIG_PATH};
-use peerpull_mirror::TagResolution;
+use peerpull_mirror::{PrivateMode, TagResolution};
 use peerpull_oci::{Mirrored, Reference, Registry};
 use peerpull_routing::Bootstrap;
 
@@ -341,6 +341,27 @@ pub(crate) struct RunArgs {
         default_value_t = defaults::count(defaults::mirror().relay_fanout)
     )]
     pub(crate) relay_fanout: u32,
+    /// Private repositories (those the upstream refuses this node): public serves their content to any pull
+    /// once a node holds it; verify serves it only to a pull whose credentials the upstream accepts for that
+    /// repository (containerd sends the pod's pull secret when the mirror asks), here and between nodes.
+    #[arg(
+        long = "private-images",
+        env = "PEERPULL_PRIVATE_IMAGES",
+        value_name = "MODE",
+        value_enum,
+        default_value_t = defaults::private_images()
+    )]
+    pub(crate) private_images: PrivateImagesArg,
+    /// With --private-images verify: how long credentials the upstream accepted for a repository keep working
+    /// while it cannot be asked again (an outage) (Go syntax).
+    #[arg(
+        long = "private-grace",
+        env = "PEERPULL_PRIVATE_GRACE",
+        value_name = "DURATION",
+        default_value = defaults::private_grace(),
+        value_parser = parse_duration
+    )]
+    pub(crate) private_grace: std::time::Duration,
     /// Uploads to other nodes at once (0: no cap); past it a peer is answered 429 and asks another holder.
     #[arg(
         long = "max-peer-uploads",
@@ -439,6 +460,33 @@ impl From<TagResolutionArg> for TagResolution {
         match arg {
             TagResolutionArg::UpstreamFirst => Self::UpstreamFirst,
             TagResolutionArg::PeersFirst => Self::PeersFirst,
+        }
+    }
+}
+
+/// What the mirror does with private repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PrivateImagesArg {
+    /// Any pull gets any content a node holds.
+    Public,
+    /// A private repository's content goes only to pulls the upstream accepted for it.
+    Verify,
+}
+
+impl From<PrivateMode> for PrivateImagesArg {
+    fn from(mode: PrivateMode) -> Self {
+        match mode {
+            PrivateMode::Public => Self::Public,
+            PrivateMode::Verify => Self::Verify,
+        }
+    }
+}
+
+impl From<PrivateImagesArg> for PrivateMode {
+    fn from(arg: PrivateImagesArg) -> Self {
+        match arg {
+            PrivateImagesArg::Public => Self::Public,
+            PrivateImagesArg::Verify => Self::Verify,
         }
     }
 }

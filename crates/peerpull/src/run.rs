@@ -48,6 +48,14 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
         spool_max_bytes: args.spool_max_bytes,
         ..UpstreamFallback::new(args.data_dir.join("spool"))
     });
+    // What the node learnt about repositories, kept across restarts.
+    let private_state = args.data_dir.join("private-repositories");
+    if args.private_images == crate::cli::PrivateImagesArg::Verify && psk.is_none() {
+        tracing::warn!(
+            "--private-images verify without --psk-file: pulls on this node are checked, \
+             but any host that reaches the mirror port can claim to be a peer with a verified pull"
+        );
+    }
     let config = peerpull_node::Config {
         containerd: StoreConfig {
             socket: args.containerd.containerd_socket,
@@ -74,6 +82,11 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             max_upload_rate: args.max_upload_rate,
             multi_source_min_bytes: args.multi_source_min_bytes,
             relay_fanout: args.relay_fanout as usize,
+            private_images: peerpull_mirror::PrivateImages {
+                mode: args.private_images.into(),
+                grace: args.private_grace,
+                state_file: Some(private_state),
+            },
             ..Default::default()
         },
         limits: peerpull_mirror::Limits {

@@ -60,7 +60,7 @@ impl Mirror {
             Some(digest) => Target::Digest(digest.clone()),
             None => Target::Tag(reference.clone()),
         };
-        let response = self.serve(&Wanted::own(reference, target, true, None), Client::Node).await;
+        let response = self.serve(&mut Wanted::own(reference, target, true, None), Client::Node).await;
         let response = answered(response).await?;
         let media_type = response
             .headers()
@@ -95,8 +95,8 @@ impl Mirror {
         first: u64,
     ) -> Result<Probed, Unanswered> {
         let range = ByteRange { start: 0, end_inclusive: first.saturating_sub(1) };
-        let wanted = Wanted::own(reference, Target::Digest(digest.clone()), manifest, Some(range));
-        let response = answered(self.serve(&wanted, Client::Node).await).await?;
+        let mut wanted = Wanted::own(reference, Target::Digest(digest.clone()), manifest, Some(range));
+        let response = answered(self.serve(&mut wanted, Client::Node).await).await?;
         let served = response.extensions().get::<Served>().copied();
         let mut body = response.into_body();
         let mut bytes = 0u64;

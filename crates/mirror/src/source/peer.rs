@@ -57,6 +57,7 @@ impl Source for Peer {
         let method = if wanted.head { Method::HEAD } else { Method::GET };
         let mut request = PeerRequest::holder(method, &wanted.path_and_query);
         request.needs_digest = matches!(wanted.target, Target::Tag(_));
+        request.access = wanted.verified;
         // A body is asked for whole, to be verified; a range is cut from it below.
         let asked = wanted.range.as_deref().filter(|_| wanted.head).and_then(|r| HeaderValue::from_str(r).ok());
         if let Some(range) = asked {

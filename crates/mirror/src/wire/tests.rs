@@ -10,15 +10,15 @@ const PATH: &str = "/v2/library/a/blobs/sha256:x?ns=docker.io";
 fn a_request_reads_back_as_the_role_it_was_sent_in() {
     let this = node(7);
     let remote = Some(IpAddr::from([127, 0, 0, 1]));
-    let holder = PeerRequest::holder(Method::GET, PATH).headers(Some(&this), None);
+    let holder = PeerRequest::holder(Method::GET, PATH).headers(Some(&this), None, None);
     assert_eq!(Sender::of(&holder, remote), Sender::Peer);
     assert_eq!(holder.get(VERSION).map(|v| v.as_bytes()), Some(PROTOCOL.as_bytes()));
     assert!(!holder.contains_key(header::RANGE), "a whole body is asked without a range");
 
     let gone = PeerId::random();
-    let fetcher = PeerRequest::fetcher(PATH, true, Some(gone)).headers(Some(&this), None);
+    let fetcher = PeerRequest::fetcher(PATH, true, Some(gone)).headers(Some(&this), None, None);
     assert_eq!(Sender::of(&fetcher, remote), Sender::Follower { named: Some(this), gone: Some(gone) });
-    let plain = PeerRequest::fetcher(PATH, false, None).headers(Some(&this), None);
+    let plain = PeerRequest::fetcher(PATH, false, None).headers(Some(&this), None, None);
     assert_eq!(Sender::of(&plain, remote), Sender::Follower { named: None, gone: None });
 
     assert_eq!(Sender::of(&HeaderMap::new(), remote), Sender::Client);
@@ -32,13 +32,13 @@ fn a_request_reads_back_as_the_role_it_was_sent_in() {
 #[test]
 fn ranges_go_out_as_asked() {
     let range = ByteRange { start: 10, end_inclusive: 19 };
-    let resumed = PeerRequest::holder(Method::GET, PATH).range(range).headers(None, None);
+    let resumed = PeerRequest::holder(Method::GET, PATH).range(range).headers(None, None, None);
     assert_eq!(resumed.get(header::RANGE).map(|v| v.as_bytes()), Some(&b"bytes=10-19"[..]));
     let as_asked = PeerRequest {
         part: Part::AsAsked(HeaderValue::from_static("bytes=0-")),
         ..PeerRequest::holder(Method::HEAD, PATH)
     };
-    assert_eq!(as_asked.headers(None, None).get(header::RANGE).map(|v| v.as_bytes()), Some(&b"bytes=0-"[..]));
+    assert_eq!(as_asked.headers(None, None, None).get(header::RANGE).map(|v| v.as_bytes()), Some(&b"bytes=0-"[..]));
 }
 
 #[test]

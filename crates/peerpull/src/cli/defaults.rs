@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use peerpull_mirror::UpstreamFallback;
 
-use super::TagResolutionArg;
+use super::{PrivateImagesArg, TagResolutionArg};
 
 #[cfg(test)]
 mod tests;
@@ -65,6 +65,17 @@ pub(super) fn tag_resolution() -> TagResolutionArg {
 pub(super) fn tag_timeout() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| duration(mirror().tag_timeout))
+}
+
+/// `--private-images`.
+pub(super) fn private_images() -> PrivateImagesArg {
+    mirror().private_images.mode.into()
+}
+
+/// `--private-grace`.
+pub(super) fn private_grace() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| duration(mirror().private_images.grace))
 }
 
 /// `--spool-max-bytes`.

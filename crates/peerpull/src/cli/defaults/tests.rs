@@ -23,7 +23,7 @@ use peerpull_mirror::UpstreamFallback;
 use peerpull_oci::Mirrored;
 use serde_norway::Value;
 
-use super::super::{parse_bytes, parse_duration, Cli, TagResolutionArg};
+use super::super::{parse_bytes, parse_duration, Cli, PrivateImagesArg, TagResolutionArg};
 use super::{limits, mirror, preheat, routing};
 
 /// How a flag's values compare: parsed as the flag parses them.
@@ -90,6 +90,7 @@ fn flags() -> Vec<Flag> {
     let is = |value: String| Is(Some(value));
     let (mirror, routing, limits, preheat) = (mirror(), routing(), limits(), preheat());
     let tag_resolution = TagResolutionArg::from(mirror.tag_resolution).to_possible_value().unwrap();
+    let private_images = PrivateImagesArg::from(mirror.private_images.mode).to_possible_value().unwrap();
     let no_node_default = "peerpull_node::Config has no Default; the flag's default is the truth";
     vec![
         flag(
@@ -187,6 +188,20 @@ fn flags() -> Vec<Flag> {
             States,
         ),
         flag("relay-fanout", Kind::Count, is(mirror.relay_fanout.to_string()), Value("peerpull.relayFanout"), States),
+        flag(
+            "private-images",
+            Kind::Text,
+            is(private_images.get_name().to_owned()),
+            Value("peerpull.privateImages"),
+            States,
+        ),
+        flag(
+            "private-grace",
+            Kind::Duration,
+            is(format!("{}h", mirror.private_images.grace.as_secs() / 3600)),
+            Value("peerpull.privateGrace"),
+            States,
+        ),
         flag("preheat-replicas", Kind::Count, is(preheat.replicas.to_string()), Value("peerpull.preheat.replicas"), States),
         flag(
             "preheat-interval",
