@@ -16,6 +16,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use base64::Engine as _;
 use peerpull_e2e::{start_nodes_as, Node, Setup};
 use peerpull_testbed::{
@@ -127,8 +129,18 @@ async fn private_content_goes_only_to_pulls_the_upstream_accepts_for_it() {
     assert_eq!(pulled.manifest_digest(), Some(public.digest()));
 
     // Node 2 checks team A's credentials for the tag (no pull), then the upstream goes down.
+    // The first check of these credentials on node 2 gets a token for them; the next is
+    // one HEAD, as a public tag's freshness check is.
     let tag = format!("{mirror}/v2/private/app/manifests/v1?ns={host}");
-    assert_eq!(http::request("HEAD", &tag, &[("authorization", &team_a)]).await.unwrap().status, 200);
+    let mut cost = Vec::new();
+    for _ in 0..2 {
+        let (issued, asked, started) = (tokens.issued(), upstream.access_log().unwrap().len(), Instant::now());
+        assert_eq!(http::request("HEAD", &tag, &[("authorization", &team_a)]).await.unwrap().status, 200);
+        cost.push((started.elapsed(), tokens.issued() - issued, upstream.access_log().unwrap().len() - asked));
+    }
+    eprintln!("checks of team A's credentials on node 2 (time, tokens, upstream requests): {cost:?}");
+    assert_eq!((cost[0].1, cost[0].2), (1, 2), "a 401, a token, the HEAD");
+    assert_eq!((cost[1].1, cost[1].2), (0, 1), "the HEAD alone");
     upstream.stop();
     // Team A pulls on node 2 within the grace, from its peers; team B cannot.
     let pulled = nodes[2].containerd.cri_pull_as(&private_ref, Some(TEAM_A)).await.unwrap();
@@ -138,4 +150,14 @@ async fn private_content_goes_only_to_pulls_the_upstream_accepts_for_it() {
     let reply = http::request("HEAD", &tag.replace(&mirror, &other_node), &[("authorization", &team_b)]).await.unwrap();
     assert_eq!(reply.status, 403, "unverified credentials in an outage");
     assert!(nodes[0].peerpull.metric(r#"peerpull_private_checks_total{outcome="unverifiable"}"#).await.unwrap() >= 1.0);
+
+    // `peerpull status` lists the private repository and fingerprints, never a secret.
+    let status = nodes[2].peerpull.status().await.unwrap().private_images.unwrap();
+    assert_eq!(status.mode, "verify");
+    assert!(status.repositories.contains(&format!("{host}/private/app")), "{status:?}");
+    assert!(status.verifications.iter().any(|v| v.repository == "private/app" && v.fingerprint.len() == 32));
+    let printed = nodes[2].peerpull.cli(&["status"]).await.unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("PRIVATE REPOSITORIES (1)") && printed.contains("private/app"), "{printed}");
+    assert!(!printed.contains(TEAM_A.1) && !printed.contains(&team_a), "no secret in the status");
 }

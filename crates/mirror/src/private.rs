@@ -66,8 +66,10 @@ pub(crate) enum Admit {
 }
 
 /// What the gate knows, for `peerpull status` and the debug page.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// `public` or `verify` (`--private-images`).
+    pub mode: &'static str,
     /// The private repositories known, as `(registry, repository)`.
     pub repositories: Vec<(String, String)>,
     /// The verifications within the grace, newest first.
@@ -128,7 +130,10 @@ impl Private {
         let (outcome, verdict) = match &wanted.target {
             Target::Tag(reference) => {
                 let tag = reference.tag().unwrap_or_default();
-                match tags.resolve_as(registry, &wanted.name, tag, wanted.accept.as_ref(), &credentials).await {
+                match tags
+                    .resolve_as(registry, &wanted.name, tag, wanted.accept.as_ref(), &credentials, &fingerprint)
+                    .await
+                {
                     Verdict::Found(descriptor) => {
                         self.passes.name(&repo, [descriptor.digest.clone()]);
                         (Outcome::Ok, Some(Verdict::Found(descriptor)))
@@ -144,7 +149,8 @@ impl Private {
                     self.metrics.private_check(Check::Cached);
                     return Admit::Verified(None);
                 }
-                let outcome = self.head(registry, &wanted.name, digest, wanted.manifest, Some(&credentials)).await;
+                let pull = Some((&credentials, fingerprint.as_str()));
+                let outcome = self.head(registry, &wanted.name, digest, wanted.manifest, pull).await;
                 if outcome == Outcome::Ok {
                     self.passes.name(&repo, [digest.clone()]);
                 }
@@ -266,7 +272,8 @@ impl Private {
             .into_iter()
             .map(|(fingerprint, (registry, repository), ago)| Verification { fingerprint, registry, repository, ago })
             .collect();
-        Report { repositories: self.known.private(), verifications }
+        let mode = if self.verify_mode() { "verify" } else { "public" };
+        Report { mode, repositories: self.known.private(), verifications }
     }
 
     /// Whether `repository` of `registry` is private, learnt (with the
@@ -309,7 +316,7 @@ impl Private {
         repository: &str,
         digest: &Digest,
         manifest: bool,
-        credentials: Option<&Credentials>,
+        credentials: Option<(&Credentials, &str)>,
     ) -> Outcome {
         let kind = if manifest { "manifests" } else { "blobs" };
         let fetch = Fetch {
@@ -321,7 +328,9 @@ impl Private {
         };
         let sent = async {
             match credentials {
-                Some(credentials) => self.client.fetch_as(registry, &fetch, credentials).await,
+                Some((credentials, fingerprint)) => {
+                    self.client.fetch_as(registry, &fetch, credentials, fingerprint).await
+                }
                 None => self.client.fetch(registry, &fetch).await,
             }
         };

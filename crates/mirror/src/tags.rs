@@ -133,6 +133,7 @@ impl Tags {
         tag: &str,
         accept: Option<&HeaderValue>,
         credentials: &Credentials,
+        fingerprint: &str,
     ) -> Verdict {
         let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or(ACCEPT_ALL);
         let fetch = Fetch {
@@ -142,7 +143,7 @@ impl Tags {
             range: None,
             accept: HeaderValue::from_str(accept).ok(),
         };
-        let asked = ask(&self.client, registry, fetch, &self.metrics, Some(credentials));
+        let asked = ask(&self.client, registry, fetch, &self.metrics, Some((credentials, fingerprint)));
         tokio::time::timeout(self.timeout, asked).await.unwrap_or(Verdict::Outage)
     }
 }
@@ -154,10 +155,10 @@ async fn ask(
     registry: &Registry,
     fetch: Fetch,
     metrics: &Metrics,
-    credentials: Option<&Credentials>,
+    credentials: Option<(&Credentials, &str)>,
 ) -> Verdict {
     let sent = match credentials {
-        Some(credentials) => client.fetch_as(registry, &fetch, credentials).await,
+        Some((credentials, fingerprint)) => client.fetch_as(registry, &fetch, credentials, fingerprint).await,
         None => client.fetch(registry, &fetch).await,
     };
     let response = match sent {
@@ -179,7 +180,7 @@ async fn ask(
     // Some registries leave the digest out of a HEAD: read the manifest and hash it.
     let get = Fetch { method: Method::GET, ..fetch };
     let sent = match credentials {
-        Some(credentials) => client.fetch_as(registry, &get, credentials).await,
+        Some((credentials, fingerprint)) => client.fetch_as(registry, &get, credentials, fingerprint).await,
         None => client.fetch(registry, &get).await,
     };
     let response = match sent {

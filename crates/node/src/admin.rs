@@ -78,6 +78,24 @@ fn preheat_message(image: preheat::Image) -> v1::Preheat {
     }
 }
 
+fn private_images_message(mirror: &peerpull_mirror::Mirror) -> v1::PrivateImages {
+    let report = mirror.private_images();
+    v1::PrivateImages {
+        mode: report.mode.to_owned(),
+        repositories: report.repositories.into_iter().map(|(registry, repo)| format!("{registry}/{repo}")).collect(),
+        verifications: report
+            .verifications
+            .into_iter()
+            .map(|v| v1::Verification {
+                fingerprint: v.fingerprint,
+                registry: v.registry,
+                repository: v.repository,
+                seconds_ago: v.ago.as_secs(),
+            })
+            .collect(),
+    }
+}
+
 #[tonic::async_trait]
 impl peerpull_admin::Admin for Service {
     async fn status(&self, _: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
@@ -126,6 +144,7 @@ impl peerpull_admin::Admin for Service {
             upstreams,
             private_cluster: self.private,
             preheat: self.preheat().into_iter().map(preheat_message).collect(),
+            private_images: Some(private_images_message(&self.mirror)),
         }))
     }
 

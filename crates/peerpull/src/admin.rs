@@ -112,6 +112,17 @@ fn status_text(s: &v1::StatusResponse) -> String {
             }
         }
     }
+    if let Some(p) = s.private_images.as_ref().filter(|p| p.mode == "verify") {
+        let _ = writeln!(out, "\nPRIVATE REPOSITORIES ({})", p.repositories.len());
+        for repository in &p.repositories {
+            let _ = writeln!(out, "{repository}");
+        }
+        let _ = writeln!(out, "\n{:<34} {:<56} VERIFIED", "CREDENTIALS (FINGERPRINT)", "REPOSITORY");
+        for v in &p.verifications {
+            let repository = format!("{}/{}", v.registry, v.repository);
+            let _ = writeln!(out, "{:<34} {repository:<56} {}s ago", v.fingerprint, v.seconds_ago);
+        }
+    }
     let _ = writeln!(out, "\n{:<56} MIRROR", format!("PEER ({})", s.peers.len()));
     for p in &s.peers {
         let mirror = if p.mirror_addr.is_empty() { "-" } else { &p.mirror_addr };

@@ -9,7 +9,8 @@
 //! registry that answered `429` is not asked again until its `Retry-After`
 //! (10 s when it gave none, 10 min at most) has passed.
 //! [`Client::fetch_as`] sends the same request with a pull's own
-//! credentials instead of the node's, and keeps no token it got for them.
+//! credentials instead of the node's; a token got for them is cached under
+//! the caller's fingerprint of them, never shared with other credentials.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -56,6 +57,15 @@ pub struct Fetch {
     pub range: Option<String>,
     /// The `Accept` header (manifest media types), if any.
     pub accept: Option<HeaderValue>,
+}
+
+/// What a token is asked for: the scope, the key it is cached under, and
+/// the client's credentials (`None`: the node's).
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    scope: &'a str,
+    cached_as: &'a str,
+    client: Option<&'a Credentials>,
 }
 
 /// A registry client; share one per process.
@@ -107,21 +117,23 @@ impl Client {
     }
 
     /// Sends `fetch` to `registry` with `credentials` (a client's, not the
-    /// node's); the token it gets for them is used once and not cached.
+    /// node's); a token got for them is cached under `fingerprint`, which
+    /// must tell these credentials from any others (a keyed hash of them).
     pub async fn fetch_as(
         &self,
         registry: &Registry,
         fetch: &Fetch,
         credentials: &Credentials,
+        fingerprint: &str,
     ) -> Result<Response<Incoming>, Error> {
-        self.fetch_with(registry, fetch, Some(credentials)).await
+        self.fetch_with(registry, fetch, Some((credentials, fingerprint))).await
     }
 
     async fn fetch_with(
         &self,
         registry: &Registry,
         fetch: &Fetch,
-        credentials: Option<&Credentials>,
+        credentials: Option<(&Credentials, &str)>,
     ) -> Result<Response<Incoming>, Error> {
         let result = self.fetch_once(registry, fetch, credentials).await;
         let outcome = result.as_ref().map_or_else(Outcome::from, |_| Outcome::Ok);
@@ -143,22 +155,28 @@ impl Client {
         health
     }
 
-    /// One request with `client`'s credentials, or (`None`) the node's and the token cache.
+    /// One request with `client`'s credentials (and their fingerprint), or (`None`) the node's.
     async fn fetch_once(
         &self,
         registry: &Registry,
         fetch: &Fetch,
-        client: Option<&Credentials>,
+        client: Option<(&Credentials, &str)>,
     ) -> Result<Response<Incoming>, Error> {
         let host = registry.host();
         let base = registry.upstream_url();
         let scope = format!("repository:{}:pull", fetch.repository);
+        // A client's token is cached apart from the node's and from any other credentials'.
+        let cached_as = match client {
+            Some((_, fingerprint)) => format!("{scope} as {fingerprint}"),
+            None => scope.clone(),
+        };
+        let client = client.map(|(credentials, _)| credentials);
         let mut url = format!("{base}{}", fetch.path);
         if let Some(until) = self.quiet_until(host) {
             let retry_after = Some(until.saturating_duration_since(Instant::now()));
             return Err(Error::RateLimited { url, retry_after });
         }
-        let mut authorization = if client.is_some() { None } else { self.tokens.get(host, &scope) };
+        let mut authorization = self.tokens.get(host, &cached_as);
         let mut challenged = false;
         let mut redirects = 0;
         loop {
@@ -195,12 +213,11 @@ impl Client {
                     let Some(challenge) = header.and_then(auth::parse_challenge) else {
                         return Err(Error::Denied { url, status });
                     };
-                    authorization = Some(self.authenticate(host, &base, &scope, challenge, &url, client).await?);
+                    let asked = Asked { scope: &scope, cached_as: &cached_as, client };
+                    authorization = Some(self.authenticate(host, &base, asked, challenge, &url).await?);
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    if client.is_none() {
-                        self.tokens.forget(host, &scope);
-                    }
+                    self.tokens.forget(host, &cached_as);
                     return Err(Error::Denied { url, status });
                 }
                 StatusCode::NOT_FOUND => return Err(Error::NotFound { url }),
@@ -261,17 +278,17 @@ impl Client {
         self.exchange(self.client_for(host, base, url), request).await
     }
 
-    /// Gets an `Authorization` value answering `challenge` with `client`'s
-    /// credentials, or the node's (caching the token).
+    /// Gets an `Authorization` value answering `challenge` with the
+    /// client's credentials, or the node's, caching the token.
     async fn authenticate(
         &self,
         host: &str,
         base: &str,
-        scope: &str,
+        asked: Asked<'_>,
         challenge: Challenge,
         url: &str,
-        client: Option<&Credentials>,
     ) -> Result<HeaderValue, Error> {
+        let Asked { scope, cached_as, client } = asked;
         let node = || self.config.settings(host).and_then(|s| s.credentials.as_ref());
         let credentials = client.or_else(node);
         // Credentials of an HTTPS registry never travel in the clear to a token service.
@@ -328,9 +345,7 @@ impl Client {
         };
         let (value, lifetime) = auth::parse_token(&body)
             .ok_or_else(|| Error::Protocol { url: realm.clone(), what: "token response without a token".into() })?;
-        if client.is_none() {
-            self.tokens.put(host, scope, value.clone(), lifetime);
-        }
+        self.tokens.put(host, cached_as, value.clone(), lifetime);
         Ok(value)
     }
 

@@ -61,6 +61,7 @@ pub(crate) fn home(status: &v1::StatusResponse, pulls: &[v1::Pull], search: Opti
     node_section(&mut out, status);
     advertised_section(&mut out, status, search);
     preheat_section(&mut out, status);
+    private_section(&mut out, status);
     pulls_section(&mut out, pulls);
     test_pull_form(&mut out, "");
     page(&format!("peerpull {}", short(&status.peer_id)), &out)
@@ -179,6 +180,29 @@ fn preheat_section(out: &mut String, s: &v1::StatusResponse) {
             if p.mine { "responsible" } else { "-" },
             p.responsible.len(),
             escape(&short(&p.digest)),
+        );
+    }
+    out.push_str("</table>");
+}
+
+fn private_section(out: &mut String, s: &v1::StatusResponse) {
+    let Some(p) = s.private_images.as_ref().filter(|p| p.mode == "verify") else { return };
+    let _ = write!(out, "<h2>Private repositories ({})</h2><ul id=\"private\">", p.repositories.len());
+    for repository in &p.repositories {
+        let _ = write!(out, "<li><code>{}</code></li>", escape(repository));
+    }
+    let _ = write!(
+        out,
+        "</ul><table id=\"verified\"><tr><th>credentials (fingerprint)</th><th>repository</th><th>verified</th></tr>"
+    );
+    for v in &p.verifications {
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td>{}s ago</td></tr>",
+            escape(&v.fingerprint),
+            escape(&v.registry),
+            escape(&v.repository),
+            v.seconds_ago
         );
     }
     out.push_str("</table>");
