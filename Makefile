@@ -74,9 +74,10 @@ test: setup fmt-check clippy build
 # tests/tests/containerd2.rs runs containerd 2.1 itself in the run above.
 # `preheat` checks pinning against image GC only where CRI reports pins
 # (1.7 and later); `landing` checks a blob is findable before its image is
-# done only where containerd says when it lands (2.1).
+# done only where containerd says when it lands (2.1). `private_images`
+# needs containerd to answer the mirror's challenge with the pull's credentials.
 CONTAINERD_VERSIONS := 2.1 1.7
-CONTAINERD_TESTS := outage pull_through tags node_setup lifecycle preheat landing ipv6
+CONTAINERD_TESTS := outage pull_through tags node_setup lifecycle preheat landing ipv6 private_images
 test-containerd: $(addprefix test-containerd-,$(CONTAINERD_VERSIONS))
 test-containerd-%: setup build
 	PEERPULL_CONTAINERD=$* PEERPULL_BIN=$(TARGET_DIR)/debug/peerpull \

@@ -160,4 +160,14 @@ async fn private_content_goes_only_to_pulls_the_upstream_accepts_for_it() {
     let printed = String::from_utf8_lossy(&printed.stdout);
     assert!(printed.contains("PRIVATE REPOSITORIES (1)") && printed.contains("private/app"), "{printed}");
     assert!(!printed.contains(TEAM_A.1) && !printed.contains(&team_a), "no secret in the status");
+
+    // What a node learnt survives its restart, the upstream still down.
+    let kept = std::fs::read_to_string(nodes[0].peerpull.data_dir().join("private-repositories")).unwrap();
+    assert!(kept.lines().any(|l| l == format!("private {host} private/app")), "{kept}");
+    assert!(!kept.contains(TEAM_A.1));
+    let mut nodes = nodes;
+    nodes[0].peerpull.restart().await.unwrap();
+    nodes[0].peerpull.wait_ready(peerpull_e2e::READY_TIMEOUT).await.unwrap();
+    let status = nodes[0].peerpull.status().await.unwrap().private_images.unwrap();
+    assert_eq!(status.repositories, vec![format!("{host}/private/app")]);
 }
