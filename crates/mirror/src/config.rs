@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use peerpull_oci::{Mirrored, Registry, Scheme};
-use peerpull_routing::Provider;
+use peerpull_routing::{Provider, Zone};
 
 /// The mirror's settings.
 #[derive(Debug, Clone)]
@@ -61,6 +61,9 @@ pub struct Config {
     pub relay_fanout: usize,
     /// Who may read a private repository's content (`--private-images`).
     pub private_images: PrivateImages,
+    /// This node's zone (`--zone`): holders in it are asked first, and
+    /// followers of a fetch from another zone stream from one of their own.
+    pub zone: Zone,
 }
 
 /// Who may read a private repository's content: a repository the upstream
@@ -176,6 +179,7 @@ impl Default for Config {
             multi_source_min_bytes: 32 << 20,
             relay_fanout: 2,
             private_images: PrivateImages::default(),
+            zone: Zone::NONE,
         }
     }
 }
@@ -197,6 +201,11 @@ impl Config {
             Some(_) => self.upstream.response_timeout * 2,
             None => self.peer_timeout,
         }
+    }
+
+    /// How this node places the followers of its fetches.
+    pub(crate) fn relay_shape(&self) -> crate::relay::Shape {
+        crate::relay::Shape { fanout: self.relay_fanout, zone: self.zone }
     }
 
     /// The upstream registry `?ns=` names: the mirrored registry of that host

@@ -5,7 +5,10 @@
 //! delay, the next one too; the first good answer wins and the others are
 //! cancelled (and kept as candidates for a resume). Every request to a peer
 //! for one client request, hedges and resumes alike, draws on the same
-//! budget ([`Config::max_peer_attempts`]), kept by [`Providers`].
+//! budget ([`Config::max_peer_attempts`]), kept by [`Providers`], which
+//! hands out holders in this node's zone first ([`Config::zone`]): another
+//! zone's holder is asked only when none of this zone's has answered, is
+//! found within [`ZONE_WAIT`] of the first, or is left.
 //!
 //! Streaming a body is [`crate::transfer`]'s. What a request to a peer
 //! says, and how its answer reads, is [`crate::wire`]'s.
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
+use futures::FutureExt as _;
 use http::{header, HeaderMap, Method, Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -23,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use peerpull_oci::{ByteRange, Key};
-use peerpull_routing::{PeerId, Provider};
+use peerpull_routing::{PeerId, Provider, Zone};
 use tokio::time::Instant;
 
 use crate::auth::Proofs;
@@ -31,6 +35,10 @@ use crate::metrics::{Failure, Metrics};
 use crate::peers::Peers;
 use crate::wire::{self, Answer, Part, PeerRequest};
 use crate::Config;
+
+/// How long the first hand-out waits for a holder in this node's zone when
+/// the lookup has found only others so far.
+pub(crate) const ZONE_WAIT: Duration = Duration::from_millis(100);
 
 /// The HTTP client for peer requests.
 pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -53,16 +61,29 @@ pub(crate) struct Providers {
     wait: Duration,
     exhausted: bool,
     attempts_left: usize,
+    /// This node's zone: its holders are handed out first.
+    zone: Zone,
+    /// Nothing handed out yet.
+    first: bool,
 }
 
 impl Providers {
-    pub(crate) fn new(lookup: BoxStream<'static, Provider>, wait: Duration, attempts: usize) -> Self {
-        Self { lookup, queue: VecDeque::new(), seen: HashSet::new(), wait, exhausted: false, attempts_left: attempts }
+    pub(crate) fn new(lookup: BoxStream<'static, Provider>, wait: Duration, attempts: usize, zone: Zone) -> Self {
+        Self {
+            lookup,
+            queue: VecDeque::new(),
+            seen: HashSet::new(),
+            wait,
+            exhausted: false,
+            attempts_left: attempts,
+            zone,
+            first: true,
+        }
     }
 
     /// No providers at all.
     pub(crate) fn none() -> Self {
-        Self::new(futures::stream::empty().boxed(), Duration::ZERO, 0)
+        Self::new(futures::stream::empty().boxed(), Duration::ZERO, 0, Zone::NONE)
     }
 
     /// The next provider to ask, waiting at most the lookup wait.
@@ -77,12 +98,59 @@ impl Providers {
         if self.attempts_left == 0 {
             return None;
         }
-        let provider = match self.queue.pop_front() {
-            Some(provider) => provider,
-            None => self.discover(wait).await?,
-        };
+        self.gather();
+        if self.queue.is_empty() {
+            let found = self.discover(wait).await?;
+            self.queue.push_back(found);
+            self.gather();
+        }
+        if self.first && !self.zone.is_none() && !self.has_own_zone() {
+            self.wait_for_own_zone(ZONE_WAIT.min(wait)).await;
+        }
+        let at = self.queue.iter().position(|p| p.zone.same_as(&self.zone)).unwrap_or(0);
+        let provider = self.queue.remove(at)?;
+        self.first = false;
         self.attempts_left -= 1;
         Some(provider)
+    }
+
+    /// Moves the providers the lookup has found already into the queue.
+    fn gather(&mut self) {
+        while !self.exhausted {
+            match self.lookup.next().now_or_never() {
+                Some(Some(provider)) => {
+                    if self.seen.insert(provider.peer) {
+                        self.queue.push_back(provider);
+                    }
+                }
+                Some(None) => self.exhausted = true,
+                None => return,
+            }
+        }
+    }
+
+    fn has_own_zone(&self) -> bool {
+        self.queue.iter().any(|p| p.zone.same_as(&self.zone))
+    }
+
+    /// Waits up to `wait` for the lookup to find a holder in this node's zone.
+    async fn wait_for_own_zone(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while !self.exhausted {
+            match tokio::time::timeout_at(deadline, self.lookup.next()).await {
+                Ok(Some(provider)) => {
+                    if self.seen.insert(provider.peer) {
+                        let own = provider.zone.same_as(&self.zone);
+                        self.queue.push_back(provider);
+                        if own {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => self.exhausted = true,
+                Err(_) => return,
+            }
+        }
     }
 
     /// Whether another provider may still be asked.
@@ -144,7 +212,7 @@ impl PeerClient {
     /// provider wait.
     pub(crate) async fn holders(&self, key: &Key) -> Providers {
         let lookup = self.peers.lookup(key, self.config.lookup_limit).await;
-        Providers::new(lookup, self.config.provider_wait, self.config.max_peer_attempts)
+        Providers::new(lookup, self.config.provider_wait, self.config.max_peer_attempts, self.config.zone)
     }
 
     /// The fetcher of `key` (the node closest to it), passing over `except`.
@@ -155,6 +223,11 @@ impl PeerClient {
     /// A peer sent bytes that did not match their digest.
     pub(crate) async fn penalize(&self, peer: PeerId) {
         self.peers.penalize(peer).await;
+    }
+
+    /// Counts `bytes` received from `provider`.
+    pub(crate) fn received(&self, provider: &Provider, bytes: u64) {
+        self.metrics.peer_received(&provider.zone, bytes);
     }
 
     /// Counts a request to a peer, or a transfer from one, that failed.
@@ -287,5 +360,54 @@ pub(crate) fn forwarded_headers(from: &HeaderMap, to: &mut HeaderMap) {
         if let Some(value) = from.get(&name) {
             to.insert(name, value.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn holder(n: u8, zone: &str) -> Provider {
+        let mirror = SocketAddr::from(([10, 0, 0, n], 5000));
+        Provider { peer: PeerId::random(), mirror, zone: zone.parse().unwrap_or_default() }
+    }
+
+    /// A lookup that finds `first` at once and `later` after `after`.
+    fn lookup(first: Vec<Provider>, later: Vec<Provider>, after: Duration) -> BoxStream<'static, Provider> {
+        let later =
+            futures::stream::once(tokio::time::sleep(after)).flat_map(move |()| futures::stream::iter(later.clone()));
+        futures::stream::iter(first).chain(later).boxed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holders_in_this_zone_come_first_and_others_when_they_are_left() {
+        let (a1, b1, b2) = (holder(1, "a"), holder(2, "b"), holder(3, "b"));
+        let found = lookup(vec![b1, b2, a1], Vec::new(), Duration::ZERO);
+        let mut providers = Providers::new(found, Duration::from_secs(1), 6, "a".parse().unwrap_or_default());
+        assert_eq!(providers.next().await, Some(a1), "found last, asked first");
+        assert_eq!(providers.next().await, Some(b1));
+        assert_eq!(providers.next().await, Some(b2));
+        assert_eq!(providers.next().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_ask_waits_briefly_for_a_holder_in_this_zone() {
+        let (a1, b1) = (holder(1, "a"), holder(2, "b"));
+        let zone: Zone = "a".parse().unwrap_or_default();
+        let soon = lookup(vec![b1], vec![a1], ZONE_WAIT / 2);
+        let mut providers = Providers::new(soon, Duration::from_secs(1), 6, zone);
+        assert_eq!(providers.next().await, Some(a1), "found within the zone wait");
+        let late = lookup(vec![b1], vec![a1], ZONE_WAIT * 3);
+        let mut providers = Providers::new(late, Duration::from_secs(1), 6, zone);
+        let started = Instant::now();
+        assert_eq!(providers.next().await, Some(b1), "not found in time: the other zone's");
+        assert_eq!(started.elapsed(), ZONE_WAIT);
+        let zoneless = lookup(vec![b1], vec![a1], ZONE_WAIT / 2);
+        let mut providers = Providers::new(zoneless, Duration::from_secs(1), 6, Zone::NONE);
+        let started = Instant::now();
+        assert_eq!(providers.next().await, Some(b1), "without a zone, first found, at once");
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

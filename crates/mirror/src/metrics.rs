@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use peerpull_routing::Zone;
 use peerpull_upstream::Outcome;
 
 /// Where content came from; the `source` label of the metrics.
@@ -153,6 +154,27 @@ struct OutcomeLabels {
 struct OutcomeLabel(Outcome);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: ZoneLabel,
+}
+
+/// Whether a peer is in this node's zone: the `zone` label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+enum ZoneLabel {
+    Same,
+    Other,
+}
+
+impl EncodeLabelValue for ZoneLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            ZoneLabel::Same => "same",
+            ZoneLabel::Other => "other",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
     outcome: Check,
 }
@@ -175,6 +197,9 @@ pub struct Metrics {
     peer_upload_bytes: Counter,
     relayed: Counter,
     private_checks: Family<CheckLabels, Counter>,
+    peer_received: Family<ZoneLabels, Counter>,
+    /// This node's zone, which `zone` labels are relative to.
+    zone: Zone,
     /// The registries named in the `registry` label.
     registries: Arc<Mutex<HashSet<String>>>,
 }
@@ -204,6 +229,8 @@ impl Metrics {
             peer_upload_bytes: Counter::default(),
             relayed: Counter::default(),
             private_checks: Family::default(),
+            peer_received: Family::default(),
+            zone: Zone::NONE,
             registries: Arc::default(),
         };
         let peerpull = registry.sub_registry_with_prefix("peerpull");
@@ -274,11 +301,29 @@ impl Metrics {
             metrics.relayed.clone(),
         );
         peerpull.register(
+            "peer_bytes_received",
+            "Body bytes received from other nodes (holders, the fetcher, followers), by whether the sender is in \
+             this node's zone (same) or not (other)",
+            metrics.peer_received.clone(),
+        );
+        peerpull.register(
             "private_checks",
             "Checks of pulls of private repositories (--private-images verify), by outcome",
             metrics.private_checks.clone(),
         );
         metrics
+    }
+
+    /// The same metrics, labelling bytes received by whether the sender is in `zone`.
+    pub(crate) fn in_zone(mut self, zone: Zone) -> Self {
+        self.zone = zone;
+        self
+    }
+
+    /// Counts `bytes` received from a peer in `zone`.
+    pub(crate) fn peer_received(&self, zone: &Zone, bytes: u64) {
+        let zone = if zone.same_as(&self.zone) { ZoneLabel::Same } else { ZoneLabel::Other };
+        self.peer_received.get_or_create(&ZoneLabels { zone }).inc_by(bytes);
     }
 
     /// Counts one check of a private repository's pull.

@@ -89,6 +89,7 @@ impl Mirror {
         metrics: Metrics,
     ) -> Result<Self, Error> {
         let config = Arc::new(config);
+        let metrics = metrics.in_zone(config.zone);
         let uploads = Uploads::new(config.max_peer_uploads, config.max_upload_rate);
         metrics.name_registries(config.mirrored.registries().iter().map(|r| r.host()));
         let proofs = identity.membership.as_ref().map(|m| Proofs::new(m.key, m.peer_id.clone()));
@@ -112,7 +113,7 @@ impl Mirror {
             };
             let made = Spool::new(dir.clone(), limits, store, peers, metrics.clone())
                 .map_err(|source| Error::Spool { dir, source })?;
-            let spooled = source::spooled::Spooled::new(made.clone(), metrics.clone(), wait, config.relay_fanout);
+            let spooled = source::spooled::Spooled::new(made.clone(), metrics.clone(), wait, config.relay_shape());
             sources.push(Box::new(spooled));
             sources.push(Box::new(source::peer::Peer::new(
                 peer_client.clone(),

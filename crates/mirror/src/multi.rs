@@ -157,6 +157,7 @@ impl Multi {
             self.holders[holder].busy = false;
             match result {
                 Ok(bytes) => {
+                    self.peer_client.received(&self.holders[holder].provider, bytes.len() as u64);
                     if matches!(self.chunks[chunk], Chunk::Asked(_)) {
                         self.chunks[chunk] = Chunk::Arrived(bytes);
                         self.from[chunk] = Some(holder);

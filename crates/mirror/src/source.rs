@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
+use crate::relay::Shape;
 use crate::request::Wanted;
 use crate::spool::Entry;
 use crate::wire::{self, Sender};
@@ -95,14 +96,14 @@ where
 
 /// The `307` sending the follower that asks for `wanted` to another
 /// follower of `entry`, if the relay tree places it there (see `relay`).
-pub(crate) fn placed(entry: &Entry, wanted: &Wanted, fanout: usize, metrics: &Metrics) -> Option<Response<Body>> {
+pub(crate) fn placed(entry: &Entry, wanted: &Wanted, shape: Shape, metrics: &Metrics) -> Option<Response<Body>> {
     let Sender::Follower { named, gone } = &wanted.sender else { return None };
     if let Some(gone) = gone {
         tracing::debug!(digest = %entry.digest, follower = %gone, "a follower failed one sent to it");
         entry.follower_gone(gone);
     }
-    let follower = named.filter(|_| !wanted.head)?;
-    let member = entry.place(follower, fanout)?;
+    let follower = named.as_deref().copied().filter(|_| !wanted.head)?;
+    let member = entry.place(follower, shape)?;
     tracing::debug!(digest = %entry.digest, follower = %follower.peer, to = %member.peer, "sending a follower to another");
     metrics.relayed();
     let mut response = Response::new(body::empty());

@@ -330,8 +330,8 @@ impl Entry {
     }
 
     /// Where the follower `joining` streams this entry from (see [`Tree::place`]).
-    pub(crate) fn place(&self, joining: Provider, fanout: usize) -> Option<Provider> {
-        self.followers.lock().place(joining, fanout)
+    pub(crate) fn place(&self, joining: Provider, shape: crate::relay::Shape) -> Option<Provider> {
+        self.followers.lock().place(joining, shape)
     }
 
     /// The follower `peer` failed one this node sent to it (see [`Tree::gone`]).

@@ -194,10 +194,14 @@ impl Transfer {
 
     /// Reads the next data of the current feed; its end before `size` is a failure.
     async fn read(&mut self) -> Result<Bytes, Failure> {
-        match self.feed.as_mut() {
-            None => Err(Failure::Body),
-            Some(body) => read_data(body, self.stall).await?.ok_or(Failure::ShortBody),
+        let data = match self.feed.as_mut() {
+            None => return Err(Failure::Body),
+            Some(body) => read_data(body, self.stall).await?.ok_or(Failure::ShortBody)?,
+        };
+        if let Some(provider) = &self.provider {
+            self.peer_client.received(provider, data.len() as u64);
         }
+        Ok(data)
     }
 
     /// Continues from another provider at the current offset.

@@ -13,6 +13,9 @@
 //!   fetcher may place it in its *relay tree* (`relay`), and [`GONE`] names a
 //!   follower the asker was sent to that failed it.
 //! - [`VERSION`]: the protocol version, [`PROTOCOL`].
+//! - [`ZONE`]: the asking node's zone (`--zone`), so a fetcher places a
+//!   follower under one of its own zone; on a `307`, the zone of the
+//!   follower [`FOLLOW`] names.
 //! - [`ACCESS`]: the asking node verified that the pull it asks for may
 //!   read the repository (`private`), keyed like [`PROOF`]; a holder in
 //!   `--private-images verify` serves private content only with it, and
@@ -36,7 +39,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use peerpull_oci::ByteRange;
-use peerpull_routing::{PeerId, Provider};
+use peerpull_routing::{PeerId, Provider, Zone};
 
 /// On every request to a peer: the loop guard.
 pub const PEER: &str = "x-peerpull-peer";
@@ -72,6 +75,10 @@ pub const ACCESS: &str = "x-peerpull-access";
 
 /// On a holder's 403: the content is private, and the request had no valid [`ACCESS`].
 pub const PRIVATE: &str = "x-peerpull-private";
+
+/// The zone of the asking node (on a request) or of the follower named in
+/// [`FOLLOW`] (on a `307`); absent: none.
+pub const ZONE: &str = "x-peerpull-zone";
 
 /// The protocol version a request speaks.
 pub const VERSION: &str = "x-peerpull-version";
@@ -161,6 +168,9 @@ impl PeerRequest {
         if let Some(access) = access.filter(|_| self.access) {
             headers.insert(ACCESS, access);
         }
+        if let Some(zone) = this.and_then(|t| zone_value(&t.zone)) {
+            headers.insert(ZONE, zone);
+        }
         if let Asked::Fetcher { follower, gone } = &self.asked {
             headers.insert(PULL_THROUGH, HeaderValue::from_static("1"));
             if let Some(value) = this.filter(|_| *follower).and_then(|p| HeaderValue::from_str(&node_value(p)).ok()) {
@@ -195,7 +205,7 @@ pub(crate) enum Sender {
     /// A follower asking this node as its fetcher.
     Follower {
         /// The follower, when it may be placed in the relay tree (at the connection's address, see [`follower`]).
-        named: Option<Provider>,
+        named: Option<Box<Provider>>,
         /// A follower it was sent to and that failed it.
         gone: Option<PeerId>,
     },
@@ -211,8 +221,9 @@ impl Sender {
             return Sender::Peer;
         }
         let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let zone = text(ZONE).and_then(|z| z.parse().ok()).unwrap_or_default();
         let named = match (text(FOLLOWER), remote) {
-            (Some(value), Some(remote)) => follower(value, remote),
+            (Some(value), Some(remote)) => follower(value, remote).map(|f| Box::new(Provider { zone, ..f })),
             _ => None,
         };
         let gone = text(GONE).and_then(|v| v.parse().ok());
@@ -277,18 +288,27 @@ pub(crate) fn send_to(headers: &mut HeaderMap, member: &Provider) {
     if let Ok(value) = HeaderValue::from_str(&node_value(member)) {
         headers.insert(FOLLOW, value);
     }
+    if let Some(zone) = zone_value(&member.zone) {
+        headers.insert(ZONE, zone);
+    }
 }
 
 /// The follower a [`FOLLOW`] answer names.
 pub(crate) fn sent_to(headers: &HeaderMap) -> Option<Provider> {
     let (peer, mirror) = headers.get(FOLLOW)?.to_str().ok()?.split_once(' ')?;
-    Some(Provider { peer: peer.parse().ok()?, mirror: mirror.parse().ok()? })
+    let zone = headers.get(ZONE).and_then(|z| z.to_str().ok()?.parse().ok()).unwrap_or_default();
+    Some(Provider { peer: peer.parse().ok()?, mirror: mirror.parse().ok()?, zone })
 }
 
 /// Whether a follower may stream from `member`, named by `fetcher`: a
 /// loopback address only when the fetcher is on loopback too.
 pub(crate) fn reachable(member: &Provider, fetcher: &Provider) -> bool {
     !member.mirror.ip().is_loopback() || fetcher.mirror.ip().is_loopback()
+}
+
+/// A zone as [`ZONE`] says it; `None` for no zone.
+fn zone_value(zone: &Zone) -> Option<HeaderValue> {
+    (!zone.is_none()).then(|| HeaderValue::from_str(zone.as_str()).ok()).flatten()
 }
 
 /// A node as [`FOLLOWER`] and [`FOLLOW`] name it.
@@ -303,7 +323,7 @@ fn follower(value: &str, remote: IpAddr) -> Option<Provider> {
     let peer: PeerId = peer.parse().ok()?;
     let named: SocketAddr = named.parse().ok().filter(|a: &SocketAddr| a.port() != 0)?;
     let ip = if remote.is_loopback() && named.ip().is_loopback() { named.ip() } else { remote };
-    Some(Provider { peer, mirror: SocketAddr::new(ip, named.port()) })
+    Some(Provider { peer, mirror: SocketAddr::new(ip, named.port()), zone: Zone::NONE })
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ async fn followers_of(fetcher: &Node, upstream: &FakeUpstream, n: usize) -> (Vec
 async fn gone() -> peerpull_routing::Provider {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mirror = listener.local_addr().unwrap();
-    peerpull_routing::Provider { peer: peerpull_routing::PeerId::random(), mirror }
+    peerpull_routing::Provider { peer: peerpull_routing::PeerId::random(), mirror, zone: Default::default() }
 }
 
 async fn get_owned(url: String) -> Result<(http::Response<()>, bytes::Bytes), String> {

@@ -174,8 +174,8 @@ impl Node {
         let mirror_config = config.mirror;
         let mirror_addr = local_addr(&registry_listener, config.registry_addr);
         // Named when following another node's upstream fetch, so others may stream from this one.
-        let mut identity =
-            Identity { node: Some(Provider { peer: router.local_peer_id(), mirror: mirror_addr }), membership: None };
+        let this = Provider { peer: router.local_peer_id(), mirror: mirror_addr, zone: mirror_config.zone };
+        let mut identity = Identity { node: Some(this), membership: None };
         match &psk {
             Some(psk) => {
                 let key = psk.derive(peerpull_mirror::wire::PROOF_LABEL);

@@ -137,7 +137,14 @@ fn locate_text(reference: &str, located: &v1::LocateResponse) -> String {
     let _ = writeln!(out, "{:<9} {:<71} {:>10}  {:<4}  PROVIDERS", "ROLE", "DIGEST", "SIZE", "HERE");
     for blob in &located.blobs {
         let here = if blob.local { "yes" } else { "no" };
-        let providers: Vec<&str> = blob.providers.iter().map(|p| p.mirror_addr.as_str()).collect();
+        let providers: Vec<String> = blob
+            .providers
+            .iter()
+            .map(|p| match p.zone.as_str() {
+                "" => p.mirror_addr.clone(),
+                zone => format!("{} ({zone})", p.mirror_addr),
+            })
+            .collect();
         let providers = if providers.is_empty() { "none".to_owned() } else { providers.join(" ") };
         let _ = writeln!(
             out,

@@ -15,7 +15,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use peerpull_hosts::{DialTimeout, Mirror, RegistriesYaml, Target, CONTAINERD_CONFIG_PATH};
 use peerpull_mirror::{PrivateMode, TagResolution};
 use peerpull_oci::{Mirrored, Reference, Registry};
-use peerpull_routing::Bootstrap;
+use peerpull_routing::{Bootstrap, Zone};
 
 use crate::exit::Failure;
 
@@ -341,6 +341,10 @@ pub(crate) struct RunArgs {
         default_value_t = defaults::count(defaults::mirror().relay_fanout)
     )]
     pub(crate) relay_fanout: u32,
+    /// This node's zone (e.g. its topology.kubernetes.io/zone label): holders in the same zone are asked first,
+    /// and one transfer per zone crosses zones when the cluster fetches a blob from the upstream (empty: none).
+    #[arg(long = "zone", env = "PEERPULL_ZONE", value_name = "NAME", default_value = "", hide_default_value = true)]
+    pub(crate) zone: Zone,
     /// Private repositories (those the upstream refuses this node): public serves their content to any pull
     /// once a node holds it; verify serves it only to a pull whose credentials the upstream accepts for that
     /// repository (containerd sends the pod's pull secret when the mirror asks), here and between nodes.

@@ -19,17 +19,34 @@
 //! only if [`acceptable`] (never loopback or link-local unless it runs on
 //! such addresses itself); when connected to the provider, the connection's
 //! own address is used instead.
+//!
+//! A node's zone (see `zone`) travels the same two ways: `zone=<name>` in the
+//! agent string, and an `/http-path/zone=<name>` part after `/http` in the
+//! record's mirror address (a node of an earlier version does not read such
+//! an address, and dials the provider instead).
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::borrow::Cow;
+
 use libp2p::{multiaddr::Protocol, Multiaddr};
+
+use crate::Zone;
 
 /// The Identify protocol version every peerpull node speaks; peers with another are ignored.
 pub(crate) const PROTOCOL_VERSION: &str = "/peerpull/1.0.0";
 
-/// The agent version string announcing `mirror`.
-pub(crate) fn encode(mirror: SocketAddr) -> String {
-    format!("peerpull/{} mirror={mirror}", env!("CARGO_PKG_VERSION"))
+/// The agent version string announcing `mirror` (and `zone`, if any).
+pub(crate) fn encode(mirror: SocketAddr, zone: Zone) -> String {
+    match zone.is_none() {
+        true => format!("peerpull/{} mirror={mirror}", env!("CARGO_PKG_VERSION")),
+        false => format!("peerpull/{} mirror={mirror} zone={zone}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The zone in a peer's agent version (none when it names none, or a bad one).
+pub(crate) fn decode_zone(agent: &str) -> Zone {
+    agent.split_whitespace().find_map(|part| part.strip_prefix("zone=")?.parse().ok()).unwrap_or_default()
 }
 
 /// The mirror address in a peer's agent version, if it carries one.
@@ -37,18 +54,37 @@ pub(crate) fn decode(agent: &str) -> Option<SocketAddr> {
     agent.split_whitespace().find_map(|part| part.strip_prefix("mirror=")?.parse().ok())
 }
 
-/// The multiaddr form of a mirror address, `/ip4/10.0.0.7/tcp/5000/http`: no
+/// The multiaddr form of a mirror address, `/ip4/10.0.0.7/tcp/5000/http`,
+/// with `/http-path/zone=<name>` after it when the node has a zone: no
 /// libp2p transport dials it, so it can sit among a peer's addresses.
-pub(crate) fn mirror_multiaddr(mirror: SocketAddr) -> Multiaddr {
-    multiaddr_of(mirror).with(Protocol::Http)
+pub(crate) fn mirror_multiaddr(mirror: SocketAddr, zone: Zone) -> Multiaddr {
+    let addr = multiaddr_of(mirror).with(Protocol::Http);
+    match zone.is_none() {
+        true => addr,
+        false => addr.with(Protocol::HttpPath(Cow::Owned(format!("zone={zone}")))),
+    }
 }
 
 /// The mirror address in a multiaddr made by [`mirror_multiaddr`] (Kademlia
 /// may have appended `/p2p/<peer id>`).
 pub(crate) fn mirror_of(addr: &Multiaddr) -> Option<SocketAddr> {
+    mirror_and_zone(addr).map(|(mirror, _)| mirror)
+}
+
+/// The mirror address and zone in a multiaddr made by [`mirror_multiaddr`].
+pub(crate) fn mirror_and_zone(addr: &Multiaddr) -> Option<(SocketAddr, Zone)> {
     let mut parts = addr.iter().skip(2);
-    match (parts.next(), parts.next()) {
-        (Some(Protocol::Http), None | Some(Protocol::P2p(_))) if parts.next().is_none() => socket_of(addr),
+    if parts.next() != Some(Protocol::Http) {
+        return None;
+    }
+    let mut zone = Zone::NONE;
+    let mut next = parts.next();
+    if let Some(Protocol::HttpPath(path)) = &next {
+        zone = path.strip_prefix("zone=")?.parse().ok()?;
+        next = parts.next();
+    }
+    match next {
+        None | Some(Protocol::P2p(_)) if parts.next().is_none() => Some((socket_of(addr)?, zone)),
         _ => None,
     }
 }
@@ -169,9 +205,13 @@ mod tests {
     #[test]
     fn round_trip() {
         let a: SocketAddr = "127.0.0.3:5000".parse().unwrap();
-        assert_eq!(decode(&encode(a)), Some(a));
+        assert_eq!(decode(&encode(a, Zone::NONE)), Some(a));
         let v6: SocketAddr = "[::1]:5000".parse().unwrap();
-        assert_eq!(decode(&encode(v6)), Some(v6));
+        let zone: Zone = "us-east-1a".parse().unwrap();
+        assert_eq!(decode(&encode(v6, zone)), Some(v6));
+        assert_eq!(decode_zone(&encode(v6, zone)), zone);
+        assert_eq!(decode_zone(&encode(v6, Zone::NONE)), Zone::NONE);
+        assert_eq!(decode_zone("peerpull/1 mirror=10.0.0.1:5000 zone=a/b"), Zone::NONE, "a bad name is none");
         assert_eq!(decode("rust-libp2p/0.1"), None);
         assert_eq!(decode("peerpull/1 mirror=nonsense"), None);
     }
@@ -222,8 +262,15 @@ mod tests {
     #[test]
     fn mirror_addresses_in_records() {
         let m: SocketAddr = "10.0.0.7:5000".parse().unwrap();
-        let addr = mirror_multiaddr(m);
+        let addr = mirror_multiaddr(m, Zone::NONE);
         assert_eq!(addr.to_string(), "/ip4/10.0.0.7/tcp/5000/http");
+        let zone: Zone = "eu-1b".parse().unwrap();
+        let zoned = mirror_multiaddr(m, zone);
+        assert_eq!(zoned.to_string(), "/ip4/10.0.0.7/tcp/5000/http/http-path/zone=eu-1b");
+        assert_eq!(mirror_and_zone(&zoned), Some((m, zone)));
+        assert_eq!(mirror_and_zone(&zoned.clone().with(Protocol::P2p(libp2p::PeerId::random()))), Some((m, zone)));
+        let other = multiaddr_of(m).with(Protocol::Http).with(Protocol::HttpPath(Cow::Borrowed("x")));
+        assert_eq!(mirror_of(&other), None, "another path is not ours");
         assert_eq!(mirror_of(&addr), Some(m));
         assert_eq!(mirror_of(&addr.clone().with(Protocol::P2p(libp2p::PeerId::random()))), Some(m));
         assert_eq!(mirror_of(&multiaddr_of(m)), None, "a libp2p address is not a mirror");

@@ -86,7 +86,7 @@ impl Behaviour {
 
         let identify = identify::Behaviour::new(
             identify::Config::new(agent::PROTOCOL_VERSION.to_owned(), key.public())
-                .with_agent_version(agent::encode(config.mirror_addr))
+                .with_agent_version(agent::encode(config.mirror_addr, config.zone))
                 .with_cache_size(1024),
         );
         let ping = ping::Behaviour::new(

@@ -27,6 +27,8 @@ pub struct Config {
     /// This node's own `/v2` mirror endpoint (`--registry-addr`), announced to peers. An unspecified IP is
     /// replaced, on the receiving side, by the IP the receiver reaches us at.
     pub mirror_addr: SocketAddr,
+    /// This node's zone (`--zone`), told to peers with its mirror address.
+    pub zone: crate::Zone,
     /// Peers to join through. Empty means this node stands alone (and is ready at once).
     pub bootstrap: Vec<Bootstrap>,
     /// Where the node identity is kept (created if missing; `--data-dir`).
@@ -116,6 +118,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
             mirror_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5000),
+            zone: crate::Zone::NONE,
             bootstrap: Vec::new(),
             data_dir: PathBuf::from("/var/lib/peerpull"),
             psk: None,

@@ -114,7 +114,7 @@ impl EventLoop {
         let local = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair, &config)?;
         // Our provider records carry our mirror address (see `agent`).
-        swarm.add_external_address(agent::mirror_multiaddr(config.mirror_addr));
+        swarm.add_external_address(agent::mirror_multiaddr(config.mirror_addr, config.zone));
         let listen = match config.transport {
             Transport::Memory | Transport::Simulated(_) => {
                 Multiaddr::empty().with(Protocol::Memory(u64::from(config.listen.port())))
@@ -307,7 +307,8 @@ impl EventLoop {
     fn deliver(&mut self, key: &libp2p::kad::RecordKey, peer: PeerId, mirror: SocketAddr, how: How) {
         let penalised = self.peers.is_penalised(&peer, Instant::now());
         self.metrics.resolved(how);
-        self.lookups.deliver(key, Provider { peer, mirror }, penalised);
+        let zone = self.peers.zone(&peer);
+        self.lookups.deliver(key, Provider { peer, mirror, zone }, penalised);
     }
 
     /// The mirror address a provider record of `peer` carries, for a peer we

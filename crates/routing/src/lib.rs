@@ -20,6 +20,7 @@
 //! - `region`: keyspace positions and the regions announcements are grouped by.
 //! - `batch`: the protocol that carries many provider records in one message.
 //! - [`psk`]: [`Psk`], the pre-shared key that makes the DHT private.
+//! - [`zone`]: [`Zone`], where a node runs, told to peers with its mirror.
 //! - [`simulated`]: a simulated network (memory transport with latency)
 //!   for many routers in one process under a paused clock.
 //! - `metrics`: lookups, announcements, walks, traffic and stored records,
@@ -163,6 +164,7 @@ mod region;
 mod router;
 pub mod simulated;
 mod store;
+pub mod zone;
 
 pub use config::{Bootstrap, BootstrapParseError, Config, Transport};
 pub use error::Error;
@@ -171,3 +173,4 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use peerpull_oci::Key;
 pub use psk::{KeyFormat, Psk, PskError};
 pub use router::{Advertised, Counters, Lookup, Peer, Provider, Router, MAX_LOOKUP_LIMIT};
+pub use zone::{Zone, ZoneError};

@@ -19,7 +19,7 @@ use libp2p::PeerId;
 use peerpull_oci::{Key, KeyKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{event_loop::EventLoop, metrics::Metrics, Config, Error};
+use crate::{event_loop::EventLoop, metrics::Metrics, Config, Error, Zone};
 
 /// The most providers one lookup streams; larger limits are clamped.
 pub const MAX_LOOKUP_LIMIT: usize = 64;
@@ -34,6 +34,8 @@ pub struct Provider {
     pub peer: PeerId,
     /// Where the peer's mirror listens, as the peer announced it.
     pub mirror: SocketAddr,
+    /// The peer's zone, as it announced it (none when it named none).
+    pub zone: Zone,
 }
 
 /// A peer in the routing table.

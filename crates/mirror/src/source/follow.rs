@@ -43,7 +43,7 @@ struct Learnt {
 
 /// How asking one fetcher went.
 enum Asked {
-    Opened(Opened),
+    Opened(Box<Opened>),
     /// It could not get the content from the upstream either.
     UpstreamFailed,
     Failed(Failure),
@@ -64,7 +64,7 @@ pub(crate) fn opener(peer_client: PeerClient, path_and_query: String, key: Key, 
                 }
                 let Some(fetcher) = peer_client.fetcher_of(&key, &failed).await else { break };
                 match ask(&peer_client, fetcher, &path, &learnt, offset).await {
-                    Asked::Opened(opened) => return Ok(opened),
+                    Asked::Opened(opened) => return Ok(*opened),
                     Asked::UpstreamFailed => {
                         tracing::debug!(peer = %fetcher.peer, %key, "the upstream could not serve the fetcher");
                         return Err(OpenError::FetcherFailed);
@@ -100,7 +100,7 @@ async fn ask(peer_client: &PeerClient, fetcher: Provider, path: &str, learnt: &M
             Err((_, reason)) => return Asked::Failed(reason),
         };
         if opened.response.status() != StatusCode::TEMPORARY_REDIRECT {
-            return Asked::Opened(spooled(peer_client, opened, offset, learnt));
+            return Asked::Opened(Box::new(spooled(peer_client, opened, offset, learnt)));
         }
         let named = wire::sent_to(opened.response.headers());
         if let Some(member) = named.filter(|m| wire::reachable(m, &fetcher)) {
@@ -110,7 +110,7 @@ async fn ask(peer_client: &PeerClient, fetcher: Provider, path: &str, learnt: &M
                 Ok(opened) => {
                     tracing::debug!(peer = %member.peer, mirror = %member.mirror, offset, "streaming from another follower");
                     learnt.lock().streaming_from = Some(member.peer);
-                    return Asked::Opened(spooled(peer_client, opened, offset, learnt));
+                    return Asked::Opened(Box::new(spooled(peer_client, opened, offset, learnt)));
                 }
                 Err((_, reason)) => {
                     peer_client.failed(reason);

@@ -15,6 +15,7 @@ use http::Response;
 use super::{Kind, Source};
 use crate::body::{self, Body};
 use crate::metrics::Metrics;
+use crate::relay::Shape;
 use crate::request::{Target, Wanted};
 use crate::spool::{self, Spool};
 
@@ -24,13 +25,13 @@ pub(crate) struct Spooled {
     metrics: Metrics,
     /// How long to wait for the fetch to make progress.
     wait: Duration,
-    /// Followers served here before others are sent to a follower (see `relay`).
-    fanout: usize,
+    /// How followers are placed (see `relay`).
+    shape: Shape,
 }
 
 impl Spooled {
-    pub(crate) fn new(spool: Spool, metrics: Metrics, wait: Duration, fanout: usize) -> Self {
-        Self { spool, metrics, wait, fanout }
+    pub(crate) fn new(spool: Spool, metrics: Metrics, wait: Duration, shape: Shape) -> Self {
+        Self { spool, metrics, wait, shape }
     }
 }
 
@@ -44,7 +45,7 @@ impl Source for Spooled {
         let Target::Digest(digest) = &wanted.target else { return None };
         let entry = self.spool.get(digest)?;
         let meta = entry.opened(self.wait).await.ok()?;
-        if let Some(sent) = super::placed(&entry, wanted, self.fanout, &self.metrics) {
+        if let Some(sent) = super::placed(&entry, wanted, self.shape, &self.metrics) {
             return Some(sent);
         }
         self.metrics.shared();

@@ -141,7 +141,7 @@ impl Upstream {
                 });
             }
         };
-        if let Some(sent) = super::placed(&entry, wanted, self.config.relay_fanout, &self.metrics) {
+        if let Some(sent) = super::placed(&entry, wanted, self.config.relay_shape(), &self.metrics) {
             return Some(sent);
         }
         Some(respond(entry, meta, wanted, self.wait, self.metrics.served(Kind::Upstream)))

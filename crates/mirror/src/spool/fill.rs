@@ -124,8 +124,9 @@ async fn write(spool: &Spool, entry: &Entry, open: &Opener) -> Result<Meta, Fail
                 let len: u64 = batch.iter().map(|data| data.len() as u64).sum();
                 verifier = append(file.clone(), written, batch, verifier).await?;
                 written += len;
-                if from.is_none() {
-                    spool.inner.metrics.upstream_bytes(len);
+                match &from {
+                    None => spool.inner.metrics.upstream_bytes(len),
+                    Some(peer) => spool.inner.metrics.peer_received(&peer.zone, len),
                 }
                 entry.state.send_modify(|state| {
                     if let State::Writing { written: at, .. } = state {

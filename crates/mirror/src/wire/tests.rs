@@ -1,7 +1,7 @@
 use super::*;
 
 fn node(n: u8) -> Provider {
-    Provider { peer: PeerId::random(), mirror: SocketAddr::from(([127, 0, 0, n], 5000)) }
+    Provider { peer: PeerId::random(), mirror: SocketAddr::from(([127, 0, 0, n], 5000)), zone: Default::default() }
 }
 
 const PATH: &str = "/v2/library/a/blobs/sha256:x?ns=docker.io";
@@ -17,7 +17,7 @@ fn a_request_reads_back_as_the_role_it_was_sent_in() {
 
     let gone = PeerId::random();
     let fetcher = PeerRequest::fetcher(PATH, true, Some(gone)).headers(Some(&this), None, None);
-    assert_eq!(Sender::of(&fetcher, remote), Sender::Follower { named: Some(this), gone: Some(gone) });
+    assert_eq!(Sender::of(&fetcher, remote), Sender::Follower { named: Some(Box::new(this)), gone: Some(gone) });
     let plain = PeerRequest::fetcher(PATH, false, None).headers(Some(&this), None, None);
     assert_eq!(Sender::of(&plain, remote), Sender::Follower { named: None, gone: None });
 
@@ -89,4 +89,20 @@ fn a_follower_is_taken_at_the_connections_address() {
     let mut bad = HeaderMap::new();
     bad.insert(FOLLOW, HeaderValue::from_static("x 127.0.0.1:1"));
     assert!(sent_to(&bad).is_none());
+}
+
+#[test]
+fn a_follower_and_the_follower_it_is_sent_to_carry_their_zones() {
+    let this = Provider { zone: "zone-b".parse().unwrap_or_default(), ..node(7) };
+    let remote = Some(IpAddr::from([127, 0, 0, 1]));
+    let asked = PeerRequest::fetcher(PATH, true, None).headers(Some(&this), None, None);
+    assert_eq!(Sender::of(&asked, remote), Sender::Follower { named: Some(Box::new(this)), gone: None });
+    let mut answer = HeaderMap::new();
+    send_to(&mut answer, &this);
+    assert_eq!(sent_to(&answer), Some(this));
+    let zoneless = node(8);
+    let mut answer = HeaderMap::new();
+    send_to(&mut answer, &zoneless);
+    assert!(!answer.contains_key(ZONE), "no zone, no header");
+    assert_eq!(sent_to(&answer), Some(zoneless));
 }

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use peerpull_mirror::{Config, Identity, Membership, Metrics, Mirror, Peers, Server};
-use peerpull_routing::{PeerId, Provider};
+use peerpull_routing::{PeerId, Provider, Zone};
 use peerpull_store::Memory;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +41,7 @@ impl Node {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = PeerId::random();
-        let identity = Identity { node: Some(Provider { peer, mirror: addr }), membership };
+        let identity = Identity { node: Some(Provider { peer, mirror: addr, zone: Zone::NONE }), membership };
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
         let mirror = Mirror::new(config, identity, Arc::new(store.clone()), Arc::new(peers), metrics).unwrap();
@@ -58,7 +58,7 @@ impl Node {
     }
 
     pub fn provider(&self) -> Provider {
-        Provider { peer: self.peer, mirror: self.addr }
+        Provider { peer: self.peer, mirror: self.addr, zone: Zone::NONE }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -182,7 +182,7 @@ impl FakePeer {
                 });
             }
         });
-        Self { provider: Provider { peer: PeerId::random(), mirror: addr }, asked }
+        Self { provider: Provider { peer: PeerId::random(), mirror: addr, zone: Zone::NONE }, asked }
     }
 
     /// The requests received so far, in order.

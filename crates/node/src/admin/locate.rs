@@ -178,7 +178,11 @@ impl Locator {
             local: local.is_ok(),
             providers: providers
                 .into_iter()
-                .map(|p| v1::Provider { peer_id: p.peer.to_string(), mirror_addr: p.mirror.to_string() })
+                .map(|p| v1::Provider {
+                    peer_id: p.peer.to_string(),
+                    mirror_addr: p.mirror.to_string(),
+                    zone: p.zone.to_string(),
+                })
                 .collect(),
         }
     }

@@ -139,7 +139,7 @@ impl EventLoop {
         for (_, peer) in candidates {
             match self.peers.status(peer, now) {
                 Status::Ready(mirror) => {
-                    let _ = reply.send(Some(Provider { peer, mirror }));
+                    let _ = reply.send(Some(Provider { peer, mirror, zone: self.peers.zone(&peer) }));
                     return;
                 }
                 // Unreachable, or not a peerpull node: every node passes over it alike.
@@ -170,7 +170,7 @@ impl EventLoop {
         for (ask, reply) in self.closest.waiting.remove(&peer).unwrap_or_default() {
             match mirror {
                 Some(mirror) => {
-                    let _ = reply.send(Some(Provider { peer, mirror }));
+                    let _ = reply.send(Some(Provider { peer, mirror, zone: self.peers.zone(&peer) }));
                 }
                 None if !reply.is_closed() => self.closest(ask, reply),
                 None => {}

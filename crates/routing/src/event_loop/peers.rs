@@ -21,7 +21,10 @@ use std::{
 use libp2p::{swarm::ConnectionId, Multiaddr, PeerId};
 use tokio::time::Instant;
 
-use crate::agent;
+use crate::{agent, Zone};
+
+/// The most peers whose zone is remembered.
+const MAX_ZONES: usize = 100_000;
 
 /// Whether a provider can be returned now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub(crate) struct Peers {
     own: agent::Own,
     conns: HashMap<PeerId, HashMap<ConnectionId, Conn>>,
     mirrors: HashMap<PeerId, SocketAddr>,
+    /// The zone each peer announced last (in Identify or a provider record).
+    zones: HashMap<PeerId, Zone>,
     penalties: HashMap<PeerId, Instant>,
     unreachable: HashMap<PeerId, Instant>,
     /// Peers a lookup waits for, with the deadline for connection plus Identify.
@@ -68,6 +73,7 @@ impl Peers {
             own,
             conns: HashMap::new(),
             mirrors: HashMap::new(),
+            zones: HashMap::new(),
             penalties: HashMap::new(),
             unreachable: HashMap::new(),
             awaited: HashMap::new(),
@@ -109,9 +115,25 @@ impl Peers {
             return;
         }
         let own = self.own;
-        if let Some(m) = addrs.iter().filter_map(agent::mirror_of).find(|m| agent::acceptable(*m, own)) {
+        if let Some((m, zone)) =
+            addrs.iter().filter_map(agent::mirror_and_zone).find(|(m, _)| agent::acceptable(*m, own))
+        {
             self.records.insert(peer, (m, until));
+            self.learn_zone(peer, zone);
         }
+    }
+
+    /// The zone `peer` announced last (none if it never named one).
+    pub(crate) fn zone(&self, peer: &PeerId) -> Zone {
+        self.zones.get(peer).copied().unwrap_or_default()
+    }
+
+    fn learn_zone(&mut self, peer: PeerId, zone: Zone) {
+        if self.zones.len() >= MAX_ZONES && !self.zones.contains_key(&peer) {
+            // Far past any cluster: start over rather than grow (zones are learnt again as peers are met).
+            self.zones.clear();
+        }
+        self.zones.insert(peer, zone);
     }
 
     /// `peer` may have gone away: until `until` (or a connection), dial it
@@ -201,10 +223,14 @@ impl Peers {
         &mut self,
         peer: PeerId,
         conn: ConnectionId,
-        announced: Option<SocketAddr>,
+        announced: Option<(SocketAddr, Zone)>,
         listen_addrs: &[Multiaddr],
         skip_until: Instant,
     ) -> (Option<SocketAddr>, bool) {
+        if let Some((_, zone)) = announced {
+            self.learn_zone(peer, zone);
+        }
+        let announced = announced.map(|(a, _)| a);
         let (remote, dialer) = self.remote_of(peer, conn);
         let mirror = announced.and_then(|a| agent::resolve(a, remote, dialer, listen_addrs, self.own));
         match mirror {
@@ -280,9 +306,12 @@ mod tests {
 
         peers.on_connected(peer, conn(1), "/ip4/127.0.0.5/tcp/4001".parse().unwrap(), true);
         assert_eq!(peers.status(peer, now), Status::Wait { dial: false });
-        let announced = Some("0.0.0.0:5000".parse().unwrap());
+        let zone: Zone = "zone-b".parse().unwrap();
+        let announced = Some(("0.0.0.0:5000".parse().unwrap(), zone));
         let (mirror, awaited) = peers.on_identified(peer, conn(1), announced, &[], now);
         assert!(awaited);
+        assert_eq!(peers.zone(&peer), zone, "the zone it announced");
+        assert_eq!(peers.zone(&local), Zone::NONE);
         let mirror = mirror.unwrap();
         assert_eq!(mirror.to_string(), "127.0.0.5:5000");
         assert_eq!(peers.status(peer, now), Status::Ready(mirror));

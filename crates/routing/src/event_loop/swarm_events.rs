@@ -212,10 +212,11 @@ impl EventLoop {
     /// Stores another node's record; false if refused.
     fn store_provider(&mut self, mut record: kad::ProviderRecord, origin: Origin) -> bool {
         use kad::store::RecordStore as _;
-        let announced = record.addresses.iter().find_map(agent::mirror_of);
+        let announced = record.addresses.iter().find_map(agent::mirror_and_zone);
         record.addresses.retain(|a| agent::mirror_of(a).is_none());
+        let (announced, zone) = (announced.map(|(m, _)| m), announced.map(|(_, z)| z).unwrap_or_default());
         if let Some(mirror) = self.peers.resolve_announced(record.provider, announced, &record.addresses) {
-            record.addresses.insert(0, agent::mirror_multiaddr(mirror));
+            record.addresses.insert(0, agent::mirror_multiaddr(mirror, zone));
         }
         let provider = record.provider;
         match self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
@@ -269,10 +270,11 @@ impl EventLoop {
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
             }
         }
+        let zone = agent::decode_zone(&info.agent_version);
         let (mirror, awaited) = self.peers.on_identified(
             peer_id,
             connection_id,
-            announced,
+            announced.map(|a| (a, zone)),
             &info.listen_addrs,
             now + self.config.unreachable_backoff,
         );

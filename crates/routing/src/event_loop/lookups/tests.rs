@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use super::*;
+use crate::Zone;
 
 fn provider(port: u16) -> Provider {
-    Provider { peer: PeerId::random(), mirror: format!("127.0.0.1:{port}").parse().unwrap() }
+    Provider { peer: PeerId::random(), mirror: format!("127.0.0.1:{port}").parse().unwrap(), zone: Zone::NONE }
 }
 
 fn lookups() -> Lookups {
