@@ -343,8 +343,8 @@ pub(crate) struct RunArgs {
     pub(crate) relay_fanout: u32,
     /// This node's zone (e.g. its topology.kubernetes.io/zone label): holders in the same zone are asked first,
     /// and one transfer per zone crosses zones when the cluster fetches a blob from the upstream (empty: none).
-    #[arg(long = "zone", env = "PEERPULL_ZONE", value_name = "NAME", default_value = "", hide_default_value = true)]
-    pub(crate) zone: Zone,
+    #[arg(long = "zone", env = "PEERPULL_ZONE", value_name = "NAME")]
+    pub(crate) zone: Option<Zone>,
     /// Private repositories (those the upstream refuses this node): public serves their content to any pull
     /// once a node holds it; verify serves it only to a pull whose credentials the upstream accepts for that
     /// repository (containerd sends the pod's pull secret when the mirror asks), here and between nodes.

@@ -67,7 +67,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             mirror_addr: args.listen.registry_addr,
             bootstrap: args.bootstrap,
             data_dir: args.data_dir,
-            zone: args.zone,
+            zone: args.zone.unwrap_or_default(),
             psk,
             ..Default::default()
         },
@@ -83,7 +83,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             max_upload_rate: args.max_upload_rate,
             multi_source_min_bytes: args.multi_source_min_bytes,
             relay_fanout: args.relay_fanout as usize,
-            zone: args.zone,
+            zone: args.zone.unwrap_or_default(),
             private_images: peerpull_mirror::PrivateImages {
                 mode: args.private_images.into(),
                 grace: args.private_grace,
