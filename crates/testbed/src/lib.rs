@@ -46,6 +46,7 @@ pub mod registry;
 pub mod release;
 pub mod throttle;
 pub mod token;
+pub mod zones;
 
 pub use archive::{Archive, ArchivedImage};
 pub use browser::Browser;

@@ -1,6 +1,7 @@
 //! A real upstream registry: the CNCF distribution registry (`docker-registry`).
 //!
-//! [`Upstream`] serves plain HTTP on a loopback address with its storage in
+//! [`Upstream`] serves plain HTTP on a loopback address (or another address
+//! of this host, e.g. a [`zones`](crate::zones) network's) with its storage in
 //! a temporary directory. A test can stop it (the outage) and restart it on
 //! the same address with the same content. Its access log, kept across
 //! restarts, tells how many times each blob was served.
@@ -46,7 +47,9 @@ pub struct AccessEntry {
 /// How a registry is started.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamOptions<'a> {
-    /// The loopback address it listens on.
+    /// The address it listens on: a loopback address, or another of this
+    /// host's, e.g. [`Network::upstream_ip`](crate::zones::Network::upstream_ip)
+    /// for nodes in network namespaces.
     pub ip: IpAddr,
     /// Token auth by this server (Docker Hub's scheme), instead of none.
     pub token: Option<&'a TokenServer>,
@@ -64,7 +67,7 @@ impl Upstream {
         Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST)).await
     }
 
-    /// Starts a registry on a free port of `ip` (a loopback address).
+    /// Starts a registry on a free port of `ip` (an address of this host).
     pub async fn start_on(ip: IpAddr) -> Result<Self, Error> {
         Self::start_with(UpstreamOptions { ip, ..UpstreamOptions::default() }).await
     }
