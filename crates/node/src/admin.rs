@@ -134,6 +134,7 @@ impl peerpull_admin::Admin for Service {
                 .map(|p| v1::Peer {
                     peer_id: p.peer.to_string(),
                     mirror_addr: p.mirror.map(|m| m.to_string()).unwrap_or_default(),
+                    zone: p.zone.to_string(),
                 })
                 .collect(),
             advertised_digests: advertised.digests,

@@ -123,10 +123,11 @@ fn status_text(s: &v1::StatusResponse) -> String {
             let _ = writeln!(out, "{:<34} {repository:<56} {}s ago", v.fingerprint, v.seconds_ago);
         }
     }
-    let _ = writeln!(out, "\n{:<56} MIRROR", format!("PEER ({})", s.peers.len()));
+    let _ = writeln!(out, "\n{:<56} {:<24} ZONE", format!("PEER ({})", s.peers.len()), "MIRROR");
     for p in &s.peers {
         let mirror = if p.mirror_addr.is_empty() { "-" } else { &p.mirror_addr };
-        let _ = writeln!(out, "{:<56} {mirror}", p.peer_id);
+        let zone = if p.zone.is_empty() { "-" } else { &p.zone };
+        let _ = writeln!(out, "{:<56} {mirror:<24} {zone}", p.peer_id);
     }
     out
 }

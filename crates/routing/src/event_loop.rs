@@ -526,7 +526,9 @@ impl EventLoop {
             ids.extend(bucket.iter().map(|entry| *entry.node.key.preimage()));
         }
         ids.sort_unstable();
-        ids.into_iter().map(|peer| Peer { peer, mirror: self.peers.mirror(&peer) }).collect()
+        ids.into_iter()
+            .map(|peer| Peer { peer, mirror: self.peers.mirror(&peer), zone: self.peers.zone(&peer) })
+            .collect()
     }
 
     fn routing_table_size(&mut self) -> usize {

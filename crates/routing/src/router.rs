@@ -45,6 +45,8 @@ pub struct Peer {
     pub peer: PeerId,
     /// Its mirror, when it is connected and identified as a peerpull node.
     pub mirror: Option<SocketAddr>,
+    /// The zone it announced (none when it named none, or is not known yet).
+    pub zone: Zone,
 }
 
 /// How many keys this node advertises, by kind.

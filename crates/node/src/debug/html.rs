@@ -128,12 +128,19 @@ fn node_section(out: &mut String, s: &v1::StatusResponse) {
     }
     let _ = write!(
         out,
-        "</ul><h2>Peers ({})</h2><table id=\"peers\"><tr><th>peer id</th><th>mirror</th></tr>",
+        "</ul><h2>Peers ({})</h2><table id=\"peers\"><tr><th>peer id</th><th>mirror</th><th>zone</th></tr>",
         s.peers.len()
     );
     for peer in &s.peers {
         let mirror = if peer.mirror_addr.is_empty() { "-" } else { &peer.mirror_addr };
-        let _ = write!(out, "<tr><td><code>{}</code></td><td>{}</td></tr>", escape(&peer.peer_id), escape(mirror));
+        let zone = if peer.zone.is_empty() { "-" } else { &peer.zone };
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            escape(&peer.peer_id),
+            escape(mirror),
+            escape(zone)
+        );
     }
     out.push_str("</table>");
 }
@@ -379,7 +386,7 @@ mod tests {
         let status = v1::StatusResponse {
             peer_id: HOSTILE.into(),
             checks: vec![v1::Check { name: HOSTILE.into(), ok: false, detail: HOSTILE.into() }],
-            peers: vec![v1::Peer { peer_id: HOSTILE.into(), mirror_addr: HOSTILE.into() }],
+            peers: vec![v1::Peer { peer_id: HOSTILE.into(), mirror_addr: HOSTILE.into(), zone: HOSTILE.into() }],
             preheat: vec![v1::Preheat {
                 reference: HOSTILE.into(),
                 digest: HOSTILE.into(),

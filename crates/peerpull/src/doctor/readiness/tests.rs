@@ -36,7 +36,7 @@ fn named(name: &str, ok: bool, detail: &str) -> v1::Check {
 }
 
 fn peers(n: usize) -> Vec<v1::Peer> {
-    (0..n).map(|i| v1::Peer { peer_id: format!("peer-{i}"), mirror_addr: String::new() }).collect()
+    (0..n).map(|i| v1::Peer { peer_id: format!("peer-{i}"), mirror_addr: String::new(), zone: String::new() }).collect()
 }
 
 /// The `Status` of the node `READY` describes.
