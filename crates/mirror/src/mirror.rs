@@ -119,6 +119,7 @@ impl Mirror {
                 peer_client.clone(),
                 metrics.clone(),
                 config.multi_source_min_bytes,
+                config.zone,
             )));
             let upstream_source =
                 source::upstream::Upstream::new(client, made.clone(), peer_client, config.clone(), metrics.clone());
@@ -129,6 +130,7 @@ impl Mirror {
                 peer_client,
                 metrics.clone(),
                 config.multi_source_min_bytes,
+                config.zone,
             )));
         }
         let admission = Admission::new(proofs, config.clients.clone());

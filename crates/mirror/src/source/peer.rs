@@ -11,6 +11,7 @@
 
 use http::{header, HeaderValue, Method, Response};
 use peerpull_oci::Digest;
+use peerpull_routing::Zone;
 
 use super::{Kind, Prepared, Source};
 use crate::body::{self, Body};
@@ -33,11 +34,13 @@ pub(crate) struct Peer {
     metrics: Metrics,
     /// Blobs of at least this many bytes come from several holders at once.
     multi_source_min_bytes: u64,
+    /// This node's zone: a blob from one of its holders comes from its holders only.
+    zone: Zone,
 }
 
 impl Peer {
-    pub(crate) fn new(peer_client: PeerClient, metrics: Metrics, multi_source_min_bytes: u64) -> Self {
-        Self { peer_client, metrics, multi_source_min_bytes }
+    pub(crate) fn new(peer_client: PeerClient, metrics: Metrics, multi_source_min_bytes: u64, zone: Zone) -> Self {
+        Self { peer_client, metrics, multi_source_min_bytes, zone }
     }
 }
 
@@ -94,9 +97,12 @@ impl Source for Peer {
         let served = self.metrics.served(Kind::Peer);
         let min = self.multi_source_min_bytes;
         if range.is_none() && min > 0 && size >= min {
+            // Holders come in this node's zone first: from one of its own, only its own.
+            let own_zone = !self.zone.is_none() && opened.provider.zone.same_as(&self.zone);
             let mut others = Vec::new();
             while others.len() + 1 < MAX_HOLDERS {
                 match providers.next_within(MORE_HOLDERS_WAIT).await {
+                    Some(provider) if own_zone && !provider.zone.same_as(&self.zone) => break,
                     Some(provider) => others.push(provider),
                     None => break,
                 }
