@@ -6,8 +6,9 @@
 //! cancelled (and kept as candidates for a resume). Every request to a peer
 //! for one client request, hedges and resumes alike, draws on the same
 //! budget ([`Config::max_peer_attempts`]), kept by [`Providers`], which
-//! hands out holders in this node's zone first ([`Config::zone`]): another
-//! zone's holder is asked only when none of this zone's has answered, is
+//! hands out holders in this node's zone first ([`Config::zone`]), the one
+//! with the lowest round-trip time the liveness probes measured first among
+//! them: another zone's holder is asked only when none of this zone's is
 //! found within [`ZONE_WAIT`] of the first, or is left.
 //!
 //! Streaming a body is [`crate::transfer`]'s. What a request to a peer
@@ -65,6 +66,8 @@ pub(crate) struct Providers {
     zone: Zone,
     /// Nothing handed out yet.
     first: bool,
+    /// Round-trip times, to hand out the nearest first.
+    peers: Option<Arc<dyn Peers>>,
 }
 
 impl Providers {
@@ -78,7 +81,14 @@ impl Providers {
             attempts_left: attempts,
             zone,
             first: true,
+            peers: None,
         }
+    }
+
+    /// The same, handing out holders with lower round-trip times first within a zone.
+    pub(crate) fn nearest_first(mut self, peers: Arc<dyn Peers>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// No providers at all.
@@ -107,7 +117,11 @@ impl Providers {
         if self.first && !self.zone.is_none() && !self.has_own_zone() {
             self.wait_for_own_zone(ZONE_WAIT.min(wait)).await;
         }
-        let at = self.queue.iter().position(|p| p.zone.same_as(&self.zone)).unwrap_or(0);
+        let rank = |p: &Provider| {
+            let rtt = self.peers.as_ref().and_then(|peers| peers.rtt(&p.peer)).unwrap_or(Duration::MAX);
+            (!p.zone.same_as(&self.zone), rtt)
+        };
+        let at = (0..self.queue.len()).min_by_key(|&i| rank(&self.queue[i])).unwrap_or(0);
         let provider = self.queue.remove(at)?;
         self.first = false;
         self.attempts_left -= 1;
@@ -213,6 +227,7 @@ impl PeerClient {
     pub(crate) async fn holders(&self, key: &Key) -> Providers {
         let lookup = self.peers.lookup(key, self.config.lookup_limit).await;
         Providers::new(lookup, self.config.provider_wait, self.config.max_peer_attempts, self.config.zone)
+            .nearest_first(self.peers.clone())
     }
 
     /// The fetcher of `key` (the node closest to it), passing over `except`.
@@ -390,6 +405,21 @@ mod tests {
         assert_eq!(providers.next().await, Some(b1));
         assert_eq!(providers.next().await, Some(b2));
         assert_eq!(providers.next().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn within_a_zone_the_nearest_holder_comes_first() {
+        let (far, near, unknown, elsewhere) = (holder(1, "a"), holder(2, "a"), holder(3, "a"), holder(4, "b"));
+        let mut peers = crate::peers::Static::default();
+        peers.rtts.insert(far.peer, Duration::from_millis(5));
+        peers.rtts.insert(near.peer, Duration::from_millis(1));
+        peers.rtts.insert(elsewhere.peer, Duration::from_micros(100));
+        let found = lookup(vec![elsewhere, unknown, far, near], Vec::new(), Duration::ZERO);
+        let zone: Zone = "a".parse().unwrap_or_default();
+        let mut providers = Providers::new(found, Duration::from_secs(1), 6, zone).nearest_first(Arc::new(peers));
+        for expected in [near, far, unknown, elsewhere] {
+            assert_eq!(providers.next().await, Some(expected));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,6 +19,11 @@ pub trait Peers: Send + Sync + std::fmt::Debug + 'static {
     /// passing over the peers in `except`: `None` for this node (also when
     /// routing cannot tell).
     async fn closest(&self, key: &Key, except: &[PeerId]) -> Option<Provider>;
+
+    /// The round-trip time last measured to `peer`, if any.
+    fn rtt(&self, _peer: &PeerId) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -45,6 +50,10 @@ impl Peers for Router {
             None
         })
     }
+
+    fn rtt(&self, peer: &PeerId) -> Option<std::time::Duration> {
+        Router::rtt(self, peer)
+    }
 }
 
 /// A fixed set of providers, for tests.
@@ -57,6 +66,8 @@ pub struct Static {
     pub delay: std::time::Duration,
     /// What `closest` answers for every key (`None`: this node).
     pub closest: Option<Provider>,
+    /// What `rtt` answers.
+    pub rtts: std::collections::HashMap<PeerId, std::time::Duration>,
     penalized: std::sync::Arc<parking_lot::Mutex<Vec<PeerId>>>,
 }
 
@@ -99,5 +110,9 @@ impl Peers for Static {
 
     async fn closest(&self, _key: &Key, except: &[PeerId]) -> Option<Provider> {
         self.closest.filter(|p| !except.contains(&p.peer))
+    }
+
+    fn rtt(&self, peer: &PeerId) -> Option<std::time::Duration> {
+        self.rtts.get(peer).copied()
     }
 }

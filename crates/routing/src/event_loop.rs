@@ -93,6 +93,8 @@ pub struct EventLoop {
     resolving: FuturesUnordered<BoxFuture<'static, Resolved>>,
     next_sweep: Instant,
     metrics: Metrics,
+    /// What the liveness probes measured, read by `Router::rtt`.
+    rtts: crate::router::Rtts,
     /// `Router::closest`: walks towards keys, their answers, waiting callers.
     closest: Closest,
     /// The routing table's size when the last walk to fill a thin table started.
@@ -109,7 +111,12 @@ impl std::fmt::Debug for EventLoop {
 }
 
 impl EventLoop {
-    pub(crate) fn new(config: Config, commands: mpsc::Receiver<Command>, metrics: Metrics) -> Result<Self, Error> {
+    pub(crate) fn new(
+        config: Config,
+        commands: mpsc::Receiver<Command>,
+        metrics: Metrics,
+        rtts: crate::router::Rtts,
+    ) -> Result<Self, Error> {
         let keypair = identity::load_or_create(&config.data_dir)?;
         let local = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair, &config)?;
@@ -159,6 +166,7 @@ impl EventLoop {
             resolving: FuturesUnordered::new(),
             next_sweep: Instant::now() + SWEEP_EVERY,
             metrics,
+            rtts,
             closest: Closest::default(),
             thin_walk_at: None,
             joined: Vec::new(),

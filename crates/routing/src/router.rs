@@ -8,8 +8,10 @@
 //! `Error::Timeout`, never as a hung caller.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     pin::Pin,
+    sync::{Arc, RwLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -92,7 +94,15 @@ pub struct Router {
     command_timeout: Duration,
     advertise_timeout: Duration,
     metrics: Metrics,
+    rtts: Rtts,
 }
+
+/// The round-trip time the liveness probes last measured to each peer
+/// (at most [`MAX_RTTS`] peers), written by the event loop.
+pub(crate) type Rtts = Arc<RwLock<HashMap<PeerId, Duration>>>;
+
+/// The most peers whose round-trip time is kept.
+pub(crate) const MAX_RTTS: usize = 100_000;
 
 /// The providers of one key, in the order they become usable.
 ///
@@ -140,7 +150,8 @@ impl Router {
         let command_timeout = config.command_timeout;
         let advertise_timeout = config.advertise_timeout;
         let metrics = Metrics::new();
-        let event_loop = EventLoop::new(config, rx, metrics.clone())?;
+        let rtts = Rtts::default();
+        let event_loop = EventLoop::new(config, rx, metrics.clone(), rtts.clone())?;
         let router = Router {
             commands: tx,
             local: event_loop.local_peer_id(),
@@ -148,8 +159,14 @@ impl Router {
             command_timeout,
             advertise_timeout,
             metrics,
+            rtts,
         };
         Ok((router, event_loop))
+    }
+
+    /// The round-trip time the liveness probe last measured to `peer`, if it ran.
+    pub fn rtt(&self, peer: &PeerId) -> Option<Duration> {
+        self.rtts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(peer).copied()
     }
 
     /// This node's peer id (stable across restarts with the same `data_dir`).

@@ -286,8 +286,13 @@ impl EventLoop {
 
     fn on_ping(&mut self, event: ping::Event) {
         match event.result {
-            Ok(_) => {
+            Ok(rtt) => {
                 self.metrics.pings.inc();
+                let mut rtts = self.rtts.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if rtts.len() >= crate::router::MAX_RTTS && !rtts.contains_key(&event.peer) {
+                    rtts.clear();
+                }
+                rtts.insert(event.peer, rtt);
             }
             Err(ping::Failure::Unsupported) => {}
             Err(error) => {
