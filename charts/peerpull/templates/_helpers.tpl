@@ -117,3 +117,20 @@ The Secret holding the pre-shared key: the one named by psk.existingSecret, or t
 {{- define "peerpull.pskSecret" -}}
 {{- default (printf "%s-psk" (include "peerpull.fullname" .)) .Values.peerpull.psk.existingSecret -}}
 {{- end }}
+
+{{/*
+"true" when the daemon reads its node's zone label from the Node object
+(peerpull.zone.fromNode, and no fixed peerpull.zone.name): the pods then need
+a token and the node-reader RBAC. Empty otherwise.
+*/}}
+{{- define "peerpull.zoneFromNode" -}}
+{{- if and .Values.peerpull.zone.fromNode (not .Values.peerpull.zone.name) }}true{{ end }}
+{{- end }}
+
+{{/*
+The ClusterRole and ClusterRoleBinding that let the pods read Nodes; cluster-scoped,
+so the namespace is part of the name.
+*/}}
+{{- define "peerpull.nodeReader" -}}
+{{- printf "%s-%s-node-reader" (include "peerpull.namespace" .) (include "peerpull.fullname" .) }}
+{{- end }}

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -32,6 +32,8 @@ pub fn typed_round_trip(doc: &Doc) -> Result<bool, Error> {
         ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<NetworkPolicy>(&json),
         ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(&json),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(&json),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(&json),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => round_trip::<ClusterRoleBinding>(&json),
         _ => return Ok(false),
     };
     checked.map_err(|e| Error::Invalid(format!("{} {} ({}): {e}", doc.kind(), doc.name(), doc.source)))?;

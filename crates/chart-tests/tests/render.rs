@@ -4,8 +4,9 @@
 //! on: that `helm lint` passes, the objects and their kinds, that the
 //! Kubernetes API types hold every field, that `peerpull` accepts the
 //! arguments the chart gives it, the DaemonSet's placement, privileges,
-//! mounts and probes, the bootstrap service, the uninstall hook, and that
-//! the optional objects come and go with their toggles.
+//! mounts and probes, the bootstrap service, the uninstall hook, how a pod
+//! learns its zone, and that the optional objects come and go with their
+//! toggles.
 
 #[path = "render/optional.rs"]
 mod optional;
@@ -13,6 +14,8 @@ mod optional;
 mod support;
 #[path = "render/values.rs"]
 mod values;
+#[path = "render/zone.rs"]
+mod zone;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +36,8 @@ use crate::values::*;
 fn defaults_render_the_expected_objects() -> Result {
     let manifest = render("")?;
     let expected: Vec<(String, String)> = [
+        ("ClusterRole", NODE_READER),
+        ("ClusterRoleBinding", NODE_READER),
         ("ConfigMap", "peerpull-preheat"),
         ("DaemonSet", "peerpull"),
         ("DaemonSet (hook)", "peerpull-cleanup"),
@@ -52,7 +57,8 @@ fn defaults_render_the_expected_objects() -> Result {
     assert_eq!(manifest.objects(), expected);
     for doc in &manifest.docs {
         let namespace = doc.value.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str);
-        assert_eq!(namespace, Some(NS), "{} {}", doc.kind(), doc.name());
+        let cluster_scoped = doc.kind().starts_with("Cluster");
+        assert_eq!(namespace, (!cluster_scoped).then_some(NS), "{} {}", doc.kind(), doc.name());
         let labels = labels(&doc.value, &["metadata", "labels"]);
         assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("Helm"));
         assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("peerpull"));

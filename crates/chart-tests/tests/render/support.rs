@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 use peerpull_chart_tests::{check_args, expand, Helm, Manifest, NEWEST_KUBE_VERSION};
 use serde_norway::Value;
 
-use crate::values::NODE_IP;
+use crate::values::{NODE_IP, NODE_NAME};
 
 pub(crate) type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -62,9 +62,9 @@ pub(crate) fn flags(args: &[String], name: &str) -> Vec<String> {
     args.iter().filter_map(|a| a.strip_prefix(&prefix).map(str::to_owned)).collect()
 }
 
-/// The container's environment as the kubelet would give it on a node
-/// whose IP is [`NODE_IP`] (values as written; `status.hostIP` from the
-/// downward API).
+/// The container's environment as the kubelet would give it on the node
+/// [`NODE_NAME`] whose IP is [`NODE_IP`] (values as written; `status.hostIP`
+/// and `spec.nodeName` from the downward API).
 pub(crate) fn container_env(c: &Container) -> Result<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
     for var in c.env.as_deref().unwrap_or_default() {
@@ -72,6 +72,7 @@ pub(crate) fn container_env(c: &Container) -> Result<BTreeMap<String, String>> {
             (Some(value), _) => value.clone(),
             (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
                 Some("status.hostIP") => NODE_IP.to_owned(),
+                Some("spec.nodeName") => NODE_NAME.to_owned(),
                 other => return Err(format!("{}: env {} from {other:?}", c.name, var.name).into()),
             },
             (None, None) => String::new(),

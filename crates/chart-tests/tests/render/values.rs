@@ -10,6 +10,10 @@ pub(crate) const DS: &str = "peerpull";
 pub(crate) const CLEANUP: &str = "peerpull-cleanup";
 /// The node IP the tests stand in for the downward API's `status.hostIP`.
 pub(crate) const NODE_IP: &str = "10.0.0.7";
+/// The node name the tests stand in for the downward API's `spec.nodeName`.
+pub(crate) const NODE_NAME: &str = "node-a";
+/// The ClusterRole and ClusterRoleBinding that let the pods read their Node (cluster-scoped: named with the namespace).
+pub(crate) const NODE_READER: &str = "peerpull-system-peerpull-node-reader";
 
 pub(crate) const K3S: &str = r#"
 peerpull:
@@ -105,6 +109,8 @@ peerpull:
   mountSocketDirectory: true
   containerdNamespace: custom
   dataDir: /var/lib/example/peerpull
+  zone:
+    name: us-east-1a
 "#;
 
 pub(crate) const MINIMAL: &str = r#"
@@ -121,6 +127,8 @@ livenessProbe:
 peerpull:
   containerdContentPath: ""
   containerdMirrorAdd: false
+  zone:
+    fromNode: false
 "#;
 
 /// The pre-shared key from a Secret the operator made.
