@@ -106,6 +106,19 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 50)]
     pub(crate) relay_rate_mbps: u64,
 
+    /// zones: nodes in each of the two zones.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) zones_nodes_per_zone: usize,
+    /// zones: the image's one layer, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) zones_image_mib: u64,
+    /// zones: one-way delay between the zones, ms.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) zones_delay_ms: u64,
+    /// zones: the upstream's link into each zone, MB/s (10^6 bytes).
+    #[arg(long, default_value_t = 25)]
+    pub(crate) zones_rate_mbps: u64,
+
     /// dht: routers in one process.
     #[arg(long, default_value_t = 50)]
     pub(crate) dht_routers: usize,
@@ -164,6 +177,8 @@ pub(crate) enum Scenario {
     Relay,
     /// Routing at rest on 5 real nodes by how many keys each holds.
     Content,
+    /// A new image on nodes in two zones at once: bytes crossing zones, zones on against off.
+    Zones,
 }
 
 /// How a rollout's nodes pull.
@@ -189,6 +204,7 @@ impl Scenario {
             Self::Holders,
             Self::Relay,
             Self::Content,
+            Self::Zones,
         ]
     }
 }

@@ -96,6 +96,7 @@ async fn run(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
             Scenario::Scale => report.sections.push(scenario::scale::run(args, &progress).await?),
             Scenario::Relay => report.sections.push(scenario::relay::run(args, &progress).await?),
             Scenario::Content => report.sections.push(scenario::content::run(args, &progress).await?),
+            Scenario::Zones => report.sections.push(scenario::zones::run(args, &progress).await?),
             Scenario::Rollout => {
                 let (sections, memory) = scenario::rollout::run(args, &progress).await?;
                 report.sections.extend(sections);

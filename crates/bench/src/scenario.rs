@@ -13,6 +13,7 @@ pub(crate) mod rollout;
 pub(crate) mod scale;
 pub(crate) mod serve;
 pub(crate) mod soak;
+pub(crate) mod zones;
 
 mod routers;
 

@@ -42,6 +42,7 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         .args(["--scale-routers", "6,8", "--scale-keys", "2", "--scale-lookups", "10", "--scale-rest-secs", "1"])
         .args(["--relay-nodes", "3", "--relay-blob-mib", "4"])
         .args(["--content-keys", "12", "--content-rest-secs", "1", "--content-measure-secs", "2"])
+        .args(["--zones-nodes-per-zone", "1", "--zones-image-mib", "2"])
         .args(["--out"])
         .arg(out.path())
         .spawn()
@@ -77,6 +78,7 @@ fn every_scenario_at_tiny_sizes_writes_finite_figures() {
         "rollout-2m-all-at-once",
         "relay",
         "content",
+        "zones",
     ] {
         assert!(keys.contains(&want), "no section {want} in {keys:?}");
     }
