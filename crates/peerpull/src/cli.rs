@@ -345,6 +345,11 @@ pub(crate) struct RunArgs {
     /// and one transfer per zone crosses zones when the cluster fetches a blob from the upstream (empty: none).
     #[arg(long = "zone", env = "PEERPULL_ZONE", value_name = "NAME")]
     pub(crate) zone: Option<Zone>,
+    /// Read this node's zone at start from the topology.kubernetes.io/zone label of the Kubernetes Node of this
+    /// name, through the in-cluster API (the chart passes $(NODE_NAME) and a read-only RBAC rule); when it cannot
+    /// be read, the node runs without a zone and says so.
+    #[arg(long = "zone-from-node", env = "PEERPULL_ZONE_FROM_NODE", value_name = "NODE", conflicts_with = "zone")]
+    pub(crate) zone_from_node: Option<String>,
     /// Private repositories (those the upstream refuses this node): public serves their content to any pull
     /// once a node holds it; verify serves it only to a pull whose credentials the upstream accepts for that
     /// repository (containerd sends the pod's pull secret when the mirror asks), here and between nodes.

@@ -18,6 +18,7 @@ mod configure;
 mod doctor;
 mod exit;
 mod logging;
+mod node_zone;
 mod run;
 
 use std::process::ExitCode;

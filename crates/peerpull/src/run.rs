@@ -14,7 +14,7 @@ use peerpull_hosts::{RegistriesYaml, RegistryConfig};
 use peerpull_mirror::UpstreamFallback;
 use peerpull_node::{Error, Listener, Node};
 use peerpull_oci::Mirrored;
-use peerpull_routing::Psk;
+use peerpull_routing::{Psk, Zone};
 use peerpull_store::containerd::Config as StoreConfig;
 use peerpull_upstream::{Credentials, RegistrySettings, Tls};
 use tokio::signal::unix::{signal, SignalKind};
@@ -23,6 +23,36 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::RunArgs;
 use crate::exit::Failure;
 use crate::logging;
+
+/// This node's zone: `--zone`, or the label of the Node `--zone-from-node`
+/// names (none, with a warning, when it cannot be read: pulls work the same
+/// without a zone).
+async fn zone(args: &RunArgs) -> Zone {
+    if let Some(zone) = args.zone {
+        return zone;
+    }
+    let Some(node) = &args.zone_from_node else { return Zone::NONE };
+    match crate::node_zone::zone_of_node(node).await {
+        Ok(Some(name)) => match Zone::new(&name) {
+            Ok(zone) => {
+                tracing::info!(%node, %zone, "zone read from the node's topology.kubernetes.io/zone label");
+                zone
+            }
+            Err(error) => {
+                tracing::warn!(%node, %error, "the node's zone label is not a zone name; running without a zone");
+                Zone::NONE
+            }
+        },
+        Ok(None) => {
+            tracing::warn!(%node, "the node has no topology.kubernetes.io/zone label; running without a zone");
+            Zone::NONE
+        }
+        Err(error) => {
+            tracing::warn!(%node, error = format!("{error:#}"), "could not read the node's zone; running without a zone");
+            Zone::NONE
+        }
+    }
+}
 
 /// Runs the daemon until a signal stops it.
 pub(crate) fn run(args: RunArgs) -> Result<(), Failure> {
@@ -40,6 +70,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
     let mut clients = own_addresses();
     clients.extend(args.client_cidrs.iter().copied());
     let mirrored = registries.mirrored();
+    let zone = zone(&args).await;
     let upstream = peerpull_upstream::Config {
         registries: registries.yaml.as_ref().map(|y| upstream_settings(y, &mirrored)).unwrap_or_default(),
         ..Default::default()
@@ -67,7 +98,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             mirror_addr: args.listen.registry_addr,
             bootstrap: args.bootstrap,
             data_dir: args.data_dir,
-            zone: args.zone.unwrap_or_default(),
+            zone,
             psk,
             ..Default::default()
         },
@@ -83,7 +114,7 @@ async fn daemon(args: RunArgs) -> Result<(), Failure> {
             max_upload_rate: args.max_upload_rate,
             multi_source_min_bytes: args.multi_source_min_bytes,
             relay_fanout: args.relay_fanout as usize,
-            zone: args.zone.unwrap_or_default(),
+            zone,
             private_images: peerpull_mirror::PrivateImages {
                 mode: args.private_images.into(),
                 grace: args.private_grace,
