@@ -26,6 +26,15 @@ pub struct Node {
     pub peerpull: Peerpull,
 }
 
+/// The sum over `nodes` of the metric `name` (as [`Peerpull::metric`] reads one).
+pub async fn metric_sum(nodes: &[Node], name: &str) -> Result<f64, Error> {
+    let mut total = 0.0;
+    for node in nodes {
+        total += node.peerpull.metric(name).await?;
+    }
+    Ok(total)
+}
+
 /// Nodes that know each other, and the upstream registry they mirror.
 #[derive(Debug)]
 pub struct Cluster {

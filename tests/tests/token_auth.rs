@@ -15,11 +15,7 @@ const PUSHER: (&str, &str) = ("pusher", "push-secret");
 const READER: (&str, &str) = ("reader", "read-secret");
 
 async fn sum(nodes: &[Node], metric: &str) -> f64 {
-    let mut total = 0.0;
-    for node in nodes {
-        total += node.peerpull.metric(metric).await.unwrap();
-    }
-    total
+    peerpull_e2e::metric_sum(nodes, metric).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
