@@ -7,9 +7,11 @@
 //! over their bridge; nodes of different zones through the host, which
 //! routes between the bridges (`net.ipv4.ip_forward` is on while a network
 //! lives) and holds every packet it routes from one zone to another for the
-//! inter-zone delay. The upstream registry listens on an address of the host
-//! outside every zone ([`Network::upstream_ip`]), optionally behind a
-//! shaped link, and stays reachable from every node whatever is cut. A
+//! inter-zone delay, counting the bytes ([`Network::bytes_between_zones`]:
+//! what crossed, whatever the nodes report). The upstream registry listens
+//! on an address of the host outside every zone ([`Network::upstream_ip`]),
+//! optionally behind a shaped link, and stays reachable from every node
+//! whatever is cut. A
 //! containerd runs in the host namespace and reaches its node's mirror at the
 //! node's address. It does not run the nodes: [`Network::peerpull_options`]
 //! says how a `peerpull run` joins its namespace.
@@ -43,7 +45,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -97,6 +99,8 @@ pub struct Member {
 #[derive(Debug)]
 struct DelayLine {
     stop: Arc<AtomicBool>,
+    /// IP bytes (headers included) passed from one zone to another.
+    routed: Arc<AtomicU64>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     wake: SocketAddr,
@@ -151,13 +155,16 @@ impl Network {
         if let Some((zone, n)) = config.zones.iter().find(|(_, n)| *n == 0 || *n > MAX_NODES_PER_ZONE) {
             return Err(invalid(format!("zone {zone} with {n} nodes (1 to {MAX_NODES_PER_ZONE})")));
         }
+        // Names and addresses of their own for each network of this process
+        // (one that was dropped may linger a moment while the kernel frees it).
+        static NEXT: AtomicU32 = AtomicU32::new(0);
         let id = std::process::id();
-        let tag = id % 100_000;
+        let tag = (id % 100_000) * 10 + NEXT.fetch_add(1, Ordering::Relaxed) % 10;
         // 10.a.(b + z).0/24 for zone z; 10.a.(b + 9).1 is the upstream's.
-        let (a, b) = (100 + (id % 50) as u8, ((id / 50) % 24) as u8 * 10);
+        let (a, b) = (100 + (tag % 50) as u8, ((tag / 50) % 24) as u8 * 10);
         let mut network = Self {
             tag,
-            table: 20_000 + tag,
+            table: 1_000_000 + tag,
             bridges: (0..config.zones.len()).map(|z| format!("ppzb{tag}z{z}")).collect(),
             members: Vec::new(),
             zones: config.zones.iter().map(|(name, _)| name.clone()).collect(),
@@ -196,8 +203,7 @@ impl Network {
         run("ip", &["addr", "add", &format!("{}/32", self.upstream_ip), "dev", &self.bridges[0]])?;
         for (n, member) in self.members.iter().enumerate() {
             let z = self.zone_index(n);
-            let (ns, host_if, ns_if) =
-                (&member.netns, format!("ppzh{}n{n}", self.tag), format!("ppzv{}n{n}", self.tag));
+            let (ns, host_if, ns_if) = (&member.netns, self.host_if(n), format!("ppzv{}n{n}", self.tag));
             run("ip", &["netns", "add", ns])?;
             run("ip", &["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])?;
             run("ip", &["link", "set", &ns_if, "netns", ns])?;
@@ -251,6 +257,12 @@ impl Network {
         let host = format!("{}/32", self.gateway(self.zone_index(n)));
         let extra = vec!["--client-cidr".to_owned(), host];
         PeerpullOptions { netns: Some(member.netns.clone()), extra, ..PeerpullOptions::on(member.ip) }
+    }
+
+    /// The IP bytes (headers included) the host has routed from one zone to
+    /// another so far: what crossed between zones, whatever the nodes say.
+    pub fn bytes_between_zones(&self) -> u64 {
+        self.delay_line.as_ref().map_or(0, |line| line.routed.load(Ordering::Relaxed))
     }
 
     /// Cuts `zone` from every other zone: nothing from a node of one reaches
@@ -319,6 +331,11 @@ impl Network {
         self.zones.iter().position(|name| name == zone).unwrap_or(0)
     }
 
+    /// Node `n`'s veth end in the host namespace.
+    fn host_if(&self, n: usize) -> String {
+        format!("ppzh{}n{n}", self.tag)
+    }
+
     /// The host's address on zone `z`'s bridge.
     fn gateway(&self, z: usize) -> Ipv4Addr {
         let [a, b, c, _] = self.subnets[z].octets();
@@ -329,7 +346,9 @@ impl Network {
         if let Some(line) = self.delay_line.take() {
             line.stop();
         }
-        for member in &self.members {
+        for (n, member) in self.members.iter().enumerate() {
+            // Deleting our end deletes the pair, also while the namespace lingers.
+            let _ = Command::new("ip").args(["link", "del", &self.host_if(n)]).output();
             let _ = Command::new("ip").args(["netns", "del", &member.netns]).output();
         }
         for bridge in &self.bridges {
@@ -359,6 +378,8 @@ impl DelayLine {
     /// `delay`, and writes them back.
     fn start(tun: File, delay: Duration, subnets: Vec<Ipv4Addr>, wake: SocketAddr) -> Result<Self, Error> {
         let stop = Arc::new(AtomicBool::new(false));
+        let routed = Arc::new(AtomicU64::new(0));
+        let counted = routed.clone();
         let mut output = tun.try_clone().map_err(Error::io("duplicating the TUN descriptor"))?;
         let (tx, rx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(DELAY_QUEUE);
         let stopping = stop.clone();
@@ -379,7 +400,9 @@ impl DelayLine {
                         continue;
                     }
                     // A full queue drops, as a router's does.
-                    let _ = tx.try_send((Instant::now() + delay, packet.to_vec()));
+                    if tx.try_send((Instant::now() + delay, packet.to_vec())).is_ok() {
+                        counted.fetch_add(len as u64, Ordering::Relaxed);
+                    }
                 }
             })
             .map_err(Error::io("starting the delay line"))?;
@@ -395,7 +418,7 @@ impl DelayLine {
                 }
             })
             .map_err(Error::io("starting the delay line"))?;
-        Ok(Self { stop, reader: Some(reader), writer: Some(writer), wake })
+        Ok(Self { stop, routed, reader: Some(reader), writer: Some(writer), wake })
     }
 
     /// Stops both threads: the reader on the next packet (we send it one),
