@@ -350,3 +350,25 @@ fn run_names_the_flag_and_the_cause_of_a_port_in_use() {
         assert!(last.contains(&format!("{flag} {taken}: cannot listen")), "{flag}: {last}");
     }
 }
+
+/// `--version` names the commit the binary was built from: in this
+/// checkout, a commit of its history (HEAD may have moved on since the
+/// build); `unknown` only where git cannot say.
+#[test]
+fn version_names_the_commit() {
+    let out = peerpull(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("peerpull {} (commit ", env!("CARGO_PKG_VERSION"));
+    let commit = text.trim_end().strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(')'));
+    let commit = commit.unwrap_or_else(|| panic!("{text:?} is not `{prefix}<commit>)`"));
+    let git = |args: &[&str]| Command::new("git").args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output();
+    let checkout = git(&["rev-parse", "HEAD"]).is_ok_and(|o| o.status.success());
+    if !checkout {
+        assert!(commit == "unknown" || commit.len() >= 7, "{text:?}");
+        return;
+    }
+    assert!(commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()), "{text:?}: not a short commit");
+    let known = git(&["rev-parse", "--verify", "--quiet", &format!("{commit}^{{commit}}")]).unwrap();
+    assert!(known.status.success(), "{commit} is no commit of this checkout");
+}
