@@ -2,13 +2,13 @@
 //! has (read through its `Command` API, in every subcommand that has the
 //! flag), the config type's default, the value the Helm chart's
 //! `values.yaml` sets (and the Default column of the chart README's values
-//! table), and the default the top-level README's configuration block
-//! states must all agree.
+//! table), and the default the configuration reference
+//! (`docs/configuration.md`) states must all agree.
 //!
 //! Each row of [`flags`] says where a flag's default lives. Where the chart
 //! deploys another value on purpose, the row is an exception with its
 //! reason, and is checked to still be one. Every flag with a default in
-//! any subcommand needs a row, and so does every flag the README states a
+//! any subcommand needs a row, and so does every flag the reference states a
 //! default for, so a new default cannot slip past.
 
 #![allow(clippy::unwrap_used)]
@@ -65,7 +65,7 @@ enum Chart {
     Absent,
 }
 
-/// Whether the README's configuration block states the flag's default.
+/// Whether the configuration reference states the flag's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Readme {
     States,
@@ -365,11 +365,11 @@ fn template_value(template: &str, long: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The defaults the README's configuration block states: `--long` → value
-/// (`# default VALUE…`, `# …, default VALUE…` or `# VALUE (default) | …`).
-fn readme_defaults(readme: &str) -> BTreeMap<String, String> {
-    let section = readme.split("\n## Configuration\n").nth(1).unwrap_or_default();
-    let block = section.split("```").nth(1).unwrap_or_default();
+/// The defaults the configuration reference's block states (its first code
+/// block): `--long` → value (`# default VALUE…`, `# …, default VALUE…` or
+/// `# VALUE (default) | …`).
+fn readme_defaults(reference: &str) -> BTreeMap<String, String> {
+    let block = reference.split("```").nth(1).unwrap_or_default();
     let mut out = BTreeMap::new();
     for line in block.lines() {
         let Some(rest) = line.strip_prefix("  --") else { continue };
@@ -396,7 +396,7 @@ fn each_default_is_the_same_everywhere() {
     let values: Value = serde_norway::from_str(&read("charts/peerpull/values.yaml")).unwrap();
     let chart_readme = read("charts/peerpull/README.md");
     let template = read("charts/peerpull/templates/daemonset.yaml");
-    let readme = readme_defaults(&read("README.md"));
+    let readme = readme_defaults(&read("docs/configuration.md"));
     let mut problems = Vec::new();
     let mut rows = BTreeSet::new();
     for flag in flags() {
@@ -412,7 +412,7 @@ fn each_default_is_the_same_everywhere() {
     }
     for long in readme.keys() {
         if !rows.contains(long.as_str()) {
-            problems.push(format!("--{long}: the README states a default but `flags()` has no row for it"));
+            problems.push(format!("--{long}: docs/configuration.md states a default but `flags()` has no row for it"));
         }
     }
     assert!(problems.is_empty(), "defaults disagree:\n{}", problems.join("\n"));
@@ -494,11 +494,11 @@ fn check(
     }
     match (flag.readme, readme.get(flag.long)) {
         (Readme::States, Some(stated)) => {
-            problems.extend(same("what README.md states".into(), Ok(Some(stated.clone()))))
+            problems.extend(same("what docs/configuration.md states".into(), Ok(Some(stated.clone()))))
         }
-        (Readme::States, None) => problems.push("README.md's configuration block states no default for it".into()),
+        (Readme::States, None) => problems.push("docs/configuration.md states no default for it".into()),
         (Readme::Silent, Some(stated)) => {
-            problems.push(format!("README.md states the default {stated:?}: make the row `Readme::States`"))
+            problems.push(format!("docs/configuration.md states the default {stated:?}: make the row `Readme::States`"))
         }
         (Readme::Silent, None) => {}
     }

@@ -1,9 +1,15 @@
-//! docs/migrating-from-spegel.md names only what peerpull has: every flag in
-//! a peerpull column or a `peerpull <command>` line is in that command's
-//! `--help`, every chart value in a peerpull column or a `helm … --set` of
-//! the peerpull chart is a key of charts/peerpull/values.yaml, and every
-//! `peerpull_…` metric is registered in `crates/*/src` under that name
-//! (counters with `_total`, as Prometheus exposes them).
+//! The docs name only what peerpull has, so they cannot drift from it.
+//!
+//! Every page (README.md, docs/*.md, the chart's README): every `peerpull_…`
+//! metric is registered in `crates/*/src` under that name (counters with
+//! `_total`, as Prometheus exposes them), and every flag on a `peerpull
+//! <command>` line of a code block (or, in the configuration reference, on
+//! the flag lines under it) is in that command's `--help`.
+//!
+//! docs/migrating-from-spegel.md besides: every flag in a peerpull column is
+//! in `peerpull run` or `configure --help`, and every chart value in a
+//! peerpull column or a `helm … --set` of the peerpull chart is a key of
+//! charts/peerpull/values.yaml.
 //!
 //! Implementation notes: the metric names come from the source, not from a
 //! running node, which would need containerd. A registration is a
@@ -183,6 +189,80 @@ fn registered_metrics() -> BTreeSet<String> {
     names
 }
 
+/// The pages checked: the README, every page under docs/, the chart's README.
+fn pages() -> Vec<PathBuf> {
+    let mut out = vec![root().join("README.md"), root().join("charts/peerpull/README.md")];
+    for entry in fs::read_dir(root().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The flags each `peerpull <command>` line of `page`'s code blocks names,
+/// with the flag lines (`--flag …`, indented in the page) under such a
+/// line, as `(command, flag, line)`.
+fn command_flags(page: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in command_lines(page) {
+        if let Some(sub) = &current {
+            if line.starts_with("--") {
+                for flag in flags(line.split('#').next().unwrap_or_default()) {
+                    out.push((sub.clone(), flag, line.clone()));
+                }
+                continue;
+            }
+        }
+        current = None;
+        let words: Vec<&str> = line.split_whitespace().map(|w| w.trim_matches('`')).collect();
+        for (i, word) in words.iter().enumerate() {
+            let is_peerpull = *word == "peerpull" || word.ends_with("/peerpull");
+            let Some(sub) = words.get(i + 1).filter(|s| is_peerpull && SUBCOMMANDS.contains(s)) else { continue };
+            let named = words[i + 2..].join(" ");
+            // `--containerd-*`: a family of flags, not one.
+            for flag in flags(named.split('#').next().unwrap_or_default()).into_iter().filter(|f| !f.ends_with('-')) {
+                out.push(((*sub).to_owned(), flag, line.clone()));
+            }
+            current = Some((*sub).to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_page_names_only_metrics_and_flags_peerpull_has() {
+    let registered = registered_metrics();
+    let mut helps = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    let (mut metrics_checked, mut flags_checked) = (0, 0);
+    for path in pages() {
+        let page = fs::read_to_string(&path).unwrap();
+        let shown = path.strip_prefix(root()).unwrap_or(&path).display().to_string();
+        for name in metric_names(&page) {
+            metrics_checked += 1;
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
+            if !registered.contains(&name) && !registered.contains(base) {
+                missing.push(format!("{shown}: metric `{name}` is not registered in crates/*/src"));
+            }
+        }
+        for (sub, flag, line) in command_flags(&page) {
+            flags_checked += 1;
+            let known = helps.entry(sub.clone()).or_insert_with(|| help_flags(&sub));
+            if !known.contains(&flag) && flag != "--help" {
+                missing.push(format!("{shown}: `peerpull {sub}` has no flag `{flag}` (in: {})", line.trim()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "the docs name what peerpull does not have:\n  {}", missing.join("\n  "));
+    // Pages whose code blocks or names stopped parsing would pass vacuously.
+    assert!(metrics_checked >= 40, "only {metrics_checked} metric names found in the docs");
+    assert!(flags_checked >= 40, "only {flags_checked} flags found on peerpull command lines");
+}
+
 /// Every `peerpull_…` name in `page`.
 fn metric_names(page: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
@@ -190,8 +270,9 @@ fn metric_names(page: &str) -> BTreeSet<String> {
     while let Some(at) = rest.find("peerpull_") {
         let boundary = rest[..at].chars().next_back().is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
         let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        // `peerpull_` alone is the prefix, not a name.
-        if boundary && !name.ends_with('_') {
+        // `peerpull_` alone is the prefix, not a name; `peerpull_mirror=debug` is a log filter.
+        let log_filter = rest[at + name.len()..].starts_with('=');
+        if boundary && !name.ends_with('_') && !log_filter {
             found.insert(name.clone());
         }
         rest = &rest[at + name.len()..];
