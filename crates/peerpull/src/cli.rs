@@ -46,6 +46,11 @@ pub(crate) enum Command {
     Locate(LocateArgs),
 }
 
+/// A path, where "" is a value of its own (none).
+fn parse_maybe_empty_path(text: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(text))
+}
+
 /// The admin API's Unix socket: `run` serves it, `status`, `locate` and `doctor` ask it.
 #[derive(Debug, Args)]
 pub(crate) struct AdminSocketArg {
@@ -55,7 +60,9 @@ pub(crate) struct AdminSocketArg {
         long = "admin-socket",
         env = "PEERPULL_ADMIN_SOCKET",
         value_name = "PATH",
-        default_value = peerpull_admin::DEFAULT_SOCKET
+        default_value = peerpull_admin::DEFAULT_SOCKET,
+        // clap's path parser refuses "", which means none here.
+        value_parser = parse_maybe_empty_path
     )]
     pub(crate) admin_socket: PathBuf,
 }

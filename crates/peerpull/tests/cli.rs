@@ -372,3 +372,18 @@ fn version_names_the_commit() {
     let known = git(&["rev-parse", "--verify", "--quiet", &format!("{commit}^{{commit}}")]).unwrap();
     assert!(known.status.success(), "{commit} is no commit of this checkout");
 }
+
+#[test]
+fn an_empty_admin_socket_is_accepted_as_none() {
+    for (args, env) in [(vec!["doctor", "--admin-socket", ""], None), (vec!["run"], Some(""))] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_peerpull"));
+        command.args(&args).env_clear().env("PEERPULL_CHECK_ARGS", "1");
+        if let Some(value) = env {
+            command.env("PEERPULL_ADMIN_SOCKET", value);
+        }
+        let out = command.output().unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(printed.contains("admin_socket: \"\""), "{args:?}: {printed}");
+    }
+}
