@@ -1,4 +1,5 @@
-//! The docs name only what peerpull has, so they cannot drift from it.
+//! The docs name only what peerpull has, and link only to files that exist,
+//! so they cannot drift from it.
 //!
 //! Every page (README.md, docs/*.md, the chart's README): every `peerpull_…`
 //! metric is registered in `crates/*/src` under that name (counters with
@@ -356,4 +357,26 @@ fn the_spegel_page_names_only_what_peerpull_has() {
     assert!(keys_checked >= 50, "{PAGE}: only {keys_checked} chart values found in peerpull columns");
     assert!(flags_checked >= 25, "{PAGE}: only {flags_checked} flags found");
     assert!(named.len() >= 30, "{PAGE}: only {} peerpull metrics found", named.len());
+}
+
+#[test]
+fn every_relative_link_in_the_docs_leads_to_a_file() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for path in pages() {
+        let page = fs::read_to_string(&path).unwrap();
+        let dir = path.parent().unwrap();
+        for target in page.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            let file = target.split('#').next().unwrap_or_default();
+            if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            if !dir.join(file).exists() {
+                broken.push(format!("{}: ({target})", path.strip_prefix(root()).unwrap_or(&path).display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to no file:\n  {}", broken.join("\n  "));
+    assert!(checked >= 20, "only {checked} relative links found");
 }
