@@ -185,7 +185,9 @@ async fn a_moved_tag_a_stopped_holder_and_an_unlisted_image_are_followed() {
     let second = eventually("another node to take the image over", HELD_WITHIN, || async {
         let mut held = None;
         for (n, node) in nodes.iter().enumerate().filter(|(n, _)| *n != first) {
-            if node.containerd.cri_image_status(&reference).await.ok()?.is_some() {
+            // CRI lists a pulled image before it records its digest: wait for both.
+            let status = node.containerd.cri_image_status(&reference).await.ok()?;
+            if status.is_some_and(|s| s.manifest_digest().is_some()) {
                 held = Some(n);
             }
         }
