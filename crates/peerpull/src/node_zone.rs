@@ -371,7 +371,9 @@ mod tests {
         let (api, server) = api_server(Answer::Nothing);
         let error = format!("{:#}", zone_of_node_at(&api, "node-a").await.unwrap_err());
         assert!(error.contains("no answer within 5 s"), "{error}");
-        server.join().unwrap();
+        // Not joined: with the clock paused the client may give up before it even connects,
+        // leaving the server waiting for a connection that never comes.
+        drop(server);
     }
 
     #[tokio::test]
