@@ -3,8 +3,7 @@
 //! `0.1.0 (commit unknown)` when there is no `git` or no checkout. It never
 //! fails the build.
 //!
-//! `crates/peerpull/build.rs` is the same script (`peerpull --version`
-//! prints the same string); keep the two alike.
+//! `peerpull --version` prints the same string (`peerpull_node::VERSION`).
 
 use std::path::PathBuf;
 use std::process::Command;

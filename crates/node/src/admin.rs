@@ -120,7 +120,7 @@ impl peerpull_admin::Admin for Service {
             })
             .collect();
         Ok(Response::new(v1::StatusResponse {
-            version: env!("PEERPULL_VERSION").to_owned(),
+            version: crate::VERSION.to_owned(),
             peer_id: self.router.local_peer_id().to_string(),
             mirror_addr: self.mirror_addr.to_string(),
             router_addr: router_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),

@@ -49,6 +49,9 @@ pub use advertise::Advertiser;
 pub use health::{Check, Health};
 pub use preheat::Preheater;
 
+/// This build: the version and the commit it was built from, e.g. `0.1.0 (commit 5250d95)` (see `build.rs`).
+pub const VERSION: &str = env!("PEERPULL_VERSION");
+
 /// Extra time, beyond the mirror's grace, for subsystems to wind down.
 const STOP_SLACK: Duration = Duration::from_secs(5);
 

@@ -23,7 +23,7 @@ mod defaults;
 
 /// Peer-to-peer container image distribution for Kubernetes nodes.
 #[derive(Debug, Parser)]
-#[command(name = "peerpull", version = env!("PEERPULL_VERSION"), about, propagate_version = true)]
+#[command(name = "peerpull", version = peerpull_node::VERSION, about, propagate_version = true)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
